@@ -1,0 +1,113 @@
+"""What every federate process shares: its configuration file, HELICS setup with
+timeouts, and the process entry point that turns failures into one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import helics as h
+from pydantic import BaseModel, ConfigDict
+
+from tandem.scenario import Scenario
+
+# Exit codes the launcher reads to tell a federate that failed from one that was
+# stopped because another one failed.
+EXIT_OWN_ERROR = 3
+EXIT_FEDERATION_ERROR = 4
+ERROR_PREFIX = "TANDEM-ERROR: "
+
+
+class BrokerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    core_type: str
+    address: str
+    port: int
+    timeout_s: float
+
+
+class FederationConfig(BaseModel):
+    """Written by the launcher into the run folder; every federate reads it."""
+
+    model_config = ConfigDict(extra="forbid")
+    scenario: Scenario  # buses resolved to pandapower indices
+    scenario_source: str
+    output: str
+    broker: BrokerConfig
+    feeder_groups: list[list[int]]
+    boundary_buses: list[int]
+    observers: int = 0
+
+    @classmethod
+    def read(cls, path: str | Path) -> "FederationConfig":
+        return cls.model_validate_json(Path(path).read_text())
+
+    def step_time(self, k: int) -> float:
+        """HELICS time of step k (time 0 is reserved for entering execution)."""
+        return (k + 1) * self.scenario.time.step_seconds
+
+
+def create_value_federate(name: str, config: FederationConfig, *, wait_for_current_time: bool = False) -> h.HelicsFederate:
+    """A value federate that fails instead of hanging: timeouts, terminate-on-error, uninterruptible."""
+    broker = config.broker
+    info = h.helicsCreateFederateInfo()
+    h.helicsFederateInfoSetCoreTypeFromString(info, broker.core_type)
+    h.helicsFederateInfoSetCoreInitString(
+        info,
+        f"--federates=1 --broker_address={broker.address} --broker_port={broker.port} "
+        f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s}s",
+    )
+    h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_TERMINATE_ON_ERROR, True)
+    h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_UNINTERRUPTIBLE, True)
+    if wait_for_current_time:
+        h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_WAIT_FOR_CURRENT_TIME_UPDATE, True)
+    h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_MAX_ITERATIONS, config.scenario.coupling.max_iterations + 5)
+    h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_LOG_LEVEL, h.HELICS_LOG_LEVEL_ERROR)
+    return h.helicsCreateValueFederate(name, info)
+
+
+def publish_vector(pub: h.HelicsPublication, values) -> None:
+    h.helicsPublicationPublishVector(pub, [float(v) for v in values])
+
+
+def close_federate(fed: h.HelicsFederate | None) -> None:
+    if fed is None:
+        return
+    try:
+        h.helicsFederateDisconnect(fed)
+    finally:
+        h.helicsFederateFree(fed)
+
+
+def federate_main(federate_class, description: str) -> None:
+    """Entry point of a federate process: `python -m federates.X --config federation.json`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="federation.json written by the launcher")
+    parser.add_argument("--group", type=int, default=None, help="feeder group index (feeder federates only)")
+    args = parser.parse_args()
+    config = FederationConfig.read(args.config)
+    federate = federate_class(config) if args.group is None else federate_class(config, args.group)
+    try:
+        federate.setup()
+        federate.run()
+        federate.finish()
+    except h.HelicsException as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        federate.finish(error=f"federation stopped: {message}")
+        print(f"{ERROR_PREFIX}federation stopped ({message})", file=sys.stderr, flush=True)
+        sys.exit(EXIT_FEDERATION_ERROR)
+    except Exception as exc:  # report every own failure as one line, details in the log
+        traceback.print_exc(file=sys.stderr)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        federate.finish(error=message, own_error=True)
+        print(f"{ERROR_PREFIX}{message}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_OWN_ERROR)
+    finally:
+        h.helicsCloseLibrary()
+
+
+def metadata_json(**fields) -> str:
+    return json.dumps(fields)

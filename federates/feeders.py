@@ -1,0 +1,98 @@
+"""Feeder federate: a group of OpenDSS feeders in one process, one DSS context each.
+
+Each step every feeder takes its boundary bus voltage as source voltage, applies
+the step's load level, solves, and publishes its substation P and Q per phase and
+total, and its lowest and highest node voltages. In iterative coupling it re-solves
+whenever the transmission federate sends a new voltage within the step.
+"""
+
+from __future__ import annotations
+
+import helics as h
+
+from federates import interfaces as names
+from federates.base import (
+    FederationConfig,
+    close_federate,
+    create_value_federate,
+    federate_main,
+    metadata_json,
+    publish_vector,
+)
+from tandem.grid.feeder import FeederModel
+from tandem.grid.sequential import feeder_levels
+
+
+class FeederGroupFederate:
+    def __init__(self, config: FederationConfig, group: int):
+        self.config = config
+        self.scenario = config.scenario
+        self.group = group
+        self.indices = config.feeder_groups[group]
+        self.fed: h.HelicsFederate | None = None
+
+    def setup(self) -> None:
+        specs = [self.scenario.feeders[i] for i in self.indices]
+        self.models = [FeederModel(spec.label, spec.model) for spec in specs]
+        self.levels = feeder_levels(self.scenario)[self.indices]
+        self.timestamps = self.scenario.time.index()
+        fed = self.fed = create_value_federate(names.feeder_group(self.group), self.config)
+        vec = h.HELICS_DATA_TYPE_VECTOR
+        subs_by_bus: dict[int, h.HelicsInput] = {}
+        self.sub_voltage = []
+        for spec in specs:
+            bus = int(spec.bus)
+            if bus not in subs_by_bus:
+                subs_by_bus[bus] = h.helicsFederateRegisterSubscription(fed, names.boundary_voltage(bus), "pu,deg")
+            self.sub_voltage.append(subs_by_bus[bus])
+        self.pub_p = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_p(m.name), vec, "kW") for m in self.models]
+        self.pub_q = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_q(m.name), vec, "kvar") for m in self.models]
+        self.pub_extremes = [
+            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltage_extremes(m.name), vec, "pu")
+            for m in self.models
+        ]
+        self.pub_meta = [
+            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_metadata(m.name), h.HELICS_DATA_TYPE_STRING, "")
+            for m in self.models
+        ]
+        h.helicsFederateEnterInitializingMode(fed)
+        for pub, model in zip(self.pub_meta, self.models):
+            h.helicsPublicationPublishString(pub, metadata_json(node_names=model.node_names, master=str(model.master)))
+        h.helicsFederateEnterExecutingMode(fed)
+
+    def _solve_and_publish(self, k: int) -> None:
+        for i, model in enumerate(self.models):
+            vm, va = h.helicsInputGetVector(self.sub_voltage[i])
+            model.run(vm, va, self.levels[i, k], f" at step {k} ({self.timestamps[k]})")
+            p, q = model.substation_power()
+            publish_vector(self.pub_p[i], (*p, p.sum()))
+            publish_vector(self.pub_q[i], (*q, q.sum()))
+            publish_vector(self.pub_extremes[i], model.voltage_extremes())
+
+    def run(self) -> None:
+        n_steps = self.scenario.time.n_steps
+        iterative = self.scenario.coupling.mode == "iterative"
+        k = 0
+        h.helicsFederateRequestTime(self.fed, self.config.step_time(0))
+        while k < n_steps:
+            self._solve_and_publish(k)
+            if iterative:
+                # Granted the same step again if the transmission sent a new voltage, else the next one.
+                _, state = h.helicsFederateRequestTimeIterative(
+                    self.fed, self.config.step_time(k + 1), h.HELICS_ITERATION_REQUEST_ITERATE_IF_NEEDED
+                )
+                if state == h.HELICS_ITERATION_RESULT_NEXT_STEP:
+                    k += 1
+            else:
+                k += 1
+                if k < n_steps:
+                    h.helicsFederateRequestTime(self.fed, self.config.step_time(k))
+
+    def finish(self, error: str = "", own_error: bool = False) -> None:
+        if own_error and self.fed is not None:
+            h.helicsFederateGlobalError(self.fed, 1, f"{names.feeder_group(self.group)}: {error}")
+        close_federate(self.fed)
+
+
+if __name__ == "__main__":
+    federate_main(FeederGroupFederate, "Tandem feeder federate (OpenDSS)")

@@ -1,0 +1,294 @@
+"""The launcher: starts a real `helics_broker` and one process per federate, watches
+them, and makes sure a run either completes or fails cleanly.
+
+Clean failure means: the first federate to fail is named in a one-line error, the
+recorder is asked to close the HDF5 file (everything written so far stays
+readable, the completion flag stays unset), every other process is killed, and
+nothing is left running. A run that makes no progress for longer than the
+federation timeout is treated the same way, so a run never hangs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from federates import interfaces as names
+from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
+from tandem.scenario import Scenario
+
+GRACE_SECONDS = 5.0
+
+
+class RunFailed(RuntimeError):
+    """The run did not complete; the message is one line naming the culprit."""
+
+
+@dataclass
+class RunPlan:
+    """Everything needed to start the federation, written to the run folder."""
+
+    config: FederationConfig
+    run_dir: Path
+    config_path: Path
+    runner_path: Path
+    commands: dict[str, list[str]]  # name -> argv, broker first
+
+
+@dataclass
+class Progress:
+    steps_done: int = 0
+    n_steps: int = 0
+    updated_at: float = field(default_factory=time.monotonic)
+
+
+def default_output(scenario: Scenario) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs/output") / f"{scenario.name}_{stamp}.h5"
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port that is free now, with the next one free too (the zmq broker binds two)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((address, 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind((address, port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RunFailed("could not find a free port for the HELICS broker")
+
+
+def feeder_groups(n_feeders: int, processes: int | str) -> list[list[int]]:
+    """Split feeders into process groups: round-robin, `auto` = one per core at most."""
+    n = min(n_feeders, os.cpu_count() or 1) if processes == "auto" else min(int(processes), n_feeders)
+    return [list(range(g, n_feeders, n)) for g in range(n)]
+
+
+def helics_broker_executable() -> str:
+    found = shutil.which("helics_broker")
+    if found:
+        return found
+    import helics
+
+    bundled = Path(helics.__file__).parent / "install" / "bin" / "helics_broker"
+    if bundled.is_file():
+        return str(bundled)
+    raise RunFailed("helics_broker not found: install the 'helics' package (pip install helics)")
+
+
+def plan_run(
+    scenario: Scenario,
+    scenario_source: str,
+    boundary_buses: list[int],
+    output: Path,
+    observers: int = 0,
+) -> RunPlan:
+    """Resolve ports and process groups and write federation.json and the helics runner file."""
+    output = output.resolve()
+    run_dir = output.with_name(output.stem + "_run")
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    fed_spec = scenario.federation
+    port = free_port(fed_spec.broker_address) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
+    groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes)
+    config = FederationConfig(
+        scenario=scenario,
+        scenario_source=scenario_source,
+        output=str(output),
+        broker=BrokerConfig(core_type=fed_spec.core_type, address=fed_spec.broker_address, port=port, timeout_s=fed_spec.timeout_s),
+        feeder_groups=groups,
+        boundary_buses=sorted(set(boundary_buses)),
+        observers=observers,
+    )
+    config_path = run_dir / "federation.json"
+    config_path.write_text(config.model_dump_json(indent=2))
+
+    n_federates = 2 + len(groups) + observers
+    commands = {
+        "broker": [
+            helics_broker_executable(),
+            f"--federates={n_federates}",
+            f"--coretype={fed_spec.core_type}",
+            f"--local_interface={fed_spec.broker_address}",
+            f"--port={port}",
+            f"--timeout={fed_spec.timeout_s}s",
+            "--loglevel=error",
+        ],
+        names.TRANSMISSION: [sys.executable, "-m", "federates.transmission", "--config", str(config_path)],
+        **{
+            names.feeder_group(g): [sys.executable, "-m", "federates.feeders", "--config", str(config_path), "--group", str(g)]
+            for g in range(len(groups))
+        },
+        names.RECORDER: [sys.executable, "-m", "federates.recorder", "--config", str(config_path)],
+    }
+    runner_path = run_dir / "runner.json"
+    runner = {
+        "name": f"tandem-{scenario.name}",
+        "broker": False,  # the broker is listed below with its port and federate count
+        "federates": [
+            {"name": name, "host": "localhost", "directory": str(Path.cwd()), "exec": shlex.join(argv)}
+            for name, argv in commands.items()
+        ],
+    }
+    runner_path.write_text(json.dumps(runner, indent=2))
+    return RunPlan(config, run_dir, config_path, runner_path, commands)
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if the launcher dies, so none is ever orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Federation:
+    """The running processes of one run."""
+
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.progress = Progress(n_steps=plan.config.scenario.time.n_steps)
+        self._logs: list = []
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name, argv in self.plan.commands.items():
+            log = open(self.plan.run_dir / "logs" / f"{name}.log", "w")
+            self._logs.append(log)
+            stdout = subprocess.PIPE if name == names.RECORDER else log
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent, text=True,
+            )
+        threading.Thread(target=self._read_progress, daemon=True).start()
+
+    def _read_progress(self) -> None:
+        for line in self.procs[names.RECORDER].stdout:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "progress":
+                self.progress.steps_done = int(parts[1])
+                self.progress.updated_at = time.monotonic()
+
+    def log_tail(self, name: str) -> str:
+        """The federate's own one-line error, if it wrote one."""
+        path = self.plan.run_dir / "logs" / f"{name}.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        for line in reversed(lines):
+            if line.startswith(ERROR_PREFIX):
+                return line[len(ERROR_PREFIX):]
+        return ""
+
+    def wait(self, on_progress: Callable[[Progress], None] | None = None) -> None:
+        """Block until every federate has finished; raise RunFailed naming the first failure."""
+        timeout = self.plan.config.broker.timeout_s
+        federates = [n for n in self.procs if n != "broker"]
+        while True:
+            if on_progress:
+                on_progress(self.progress)
+            failed = [n for n in federates if self.procs[n].poll() not in (None, 0)]
+            if failed:
+                raise RunFailed(self._blame(failed))
+            if all(self.procs[n].poll() == 0 for n in federates):
+                break
+            broker = self.procs["broker"].poll()
+            if broker not in (None, 0):  # it exits 0 by itself once every federate has left
+                raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
+            stalled = time.monotonic() - self.progress.updated_at
+            if stalled > 2 * timeout + 30:
+                raise RunFailed(
+                    f"no progress for {stalled:.0f} s after step {self.progress.steps_done}: the federation stalled "
+                    f"(timeout_s={timeout:g}); logs in {self.plan.run_dir / 'logs'}"
+                )
+            time.sleep(0.05)
+        if on_progress:
+            on_progress(self.progress)
+        try:
+            self.procs["broker"].wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass  # federates are done and results written; the broker is stopped in close()
+
+    def _blame(self, failed: list[str]) -> str:
+        """Name the federate that caused the failure, not the ones stopped because of it."""
+        time.sleep(0.3)  # let a federate that failed on its own finish writing its error line
+        failed = [n for n in self.procs if n != "broker" and self.procs[n].poll() not in (None, 0)]
+        for name in failed:
+            code = self.procs[name].returncode
+            if code < 0:
+                return f"federate '{name}' (pid {self.procs[name].pid}) was killed by {signal.Signals(-code).name} after step {self.progress.steps_done}"
+        for name in failed:
+            if self.procs[name].returncode == EXIT_OWN_ERROR:
+                return f"federate '{name}' failed: {self.log_tail(name) or 'see its log'}"
+        name = failed[0]
+        code = self.procs[name].returncode
+        detail = self.log_tail(name) or f"exit code {code}"
+        if code == EXIT_FEDERATION_ERROR:
+            return f"federate '{name}' stopped: {detail}"
+        return f"federate '{name}' failed: {detail}"
+
+    def close(self) -> None:
+        """Stop whatever still runs: the recorder gently (it closes the file), the rest hard."""
+        recorder = self.procs.get(names.RECORDER)
+        if recorder is not None and recorder.poll() is None:
+            recorder.send_signal(signal.SIGTERM)
+            try:
+                recorder.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        for log in self._logs:
+            log.close()
+
+
+def mark_failed(output: Path, message: str) -> None:
+    """Record the failure reason in the results file, if the recorder got to create it."""
+    import h5py
+
+    try:
+        with h5py.File(output, "r+") as f:
+            f.attrs["complete"] = False
+            f.attrs["error"] = message
+    except (OSError, KeyError):
+        pass  # no file, or unreadable: the error is still reported on the console
+
+
+def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> None:
+    """Start, watch and stop the federation; raises RunFailed (or KeyboardInterrupt) on failure."""
+    federation = Federation(plan)
+    try:
+        federation.start()
+        federation.wait(on_progress)
+    except RunFailed as exc:
+        federation.close()
+        mark_failed(Path(plan.config.output), str(exc))
+        raise
+    except KeyboardInterrupt:
+        federation.close()
+        mark_failed(Path(plan.config.output), "interrupted by the user")
+        raise
+    finally:
+        federation.close()

@@ -1,0 +1,159 @@
+"""Recorder federate: writes every step of the run to one HDF5 file.
+
+It reads step k half a step after the others exchanged it, when all iterations of
+the step have settled, so it never holds up the co-simulation. Time requests are
+asynchronous and polled so that SIGTERM from the launcher is handled at once: the
+file is closed with what was written and the completion flag unset.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import helics as h
+import numpy as np
+
+from federates import interfaces as names
+from federates.base import FederationConfig, close_federate, create_value_federate, federate_main
+from timeseries.results import ResultsWriter, Series
+
+
+class StopRequested(Exception):
+    """The launcher asked the recorder to stop (SIGTERM)."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise StopRequested(f"stopped by signal {signal.Signals(signum).name}")
+
+
+class RecorderFederate:
+    def __init__(self, config: FederationConfig):
+        self.config = config
+        self.scenario = config.scenario
+        self.fed: h.HelicsFederate | None = None
+        self.writer: ResultsWriter | None = None
+
+    def setup(self) -> None:
+        signal.signal(signal.SIGTERM, _raise_stop)
+        self.writer = ResultsWriter(
+            self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps
+        )
+        fed = self.fed = create_value_federate(names.RECORDER, self.config)
+        sub = lambda key: h.helicsFederateRegisterSubscription(fed, key, "")  # noqa: E731
+        self.sub_meta = sub(names.TRANSMISSION_METADATA)
+        self.sub_vm, self.sub_va = sub(names.TRANSMISSION_BUS_VM), sub(names.TRANSMISSION_BUS_VA)
+        self.sub_loading = sub(names.TRANSMISSION_BRANCH_LOADING)
+        self.sub_coupling = sub(names.COUPLING)
+        self.sub_multipliers = sub(names.MULTIPLIERS)
+        self.sub_load = [sub(names.boundary_load(b)) for b in self.config.boundary_buses]
+        self.labels = [f.label for f in self.scenario.feeders]
+        self.sub_p = [sub(names.feeder_p(f)) for f in self.labels]
+        self.sub_q = [sub(names.feeder_q(f)) for f in self.labels]
+        self.sub_extremes = [sub(names.feeder_voltage_extremes(f)) for f in self.labels]
+        self.sub_feeder_meta = [sub(names.feeder_metadata(f)) for f in self.labels]
+        h.helicsFederateEnterExecutingMode(fed)
+
+    def _request_time(self, t: float) -> None:
+        h.helicsFederateRequestTimeAsync(self.fed, t)
+        while not h.helicsFederateIsAsyncOperationCompleted(self.fed):
+            time.sleep(0.0005)
+        h.helicsFederateRequestTimeComplete(self.fed)
+
+    def _declare_datasets(self) -> None:
+        """Create the file layout once the other federates have told their names and sizes."""
+        w, meta = self.writer, json.loads(h.helicsInputGetString(self.sub_meta))
+        bus_names = meta["bus_names"]
+        self.boundary_pos = np.array([bus_names.index(str(b)) for b in self.config.boundary_buses])
+        n_b, n_f, n_bus, n_br = len(self.boundary_pos), len(self.labels), len(bus_names), len(meta["branch_names"])
+        feeders = self.scenario.feeders
+        w.add_static("boundary/bus", np.array(self.config.boundary_buses), "", ("boundary",), "pandapower index of each boundary bus")
+        w.add_static("feeders/name", self.labels, "", ("feeder",), "feeder names")
+        w.add_static("feeders/model", [f.model for f in feeders], "", ("feeder",), "bundled model name or master file")
+        w.add_static("feeders/bus", np.array([int(f.bus) for f in feeders]), "", ("feeder",), "transmission bus of each feeder")
+        w.add_static(
+            "feeders/multiplier",
+            np.array(h.helicsInputGetVector(self.sub_multipliers)),
+            "",
+            ("feeder",),
+            "identical copies behind the bus (transmission load = multiplier x feeder power)",
+        )
+        for label, sub in zip(self.labels, self.sub_feeder_meta):
+            nodes = json.loads(h.helicsInputGetString(sub))["node_names"]
+            w.add_static(f"feeders/nodes/{label}", nodes, "", ("node",), f"OpenDSS node names of feeder {label}")
+        w.add_static("transmission/bus", bus_names, "", ("bus",), "pandapower bus indices")
+        w.add_static("transmission/branch", meta["branch_names"], "", ("branch",), "lines then transformers")
+        for series in (
+            Series("boundary/vm_pu", (n_b,), "pu", ("boundary",), "voltage magnitude at each boundary bus"),
+            Series("boundary/va_deg", (n_b,), "deg", ("boundary",), "voltage angle at each boundary bus"),
+            Series("boundary/p_mw", (n_b,), "MW", ("boundary",), "transmission-side load standing for the feeders"),
+            Series("boundary/q_mvar", (n_b,), "Mvar", ("boundary",), "transmission-side reactive load standing for the feeders"),
+            Series("feeders/p_kw", (n_f, 3), "kW", ("feeder", "phase"), "substation active power of one feeder copy per phase"),
+            Series("feeders/q_kvar", (n_f, 3), "kvar", ("feeder", "phase"), "substation reactive power of one feeder copy per phase"),
+            Series("feeders/p_total_kw", (n_f,), "kW", ("feeder",), "substation active power of one feeder copy"),
+            Series("feeders/q_total_kvar", (n_f,), "kvar", ("feeder",), "substation reactive power of one feeder copy"),
+            Series("feeders/vmin_pu", (n_f,), "pu", ("feeder",), "lowest node voltage in the feeder"),
+            Series("feeders/vmin_node", (n_f,), "", ("feeder",), "index into feeders/nodes/<name> of the lowest voltage", "i4"),
+            Series("feeders/vmax_pu", (n_f,), "pu", ("feeder",), "highest node voltage in the feeder"),
+            Series("feeders/vmax_node", (n_f,), "", ("feeder",), "index into feeders/nodes/<name> of the highest voltage", "i4"),
+            Series("transmission/vm_pu", (n_bus,), "pu", ("bus",), "transmission bus voltage magnitudes"),
+            Series("transmission/va_deg", (n_bus,), "deg", ("bus",), "transmission bus voltage angles"),
+            Series("transmission/loading_percent", (n_br,), "%", ("branch",), "branch loading (current over rating)"),
+            Series("coupling/iterations", (), "", (), "transmission solves in the step (1 in loose coupling)", "i4"),
+            Series("coupling/mismatch_pu", (), "pu", (), "largest boundary voltage change between the voltage the feeders used and the final one"),
+            Series("coupling/converged", (), "", (), "mismatch within the coupling tolerance", "u1"),
+        ):
+            w.add_series(series)
+
+    def _row(self) -> dict[str, np.ndarray]:
+        vec = lambda s: np.asarray(h.helicsInputGetVector(s))  # noqa: E731
+        vm, va = vec(self.sub_vm), vec(self.sub_va)
+        load = np.array([vec(s) for s in self.sub_load])
+        p = np.array([vec(s) for s in self.sub_p])
+        q = np.array([vec(s) for s in self.sub_q])
+        extremes = np.array([vec(s) for s in self.sub_extremes])
+        iterations, mismatch, converged = vec(self.sub_coupling)
+        return {
+            "boundary/vm_pu": vm[self.boundary_pos],
+            "boundary/va_deg": va[self.boundary_pos],
+            "boundary/p_mw": load[:, 0],
+            "boundary/q_mvar": load[:, 1],
+            "feeders/p_kw": p[:, :3],
+            "feeders/q_kvar": q[:, :3],
+            "feeders/p_total_kw": p[:, 3],
+            "feeders/q_total_kvar": q[:, 3],
+            "feeders/vmin_pu": extremes[:, 0],
+            "feeders/vmin_node": extremes[:, 1],
+            "feeders/vmax_pu": extremes[:, 2],
+            "feeders/vmax_node": extremes[:, 3],
+            "transmission/vm_pu": vm,
+            "transmission/va_deg": va,
+            "transmission/loading_percent": vec(self.sub_loading),
+            "coupling/iterations": iterations,
+            "coupling/mismatch_pu": mismatch,
+            "coupling/converged": converged,
+        }
+
+    def run(self) -> None:
+        n_steps = self.scenario.time.n_steps
+        dt = self.scenario.time.step_seconds
+        for k in range(n_steps):
+            self._request_time(self.config.step_time(k) + dt / 2)
+            if k == 0:
+                self._declare_datasets()
+            self.writer.append(k * dt, self._row())
+            print(f"progress {k + 1} {n_steps}", flush=True)
+
+    def finish(self, error: str = "", own_error: bool = False) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.writer is not None:
+            complete = not error and self.writer.rows == self.scenario.time.n_steps
+            self.writer.finish(complete=complete, error=error)
+        if own_error and self.fed is not None:
+            h.helicsFederateGlobalError(self.fed, 1, f"recorder: {error}")
+        close_federate(self.fed)
+
+
+if __name__ == "__main__":
+    federate_main(RecorderFederate, "Tandem recorder federate (HDF5)")

@@ -1,0 +1,149 @@
+"""The `tandem` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tandem.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _add_run_parser(commands) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run a co-simulation study",
+        description=(
+            "Run a T&D co-simulation: a HELICS broker, a pandapower transmission federate, OpenDSS feeder "
+            "federates and an HDF5 recorder, each its own process. Without SCENARIO the built-in default "
+            "study runs (IEEE 118 with IEEE 13- and 123-node feeders, 2 days at 5-minute steps)."
+        ),
+    )
+    run.add_argument("scenario", nargs="?", help="scenario file (.yaml, .toml or .json); default: the built-in study")
+    run.add_argument("-o", "--output", help="HDF5 file to write (default: scenario output.path or runs/output/<name>_<time>.h5)")
+    run.add_argument("--coupling", choices=["loose", "iterative"], help="override coupling.mode")
+    run.add_argument("--tolerance", type=float, metavar="PU", help="override coupling.tolerance_pu (iterative coupling)")
+    run.add_argument("--max-iterations", type=int, metavar="N", help="override coupling.max_iterations")
+    run.add_argument("--duration", metavar="D", help="override time.duration, with units (e.g. 6h, 2d)")
+    run.add_argument("--step", metavar="S", help="override time.step, with units (e.g. 5min, 60s)")
+    run.add_argument("--feeder-processes", metavar="N", help="override federation.feeder_processes (a number or 'auto')")
+    run.add_argument("--broker-port", type=int, metavar="PORT", help="override federation.broker_port (default: a free port)")
+    run.add_argument(
+        "--observers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="let N external HELICS federates (e.g. helics_recorder) join the broker; the run waits for them",
+    )
+    run.add_argument("--show-scenario", action="store_true", help="print the validated scenario as JSON and exit")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; only errors")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    pairs = {
+        "coupling.mode": args.coupling,
+        "coupling.tolerance_pu": args.tolerance,
+        "coupling.max_iterations": args.max_iterations,
+        "time.duration": args.duration,
+        "time.step": args.step,
+        "federation.broker_port": args.broker_port,
+        "federation.feeder_processes": (
+            int(args.feeder_processes) if args.feeder_processes and args.feeder_processes.isdigit() else args.feeder_processes
+        ),
+    }
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def _print_summary(outcome) -> None:
+    s = outcome.summary
+    fmt = lambda e: f"{e.value:.4f} pu at {e.where}, {e.time}" if e else "n/a"  # noqa: E731
+    console.print(f"[bold green]Run complete[/]: {s.steps} steps in {outcome.wall_seconds:.1f} s "
+                  f"({s.steps / max(outcome.wall_seconds, 1e-9):.1f} steps/s)")
+    console.print(f"  results:              {s.path}")
+    console.print(f"  logs and configs:     {outcome.run_dir}")
+    console.print(f"  feeder voltage min:   {fmt(s.feeder_vmin)}")
+    console.print(f"  feeder voltage max:   {fmt(s.feeder_vmax)}")
+    console.print(f"  transmission V range: {fmt(s.transmission_vmin)} .. {fmt(s.transmission_vmax)}")
+    if s.max_branch_loading:
+        b = s.max_branch_loading
+        console.print(f"  max branch loading:   {b.value:.1f} % on {b.where}, {b.time}")
+    if s.coupling == "iterative":
+        console.print(f"  coupling (iterative): {s.mean_iterations:.2f} iterations/step on average, max {s.max_iterations}, "
+                      f"largest final mismatch {s.max_mismatch_pu:.2e} pu, {s.steps_not_converged} steps not converged")
+    else:
+        console.print(f"  coupling (loose):     one exchange per step; largest one-step voltage lag {s.max_mismatch_pu:.2e} pu")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from federates.launcher import RunFailed
+    from tandem.study import run_study
+
+    source_path = Path(args.scenario) if args.scenario else DEFAULT_SCENARIO
+    scenario = load_scenario(args.scenario, overrides=_overrides(args))
+    if args.show_scenario:
+        print(scenario.to_json())
+        return 0
+    if args.observers < 0:
+        raise ScenarioError(f"--observers must be 0 or more (got {args.observers})")
+
+    start, step = pd.Timestamp(scenario.time.start), scenario.time.step
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[simtime]}"), TextColumn("{task.fields[rate]} steps/s"), TimeElapsedColumn(),
+        console=console, disable=args.quiet,
+    )
+    task = progress.add_task(scenario.name, total=scenario.time.n_steps, simtime="", rate="-")
+    began = time.monotonic()
+
+    def on_started(run_dir: Path, port: int) -> None:
+        if args.observers and not args.quiet:
+            console.print(f"waiting for {args.observers} observer federate(s) on broker port {port} "
+                          f"(core type {scenario.federation.core_type})")
+
+    def on_progress(p) -> None:
+        rate = p.steps_done / max(time.monotonic() - began, 1e-9)
+        progress.update(task, completed=p.steps_done, simtime=str(start + step * p.steps_done), rate=f"{rate:.1f}")
+
+    with progress:
+        try:
+            outcome = run_study(
+                scenario, source_path.read_text(), args.output, args.observers, on_progress=on_progress, on_started=on_started,
+            )
+        except RunFailed as exc:
+            progress.stop()
+            console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+            return EXIT_RUN_FAILED
+    if not args.quiet:
+        _print_summary(outcome)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tandem", description="Tandem: T&D co-simulation with pandapower, OpenDSS and HELICS")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(commands)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+    except ScenarioError as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]: the run was stopped; partial results were kept")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

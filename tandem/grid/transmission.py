@@ -1,0 +1,181 @@
+"""The transmission side: a pandapower network whose boundary buses carry feeders.
+
+Each boundary bus gets one load element, "feeders@<bus>", whose P and Q are the sum
+over the feeders at that bus of multiplier x substation power. The network's own
+loads (and, optionally, its generators) follow a system load shape.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from tandem.grid.errors import PowerFlowError
+from tandem.grid.networks import load_network
+from tandem.scenario import Scenario, ScenarioError
+from timeseries.profiles import load_shape
+
+
+def voltage_mismatch(vm_a: np.ndarray, va_a: np.ndarray, vm_b: np.ndarray, va_b: np.ndarray) -> float:
+    """Largest distance (pu) between two sets of complex voltages given as magnitude and angle (deg)."""
+    a = vm_a * np.exp(1j * np.deg2rad(va_a))
+    b = vm_b * np.exp(1j * np.deg2rad(va_b))
+    return float(np.max(np.abs(a - b))) if len(a) else 0.0
+
+
+def resolve_bus(net, bus: int | str, where: str) -> int:
+    """Map a scenario bus reference (pandapower index or bus name) to the bus index."""
+    if isinstance(bus, int) and not isinstance(bus, bool):
+        if bus in net.bus.index:
+            return int(bus)
+    else:
+        names = net.bus.name.astype(str)
+        matches = net.bus.index[names == str(bus)]
+        if len(matches) == 1:
+            return int(matches[0])
+        if len(matches) > 1:
+            raise ScenarioError(f"{where}: bus name {bus!r} is ambiguous ({len(matches)} buses carry it)")
+        if str(bus).isdigit() and int(bus) in net.bus.index:
+            return int(bus)
+    lo, hi = int(net.bus.index.min()), int(net.bus.index.max())
+    raise ScenarioError(f"{where}: unknown bus {bus!r} in the transmission network (bus indices {lo}..{hi})")
+
+
+def check_boundary_buses(scenario: Scenario, net) -> list[int]:
+    """Resolve every feeder's bus, rejecting unknown buses and load-matching on load-less buses."""
+    buses = []
+    for i, feeder in enumerate(scenario.feeders):
+        bus = resolve_bus(net, feeder.bus, f"feeders.{i}.bus")
+        if feeder.multiplier == "match_bus_load":
+            own = net.load.p_mw[(net.load.bus == bus) & net.load.in_service].sum()
+            if own <= 0:
+                raise ScenarioError(
+                    f"feeders.{i}.multiplier: 'match_bus_load' but bus {bus} carries no load; give a number of copies"
+                )
+        buses.append(bus)
+    return buses
+
+
+class TransmissionModel:
+    """pandapower network with feeder load elements at the boundary buses."""
+
+    def __init__(self, scenario: Scenario, net=None):
+        self._solved_once = False
+        self.net = net if net is not None else load_network(scenario.transmission.network)
+        net = self.net
+        self.feeder_bus = np.array(check_boundary_buses(scenario, net), dtype=int)
+        self.boundary_buses = np.array(sorted(set(self.feeder_bus.tolist())), dtype=int)
+        self._feeder_pos = np.searchsorted(self.boundary_buses, self.feeder_bus)
+        n_feeders = len(self.feeder_bus)
+
+        self.system_level = load_shape(scenario.transmission.load_profile, scenario.time.index())
+        self._base_load = net.load[["p_mw", "q_mvar"]].to_numpy(copy=True)
+        self._base_gen = net.gen.p_mw.to_numpy(copy=True)
+        self._base_sgen = net.sgen.p_mw.to_numpy(copy=True)
+        self._scale_generation = scenario.transmission.scale_generation
+        self._n_own_loads = len(self._base_load)
+        # Feeders start from the voltage the network has with its own loads at the first step.
+        self.set_step(0)
+        self.solve(" for the initial (feeder-free) operating point")
+        self.initial_voltage = self.boundary_voltage()
+        self._solved_once = False  # the feeder load elements below change the model structure
+
+        replace = {int(b) for f, b in zip(scenario.feeders, self.feeder_bus) if f.bus_load == "replace"}
+        own_base_p = np.where(net.load.in_service, self._base_load[:, 0], 0.0)
+        own_at_bus = {int(b): float(own_base_p[(net.load.bus == b).to_numpy()].sum()) for b in self.boundary_buses}
+        if replace:
+            net.load.loc[net.load.bus.isin(replace), "in_service"] = False
+
+        import pandapower as pp
+
+        self._boundary_load = np.array(
+            [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"feeders@{b}") for b in self.boundary_buses]
+        )
+        feeders_at_bus = np.bincount(self._feeder_pos, minlength=len(self.boundary_buses))
+        self._match_target_mw = np.full(n_feeders, np.nan)
+        self.multipliers = np.full(n_feeders, np.nan)
+        for i, feeder in enumerate(scenario.feeders):
+            if feeder.multiplier == "match_bus_load":
+                share = own_at_bus[int(self.feeder_bus[i])] / feeders_at_bus[self._feeder_pos[i]]
+                self._match_target_mw[i] = share * self.system_level[0]
+            else:
+                self.multipliers[i] = float(feeder.multiplier)
+
+    # -- inputs ---------------------------------------------------------------
+    def set_step(self, k: int) -> None:
+        """Scale the network's own loads and generation to the system level of step k."""
+        level = self.system_level[k]
+        net = self.net
+        net.load.iloc[: self._n_own_loads, net.load.columns.get_indexer(["p_mw", "q_mvar"])] = self._base_load * level
+        if self._scale_generation:
+            net.gen["p_mw"] = self._base_gen * level
+            if len(self._base_sgen):
+                net.sgen["p_mw"] = self._base_sgen * level
+
+    def fix_multipliers(self, p_total_kw: np.ndarray) -> None:
+        """Set 'match_bus_load' multipliers from the feeders' first substation power."""
+        todo = np.isnan(self.multipliers)
+        if not todo.any():
+            return
+        if np.any(p_total_kw[todo] <= 0):
+            bad = int(np.flatnonzero(todo & (p_total_kw <= 0))[0])
+            raise PowerFlowError(f"feeder #{bad} draws no active power at the start; 'match_bus_load' needs a positive load")
+        self.multipliers[todo] = self._match_target_mw[todo] * 1000.0 / p_total_kw[todo]
+
+    def set_feeder_power(self, p_total_kw: np.ndarray, q_total_kvar: np.ndarray) -> None:
+        """Load each boundary bus with the sum of multiplier x feeder power (kW -> MW)."""
+        n = len(self.boundary_buses)
+        p = np.bincount(self._feeder_pos, weights=self.multipliers * p_total_kw, minlength=n) / 1000.0
+        q = np.bincount(self._feeder_pos, weights=self.multipliers * q_total_kvar, minlength=n) / 1000.0
+        self.net.load.loc[self._boundary_load, "p_mw"] = p
+        self.net.load.loc[self._boundary_load, "q_mvar"] = q
+
+    # -- solve ----------------------------------------------------------------
+    def run(self, k: int, p_total_kw: np.ndarray, q_total_kvar: np.ndarray, label: str = "") -> None:
+        """One transmission solve at step k with the feeders' total substation powers."""
+        if k == 0:
+            self.fix_multipliers(p_total_kw)
+        self.set_step(k)
+        self.set_feeder_power(p_total_kw, q_total_kvar)
+        self.solve(label)
+
+    def solve(self, label: str = "") -> None:
+        """AC power flow; the internal model is built once and only injections are updated after."""
+        import pandapower as pp
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if self._solved_once:
+                    pp.runpp(self.net, init="results", recycle=dict(trafo=False, gen=True, bus_pq=True))
+                else:
+                    pp.runpp(self.net)
+        except pp.LoadflowNotConverged:
+            raise PowerFlowError(f"transmission power flow did not converge{label}") from None
+        self._solved_once = True
+
+    # -- outputs --------------------------------------------------------------
+    def boundary_voltage(self) -> tuple[np.ndarray, np.ndarray]:
+        """Magnitude (pu) and angle (deg) at each boundary bus, in boundary_buses order."""
+        res = self.net.res_bus
+        return res.vm_pu.loc[self.boundary_buses].to_numpy(), res.va_degree.loc[self.boundary_buses].to_numpy()
+
+    def boundary_load(self) -> tuple[np.ndarray, np.ndarray]:
+        """P (MW) and Q (Mvar) of the feeder load element at each boundary bus."""
+        res = self.net.res_load.loc[self._boundary_load]
+        return res.p_mw.to_numpy(), res.q_mvar.to_numpy()
+
+    @property
+    def bus_names(self) -> list[str]:
+        return [str(b) for b in self.net.bus.index]
+
+    @property
+    def branch_names(self) -> list[str]:
+        return [f"line:{i}" for i in self.net.line.index] + [f"trafo:{i}" for i in self.net.trafo.index]
+
+    def bus_voltages(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.net.res_bus.vm_pu.to_numpy(), self.net.res_bus.va_degree.to_numpy()
+
+    def branch_loading(self) -> np.ndarray:
+        return np.concatenate([self.net.res_line.loading_percent.to_numpy(), self.net.res_trafo.loading_percent.to_numpy()])

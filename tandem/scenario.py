@@ -1,0 +1,310 @@
+"""Scenario files: schema, loading and validation.
+
+A scenario is a YAML or TOML file (or the built-in default study). Everything a run
+needs is in it; the launcher resolves it once (paths made absolute, defaults filled
+in) and hands the resolved JSON to every federate, so data flows one way:
+scenario file -> launcher -> federates -> HDF5 -> report.
+
+Checks that need no network data happen here (types, unknown keys, units, missing
+files). Checks against the transmission network (unknown buses) happen in
+`tandem.grid.transmission.check_boundary_buses`, still before any process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pandas as pd
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from feeder_models import BUNDLED_FEEDERS
+from timeseries.profiles import LOAD_SHAPES
+
+DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run; the message is one line naming the culprit."""
+
+
+def _parse_duration(value: object) -> pd.Timedelta:
+    """Durations must carry units ('5min', '300s', '2d'); bare numbers are ambiguous."""
+    if isinstance(value, pd.Timedelta):
+        return value
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        raise ValueError(f"give a duration with units such as '5min', '300s' or '2d' (got bare number {value!r})")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration string such as '5min' (got {type(value).__name__})")
+    try:
+        parsed = pd.Timedelta(value)
+    except ValueError:
+        raise ValueError(f"cannot read {value!r} as a duration; use units such as '5min', '300s', '2d'") from None
+    if parsed <= pd.Timedelta(0):
+        raise ValueError(f"duration must be positive (got {value!r})")
+    return parsed
+
+
+Duration = Annotated[
+    pd.Timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(lambda td: td.isoformat(), return_type=str),
+]
+
+
+def _check_profile(value: str) -> str:
+    if value not in LOAD_SHAPES:
+        raise ValueError(f"unknown load profile {value!r}; built-in profiles: {', '.join(LOAD_SHAPES)}")
+    return value
+
+
+ProfileName = Annotated[str, BeforeValidator(_check_profile)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class TransmissionSpec(_Strict):
+    """The transmission network and how its own (non-feeder) loads vary in time."""
+
+    network: str = Field(
+        "case118",
+        description="pandapower built-in case name (e.g. case118, case30) or path to a pandapower JSON or MATPOWER (.m/.mat) file",
+    )
+    load_profile: ProfileName = Field("system", description="built-in load shape that scales the network's own loads")
+    scale_generation: bool = Field(
+        True, description="scale generator dispatch with the system load level so the slack does not carry all variation"
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, value: str) -> str:
+        from tandem.grid.networks import BUILTIN_CASES, NETWORK_FILE_SUFFIXES
+
+        if value in BUILTIN_CASES or Path(value).suffix.lower() in NETWORK_FILE_SUFFIXES:
+            return value
+        raise ValueError(
+            f"unknown network {value!r}: give a pandapower case name ({', '.join(sorted(BUILTIN_CASES)[:6])}, ...) "
+            f"or a file ending in {', '.join(NETWORK_FILE_SUFFIXES)}"
+        )
+
+
+class FeederSpec(_Strict):
+    """One feeder model attached to one transmission bus, with `multiplier` identical copies behind it."""
+
+    name: str | None = Field(None, description="unique name; default '<model>_bus<bus>'")
+    model: str = Field(description="bundled feeder name (ieee13, ieee123) or path to an OpenDSS master file")
+    bus: int | str = Field(description="transmission bus the feeder attaches to (pandapower bus index or bus name)")
+    multiplier: float | Literal["match_bus_load"] = Field(
+        "match_bus_load",
+        description="number of identical copies behind the bus, or 'match_bus_load' so the copies carry the bus's own load at the start",
+    )
+    bus_load: Literal["replace", "add"] = Field(
+        "replace", description="whether the feeders replace the bus's own load or add to it"
+    )
+    load_profile: ProfileName = Field("residential", description="built-in load shape applied to the feeder's loads")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value in BUNDLED_FEEDERS or value.lower().endswith(".dss"):
+            return value
+        raise ValueError(
+            f"unknown feeder model {value!r}: give a bundled feeder ({', '.join(BUNDLED_FEEDERS)}) or a path to an OpenDSS .dss master file"
+        )
+
+    @field_validator("multiplier")
+    @classmethod
+    def _positive_multiplier(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not value > 0:
+            raise ValueError(f"multiplier must be positive (got {value})")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{Path(self.model).stem}_bus{self.bus}"
+
+
+class TimeSpec(_Strict):
+    start: datetime = Field(datetime(2024, 7, 1), description="first simulated instant (ISO 8601; a time zone is kept)")
+    duration: Duration = Field(pd.Timedelta("2d"), description="simulated span, with units ('2d', '36h')")
+    step: Duration = Field(pd.Timedelta("5min"), description="time step, with units ('5min', '60s')")
+
+    @model_validator(mode="after")
+    def _whole_steps(self) -> "TimeSpec":
+        if self.step > self.duration:
+            raise ValueError(f"step {self.step} is longer than duration {self.duration}")
+        if self.duration % self.step != pd.Timedelta(0):
+            raise ValueError(f"duration {self.duration} is not a whole number of steps of {self.step}")
+        return self
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.duration / self.step)
+
+    @property
+    def step_seconds(self) -> float:
+        return self.step.total_seconds()
+
+    def index(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.start, periods=self.n_steps, freq=self.step)
+
+
+class CouplingSpec(_Strict):
+    mode: Literal["loose", "iterative"] = Field(
+        "loose", description="loose: one exchange per step (one-step lag); iterative: HELICS iterations until converged"
+    )
+    tolerance_pu: float = Field(1e-6, gt=0, lt=0.1, description="boundary voltage change (pu) below which iterations stop")
+    max_iterations: PositiveInt = Field(20, description="iteration cap per step; steps that hit it are recorded as not converged")
+
+
+class FederationSpec(_Strict):
+    core_type: Literal["zmq", "zmq_ss", "tcp", "tcp_ss"] = Field("zmq", description="HELICS core type")
+    broker_address: str = Field("127.0.0.1", description="address the broker listens on and federates connect to")
+    broker_port: int | Literal["auto"] = Field("auto", description="broker port; 'auto' picks a free one")
+    feeder_processes: PositiveInt | Literal["auto"] = Field(
+        "auto", description="number of feeder federate processes; 'auto' uses one per core, at most one per feeder"
+    )
+    timeout_s: float = Field(60.0, gt=0, description="how long a federate or the broker waits for a silent peer before failing")
+
+
+class OutputSpec(_Strict):
+    path: str | None = Field(None, description="HDF5 file to write; default runs/output/<name>_<timestamp>.h5")
+
+
+class Scenario(_Strict):
+    """A whole study: network, feeders, time, coupling, federation and output."""
+
+    name: str = "scenario"
+    description: str = ""
+    transmission: TransmissionSpec = TransmissionSpec()
+    feeders: list[FeederSpec] = Field(min_length=1)
+    time: TimeSpec = TimeSpec()
+    coupling: CouplingSpec = CouplingSpec()
+    federation: FederationSpec = FederationSpec()
+    output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _unique_feeder_names(self) -> "Scenario":
+        seen: dict[str, int] = {}
+        for i, feeder in enumerate(self.feeders):
+            if feeder.label in seen:
+                raise ValueError(f"feeders.{i}: name {feeder.label!r} is already used by feeders.{seen[feeder.label]}")
+            seen[feeder.label] = i
+        by_bus: dict[str, set[str]] = {}
+        for feeder in self.feeders:
+            by_bus.setdefault(str(feeder.bus), set()).add(feeder.bus_load)
+        for bus, modes in by_bus.items():
+            if len(modes) > 1:
+                raise ValueError(f"feeders at bus {bus} disagree on bus_load (replace vs add)")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _read_mapping(path: Path) -> dict:
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ScenarioError(f"{path}: scenario files must end in .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ScenarioError(f"{path}: not valid {suffix[1:].upper()}: {first_line}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping of keys (name, transmission, feeders, ...)")
+    return data
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    """One line naming each offending key, e.g. `x.yaml: time.step: ...`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Make file references relative to the scenario file absolute."""
+    transmission = data.get("transmission")
+    if isinstance(transmission, dict) and isinstance(transmission.get("network"), str):
+        net = transmission["network"]
+        if Path(net).suffix:
+            transmission["network"] = str((base / net).resolve())
+    for feeder in data.get("feeders") or []:
+        if isinstance(feeder, dict) and isinstance(feeder.get("model"), str) and feeder["model"].lower().endswith(".dss"):
+            feeder["model"] = str((base / feeder["model"]).resolve())
+    output = data.get("output")
+    if isinstance(output, dict) and isinstance(output.get("path"), str):
+        output["path"] = str((Path.cwd() / output["path"]).resolve())
+    return data
+
+
+def check_files(scenario: Scenario) -> None:
+    """Every file the scenario names must exist before any process starts."""
+    network = scenario.transmission.network
+    if Path(network).suffix and not Path(network).is_file():
+        raise ScenarioError(f"transmission.network: file not found: {network}")
+    for i, feeder in enumerate(scenario.feeders):
+        if feeder.model.lower().endswith(".dss") and not Path(feeder.model).is_file():
+            raise ScenarioError(f"feeders.{i}.model: OpenDSS master file not found: {feeder.model}")
+
+
+def _apply_overrides(data: dict, overrides: dict[str, object], source: str) -> dict:
+    """Set dotted keys (`coupling.mode`) as if they were written in the file."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ScenarioError(f"{source}: {key}: expected a mapping to override {dotted}")
+            node = child
+        node[leaf] = value
+    return data
+
+
+def load_scenario(path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Scenario:
+    """Read and validate a scenario file; `None` gives the built-in default study."""
+    source = Path(path) if path is not None else DEFAULT_SCENARIO
+    if not source.is_file():
+        raise ScenarioError(f"scenario file not found: {source}")
+    data = _resolve_paths(_read_mapping(source), source.resolve().parent)
+    data = _apply_overrides(data, overrides or {}, str(source))
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(describe_validation_error(str(path or "built-in default scenario"), exc)) from None
+    check_files(scenario)
+    return scenario
+
+
+def scenario_from_json(text: str) -> Scenario:
+    """Rebuild a resolved scenario (as handed to federates)."""
+    return Scenario.model_validate_json(text)

@@ -1,0 +1,55 @@
+"""Running a study from Python: validate, launch the federation, summarise.
+
+    from tandem.scenario import load_scenario
+    from tandem.study import run_study
+    outcome = run_study(load_scenario("runs/small_iterative.yaml"))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from federates.launcher import Progress, default_output, plan_run, run_federation
+from tandem.grid.networks import load_network
+from tandem.grid.transmission import check_boundary_buses
+from tandem.scenario import Scenario
+from tandem.summary import RunSummary, summarize
+
+
+@dataclass
+class RunOutcome:
+    output: Path
+    run_dir: Path
+    wall_seconds: float
+    summary: RunSummary
+
+
+def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
+    """Check the scenario against its network (before any process starts) and pin buses to indices."""
+    net = load_network(scenario.transmission.network)
+    buses = check_boundary_buses(scenario, net)
+    feeders = [f.model_copy(update={"bus": b, "name": f.label}) for f, b in zip(scenario.feeders, buses)]
+    return scenario.model_copy(update={"feeders": feeders}), buses
+
+
+def run_study(
+    scenario: Scenario,
+    scenario_source: str = "",
+    output: str | Path | None = None,
+    observers: int = 0,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_started: Callable[[Path, int], None] | None = None,
+) -> RunOutcome:
+    """Run the co-simulation; raises ScenarioError before starting, RunFailed if it fails."""
+    resolved, buses = resolve_scenario(scenario)
+    target = Path(output or scenario.output.path or default_output(scenario))
+    plan = plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers)
+    if on_started:
+        on_started(plan.run_dir, plan.config.broker.port)
+    started = time.perf_counter()
+    run_federation(plan, on_progress)
+    wall = time.perf_counter() - started
+    return RunOutcome(Path(plan.config.output), plan.run_dir, wall, summarize(plan.config.output))

@@ -1,0 +1,172 @@
+"""Results files: one self-describing HDF5 file per run.
+
+Every time-indexed dataset has the step as its first axis, is chunked along time,
+gzip-compressed, and carries `units`, `dims` and `description` attributes. Rows are
+written in step order and flushed as they come; `time/seconds` is written last in a
+row, so its length is the number of complete rows even after a crash.
+
+The root attributes say what the file is: `schema_version`, `scenario` (resolved
+JSON), `scenario_source` (the file as the user wrote it), `versions`,
+`started_at`, `finished_at`, `complete` (set only when the run ended normally),
+and `error` (the one-line reason when it did not).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = "1.0"
+_VERSIONED_PACKAGES = ("tandem-cosim", "helics", "pandapower", "OpenDSSDirect.py", "dss-python", "numpy", "pandas", "h5py", "pyomo", "highspy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    import sys
+
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A time-indexed dataset: per-step shape, units and named dimensions."""
+
+    path: str
+    shape: tuple[int, ...]
+    units: str
+    dims: tuple[str, ...]  # without the leading "time"
+    description: str
+    dtype: str = "f8"
+
+
+class ResultsWriter:
+    """Appends one row per step to the run's HDF5 file."""
+
+    def __init__(self, path: str | Path, scenario_json: str, scenario_source: str, n_steps: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.path, "w")
+        attrs = self.file.attrs
+        attrs["schema_version"] = SCHEMA_VERSION
+        attrs["scenario"] = scenario_json
+        attrs["scenario_source"] = scenario_source
+        attrs["versions"] = json.dumps(package_versions())
+        attrs["started_at"] = _now()
+        attrs["finished_at"] = ""
+        attrs["complete"] = False
+        attrs["error"] = ""
+        attrs["n_steps_planned"] = n_steps
+        self._series: dict[str, h5py.Dataset] = {}
+        self.rows = 0
+        self._time = self.file.create_dataset("time/seconds", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+        self._time.attrs.update(units="s", dims="time", description="simulated time since the scenario start")
+
+    def add_static(self, path: str, data, units: str, dims: tuple[str, ...], description: str) -> None:
+        """A dataset that does not change with time (names, indices, multipliers)."""
+        if isinstance(data, (list, tuple)) and data and isinstance(data[0], str):
+            data = np.array(data, dtype=h5py.string_dtype())
+        ds = self.file.create_dataset(path, data=data)
+        ds.attrs.update(units=units, dims=",".join(dims), description=description)
+
+    def add_series(self, series: Series) -> None:
+        rows_per_chunk = max(1, min(4096, 65536 // max(1, int(np.prod(series.shape)))))
+        ds = self.file.create_dataset(
+            series.path,
+            shape=(0, *series.shape),
+            maxshape=(None, *series.shape),
+            dtype=series.dtype,
+            chunks=(rows_per_chunk, *series.shape),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        ds.attrs.update(units=series.units, dims=",".join(("time", *series.dims)), description=series.description)
+        self._series[series.path] = ds
+
+    def append(self, seconds: float, row: dict[str, np.ndarray | float]) -> None:
+        """Write one step; every series must be given."""
+        k = self.rows
+        for path, ds in self._series.items():
+            ds.resize(k + 1, axis=0)
+            ds[k] = row[path]
+        self._time.resize(k + 1, axis=0)
+        self._time[k] = seconds
+        self.rows = k + 1
+        self.file.flush()
+
+    def finish(self, complete: bool, error: str = "", summary: dict | None = None) -> None:
+        attrs = self.file.attrs
+        attrs["finished_at"] = _now()
+        attrs["complete"] = bool(complete)
+        attrs["error"] = error
+        if summary is not None:
+            attrs["summary"] = json.dumps(summary)
+        self.file.close()
+
+
+class RunFile:
+    """Read access to a run's HDF5 file, complete or not; nothing is loaded until asked."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"results file not found: {self.path}")
+        self.file = h5py.File(self.path, "r")
+        self.n_steps = int(self.file["time/seconds"].shape[0])
+
+    def __enter__(self) -> "RunFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.file.attrs.get("complete", False))
+
+    @property
+    def error(self) -> str:
+        return str(self.file.attrs.get("error", ""))
+
+    @property
+    def scenario(self) -> dict:
+        return json.loads(self.file.attrs["scenario"])
+
+    @property
+    def versions(self) -> dict:
+        return json.loads(self.file.attrs["versions"])
+
+    def attr(self, name: str, default=None):
+        return self.file.attrs.get(name, default)
+
+    def read(self, path: str) -> np.ndarray:
+        """A dataset; time-indexed ones are cut to the complete rows."""
+        ds = self.file[path]
+        if ds.attrs.get("dims", "").startswith("time"):
+            return ds[: self.n_steps]
+        data = ds[()]
+        if ds.dtype.kind == "O":
+            return np.array([v.decode() if isinstance(v, bytes) else v for v in data])
+        return data
+
+    def units(self, path: str) -> str:
+        return str(self.file[path].attrs.get("units", ""))

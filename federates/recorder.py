@@ -58,7 +58,7 @@ class RecorderFederate:
     def _request_time(self, t: float) -> None:
         h.helicsFederateRequestTimeAsync(self.fed, t)
         while not h.helicsFederateIsAsyncOperationCompleted(self.fed):
-            time.sleep(0.0005)
+            time.sleep(0.002)
         h.helicsFederateRequestTimeComplete(self.fed)
 
     def _declare_datasets(self) -> None:
@@ -148,7 +148,7 @@ class RecorderFederate:
     def finish(self, error: str = "", own_error: bool = False) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self.writer is not None:
-            complete = not error and self.writer.rows == self.scenario.time.n_steps
+            complete = not error and self.writer.rows_received == self.scenario.time.n_steps
             self.writer.finish(complete=complete, error=error)
         if own_error and self.fed is not None:
             h.helicsFederateGlobalError(self.fed, 1, f"recorder: {error}")

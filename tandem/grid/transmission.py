@@ -64,6 +64,8 @@ class TransmissionModel:
         self._solved_once = False
         self.net = net if net is not None else load_network(scenario.transmission.network)
         net = self.net
+        # numba's JIT costs over a second per process and only pays off on large networks.
+        self._numba = len(net.bus) > 1000
         self.feeder_bus = np.array(check_boundary_buses(scenario, net), dtype=int)
         self.boundary_buses = np.array(sorted(set(self.feeder_bus.tolist())), dtype=int)
         self._feeder_pos = np.searchsorted(self.boundary_buses, self.feeder_bus)
@@ -148,9 +150,9 @@ class TransmissionModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if self._solved_once:
-                    pp.runpp(self.net, init="results", recycle=dict(trafo=False, gen=True, bus_pq=True))
+                    pp.runpp(self.net, init="results", recycle=dict(trafo=False, gen=True, bus_pq=True), numba=self._numba)
                 else:
-                    pp.runpp(self.net)
+                    pp.runpp(self.net, numba=self._numba)
         except pp.LoadflowNotConverged:
             raise PowerFlowError(f"transmission power flow did not converge{label}") from None
         self._solved_once = True

@@ -76,9 +76,13 @@ def free_port(address: str = "127.0.0.1") -> int:
     raise RunFailed("could not find a free port for the HELICS broker")
 
 
-def feeder_groups(n_feeders: int, processes: int | str) -> list[list[int]]:
-    """Split feeders into process groups: round-robin, `auto` = one per core at most."""
-    n = min(n_feeders, os.cpu_count() or 1) if processes == "auto" else min(int(processes), n_feeders)
+def feeder_groups(n_feeders: int, processes: int | str, iterative: bool) -> list[list[int]]:
+    """Split feeders into process groups, round-robin. `auto`: one per core at most in loose
+    coupling; one in iterative coupling, whose HELICS iterations must stay between two federates."""
+    if processes == "auto":
+        n = 1 if iterative else min(n_feeders, os.cpu_count() or 1)
+    else:
+        n = min(int(processes), n_feeders)
     return [list(range(g, n_feeders, n)) for g in range(n)]
 
 
@@ -107,7 +111,7 @@ def plan_run(
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     fed_spec = scenario.federation
     port = free_port(fed_spec.broker_address) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
-    groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes)
+    groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes, scenario.coupling.mode == "iterative")
     config = FederationConfig(
         scenario=scenario,
         scenario_source=scenario_source,

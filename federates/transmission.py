@@ -60,7 +60,12 @@ class TransmissionFederate:
         for pub, m, a in zip(self.pub_voltage, vm, va):
             publish_vector(pub, (m, a))
 
-    def _feeder_totals(self) -> tuple[np.ndarray, np.ndarray]:
+    def _feeder_totals(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """Total P and Q of every feeder, all of which must have reported since the last read."""
+        stale = [i for i, s in enumerate(self.sub_p) if not h.helicsInputIsUpdated(s)]
+        if stale:
+            feeder = self.scenario.feeders[stale[0]].label
+            raise RuntimeError(f"no new power from feeder {feeder}{label}: the federation lost step")
         p = np.array([h.helicsInputGetVector(s)[3] for s in self.sub_p])
         q = np.array([h.helicsInputGetVector(s)[3] for s in self.sub_q])
         return p, q
@@ -74,7 +79,7 @@ class TransmissionFederate:
             h.helicsFederateRequestTime(self.fed, t)
             label = f" at step {k} ({start[k]})"
             for n in range(1, coupling.max_iterations + 1):
-                p, q = self._feeder_totals()
+                p, q = self._feeder_totals(label)
                 self.model.run(k, p, q, label)
                 vm, va = self.model.boundary_voltage()
                 mismatch = voltage_mismatch(vm, va, self.sent_vm, self.sent_va)

@@ -206,6 +206,13 @@ class Scenario(_Strict):
             if feeder.label in seen:
                 raise ValueError(f"feeders.{i}: name {feeder.label!r} is already used by feeders.{seen[feeder.label]}")
             seen[feeder.label] = i
+        if self.coupling.mode == "iterative" and self.federation.feeder_processes not in ("auto", 1):
+            # HELICS 3.6 keeps iterations in step only between two iterating federates: with
+            # several feeder federates one may be granted the next step while another still iterates.
+            raise ValueError(
+                "federation.feeder_processes: iterative coupling runs all feeders in one feeder federate "
+                f"(several OpenDSS contexts); set 1 or auto (got {self.federation.feeder_processes})"
+            )
         by_bus: dict[str, set[str]] = {}
         for feeder in self.feeders:
             by_bus.setdefault(str(feeder.bus), set()).add(feeder.bus_load)
@@ -242,11 +249,11 @@ def describe_validation_error(source: str, exc: ValidationError) -> str:
     """One line naming each offending key, e.g. `x.yaml: time.step: ...`."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return f"{source}: " + "; ".join(parts)
 
 

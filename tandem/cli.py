@@ -86,7 +86,7 @@ def _print_summary(outcome) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from federates.launcher import RunFailed
-    from tandem.study import run_study
+    from tandem.study import execute_run, prepare_run
 
     source_path = Path(args.scenario) if args.scenario else DEFAULT_SCENARIO
     scenario = load_scenario(args.scenario, overrides=_overrides(args))
@@ -95,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.observers < 0:
         raise ScenarioError(f"--observers must be 0 or more (got {args.observers})")
+    plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers)
+    if args.observers and not args.quiet:
+        console.print(f"waiting for {args.observers} observer federate(s) on broker port {plan.config.broker.port} "
+                      f"(core type {plan.config.broker.core_type})")
 
     start, step = pd.Timestamp(scenario.time.start), scenario.time.step
     progress = Progress(
@@ -105,20 +109,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     task = progress.add_task(scenario.name, total=scenario.time.n_steps, simtime="", rate="-")
     began = time.monotonic()
 
-    def on_started(run_dir: Path, port: int) -> None:
-        if args.observers and not args.quiet:
-            console.print(f"waiting for {args.observers} observer federate(s) on broker port {port} "
-                          f"(core type {scenario.federation.core_type})")
-
     def on_progress(p) -> None:
         rate = p.steps_done / max(time.monotonic() - began, 1e-9)
         progress.update(task, completed=p.steps_done, simtime=str(start + step * p.steps_done), rate=f"{rate:.1f}")
 
     with progress:
         try:
-            outcome = run_study(
-                scenario, source_path.read_text(), args.output, args.observers, on_progress=on_progress, on_started=on_started,
-            )
+            outcome = execute_run(plan, on_progress)
         except RunFailed as exc:
             progress.stop()
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)

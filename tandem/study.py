@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from federates.launcher import Progress, default_output, plan_run, run_federation
+from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
 from tandem.grid.networks import load_network
 from tandem.grid.transmission import check_boundary_buses
 from tandem.scenario import Scenario
@@ -35,21 +35,29 @@ def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
     return scenario.model_copy(update={"feeders": feeders}), buses
 
 
+def prepare_run(
+    scenario: Scenario, scenario_source: str = "", output: str | Path | None = None, observers: int = 0
+) -> RunPlan:
+    """Validate against the network and write the run folder; starts nothing (raises ScenarioError)."""
+    resolved, buses = resolve_scenario(scenario)
+    target = Path(output or scenario.output.path or default_output(scenario))
+    return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers)
+
+
+def execute_run(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> RunOutcome:
+    """Start the federation and wait for it; raises RunFailed if it fails."""
+    started = time.perf_counter()
+    run_federation(plan, on_progress)
+    wall = time.perf_counter() - started
+    return RunOutcome(Path(plan.config.output), plan.run_dir, wall, summarize(plan.config.output))
+
+
 def run_study(
     scenario: Scenario,
     scenario_source: str = "",
     output: str | Path | None = None,
     observers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
-    on_started: Callable[[Path, int], None] | None = None,
 ) -> RunOutcome:
-    """Run the co-simulation; raises ScenarioError before starting, RunFailed if it fails."""
-    resolved, buses = resolve_scenario(scenario)
-    target = Path(output or scenario.output.path or default_output(scenario))
-    plan = plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers)
-    if on_started:
-        on_started(plan.run_dir, plan.config.broker.port)
-    started = time.perf_counter()
-    run_federation(plan, on_progress)
-    wall = time.perf_counter() - started
-    return RunOutcome(Path(plan.config.output), plan.run_dir, wall, summarize(plan.config.output))
+    """Run the co-simulation: raises ScenarioError before starting, RunFailed if it fails."""
+    return execute_run(prepare_run(scenario, scenario_source, output, observers), on_progress)

@@ -154,7 +154,8 @@ class RunFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"results file not found: {self.path}")
-        self.file = h5py.File(self.path, "r")
+        # No file lock, so a run can be read while its recorder is still writing it.
+        self.file = h5py.File(self.path, "r", locking=False)
         self.n_steps = int(self.file["time/seconds"].shape[0])
 
     def __enter__(self) -> "RunFile":

@@ -1,0 +1,43 @@
+"""Shared helpers: run the real `tandem` command and look for leftover processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "runs" / "small_iterative.yaml"
+REFERENCE = ROOT.parent / "shared" / "reference" / "opendss"
+
+
+def tandem(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `tandem ...` as a user would, in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL,
+    )
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (e.g. a run folder)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if text in cmdline and "State:\tZ" not in status:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def small_scenario_path() -> Path:
+    return SMALL

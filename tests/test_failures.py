@@ -1,0 +1,221 @@
+"""Bad input and broken runs: clear one-line errors, non-zero exits, nothing left
+running, and whatever was computed before the failure kept readable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SMALL, processes_mentioning, tandem
+from timeseries.results import RunFile
+
+
+def _scenario_file(tmp_path: Path, **changes) -> Path:
+    """The small scenario with some keys replaced (dotted paths; feeders.N.key for a feeder)."""
+    data = yaml.safe_load(SMALL.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[leaf] = value
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"feeders__0__colour": "red"}, "feeders.0.colour: unknown key"),
+        ({"coupling__max_iterations": "many"}, "coupling.max_iterations"),
+        ({"time__step": 300}, "time.step: give a duration with units"),
+        ({"time__duration": "7h", "time__step": "2h"}, "not a whole number of steps"),
+        ({"feeders__1__bus": 9999}, "feeders.1.bus: unknown bus 9999"),
+        ({"feeders__1__bus": "no-such-bus"}, "feeders.1.bus: unknown bus 'no-such-bus'"),
+        ({"feeders__0__model": "missing_feeder.dss"}, "feeders.0.model: OpenDSS master file not found"),
+        ({"feeders__0__model": "ieee999"}, "unknown feeder model 'ieee999'"),
+        ({"transmission__network": "case999"}, "unknown network 'case999'"),
+        ({"transmission__network": "nowhere.json"}, "transmission.network: file not found"),
+        ({"feeders__2__load_profile": "lunar"}, "unknown load profile 'lunar'"),
+        ({"coupling__tolerance_pu": -1}, "coupling.tolerance_pu"),
+        ({"feeders__2__multiplier": 0.0}, "multiplier must be positive"),
+    ],
+)
+def test_bad_scenarios_are_rejected_before_anything_starts(tmp_path, changes, expected):
+    path = _scenario_file(tmp_path, **changes)
+    out = tmp_path / "out.h5"
+    proc = tandem("run", str(path), "-o", str(out), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0]
+    assert not out.exists() and not (tmp_path / "out_run").exists(), "a rejected scenario must start nothing"
+
+
+def test_missing_scenario_file(tmp_path):
+    proc = tandem("run", str(tmp_path / "nope.yaml"), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: scenario file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_broken_feeder_model_names_the_feeder_and_file(tmp_path):
+    bad = tmp_path / "broken.dss"
+    bad.write_text("New Circuit.broken basekv=12.47 phases=3\nNew Frobnicator.x bus1=sourcebus\n")
+    path = _scenario_file(tmp_path, feeders__2__model=str(bad))
+    out = tmp_path / "out.h5"
+    proc = tandem("run", str(path), "--duration", "1h", "-o", str(out), timeout=120)
+    assert proc.returncode == 1
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: federate 'feeders_0' failed: feeder ieee13_at_29: cannot compile")
+    assert str(bad) in message
+    assert not processes_mentioning(str(tmp_path / "out_run"))
+
+
+def test_non_convergent_transmission_power_flow(tmp_path):
+    path = _scenario_file(tmp_path, feeders__2__multiplier=30000.0)
+    out = tmp_path / "out.h5"
+    proc = tandem("run", str(path), "--duration", "1h", "-o", str(out), timeout=120)
+    assert proc.returncode == 1
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "federate 'transmission' failed: transmission power flow did not converge at step 0" in message
+    assert not processes_mentioning(str(tmp_path / "out_run"))
+    with RunFile(out) as run:
+        assert not run.complete and "did not converge" in run.error and run.n_steps == 0
+
+
+def _wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        if path.exists():
+            try:
+                with RunFile(path) as run:
+                    if run.n_steps >= rows:
+                        return run.n_steps
+            except (OSError, KeyError):
+                pass  # the recorder is creating the file
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never reached {rows} rows")
+
+
+def test_killed_federate_ends_the_run_cleanly(tmp_path):
+    out = tmp_path / "killed.h5"
+    run_dir = tmp_path / "killed_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--feeder-processes", "2",
+         "--duration", "2d", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        seen = _wait_for_rows(out, 5, proc)
+        victims = [line for line in processes_mentioning(str(run_dir)) if "federates.feeders" in line and "--group 1" in line]
+        assert len(victims) == 1, victims
+        os.kill(int(victims[0].split(":")[0]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - killed_at < 10, "the run must end within 10 s of a federate dying"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    message = stderr.strip().splitlines()[-1]
+    assert "federate 'feeders_1'" in message and "killed by SIGKILL" in message, message
+    assert not processes_mentioning(str(run_dir)), "processes left behind"
+    with RunFile(out) as run:
+        assert not run.complete
+        assert "feeders_1" in run.error
+        assert seen <= run.n_steps < 576
+        seconds = run.read("time/seconds")
+        np.testing.assert_array_equal(seconds, np.arange(run.n_steps) * 300.0)
+        assert np.all(run.read("feeders/p_total_kw") > 0), "every written row must be a complete step"
+
+
+def test_two_runs_at_once_both_complete(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tandem.cli", "run", "--duration", "1h", "-q", "-o", str(tmp_path / f"r{i}.h5")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    ports = set()
+    for i in range(2):
+        with RunFile(tmp_path / f"r{i}.h5") as run:
+            assert run.complete and run.n_steps == 12
+            assert len(run.read("feeders/name")) == 8
+        config = (tmp_path / f"r{i}_run" / "federation.json").read_text()
+        ports.add(__import__("json").loads(config)["broker"]["port"])
+    assert len(ports) == 2, "each run needs its own broker port"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
+    """`--observers 1` lets a real helics_recorder join the run's broker."""
+    port = _free_port()
+    out = tmp_path / "observed.h5"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--duration", "1h",
+         "--observers", "1", "--broker-port", str(port), "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    spec = tmp_path / "observer.txt"
+    spec.write_text("subscription transmission/boundary/6/voltage\nsubscription feeder/ieee13_at_6/p_kw\n")
+    capture = tmp_path / "captured.txt"
+    observer = subprocess.run(
+        ["helics_recorder", str(spec), "--name", "observer", "--coretype", "zmq", "--brokerport", str(port),
+         "--stop", "3700s", "-o", str(capture), "--loglevel", "warning"],
+        capture_output=True, text=True, timeout=120,
+    )
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    assert observer.returncode == 0, observer.stderr
+    captured: dict[str, dict[float, list[float]]] = {}
+    for line in capture.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        stamp, key, value = float(parts[0]), parts[2] if parts[1] == "" else parts[1], parts[-1]
+        captured.setdefault(key.strip(), {})[stamp] = [float(v) for v in value.strip('"[]').split(",")]
+    with RunFile(out) as result:
+        bus = list(result.read("boundary/bus")).index(6)
+        feeder = list(result.read("feeders/name")).index("ieee13_at_6")
+        vm, va = result.read("boundary/vm_pu")[:, bus], result.read("boundary/va_deg")[:, bus]
+        p = result.read("feeders/p_kw")[:, feeder]
+    for k in range(12):  # step k is HELICS time (k + 1) * 300 s
+        assert captured["transmission/boundary/6/voltage"][(k + 1) * 300.0] == pytest.approx([vm[k], va[k]], rel=1e-12)
+        assert captured["feeder/ieee13_at_6/p_kw"][(k + 1) * 300.0][:3] == pytest.approx(list(p[k]), rel=1e-12)
+
+
+def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
+    out = tmp_path / "first.h5"
+    proc = tandem("run", str(SMALL), "--duration", "30min", "-o", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with RunFile(out) as run:
+        first = run.read("boundary/vm_pu")
+    out.unlink()
+    runner = tmp_path / "first_run" / "runner.json"
+    replay = subprocess.run(
+        ["helics", "run", "--path", str(runner), "--no-log-files"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    with RunFile(out) as run:
+        assert run.complete
+        np.testing.assert_allclose(run.read("boundary/vm_pu"), first, rtol=1e-12)

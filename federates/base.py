@@ -4,7 +4,9 @@ timeouts, and the process entry point that turns failures into one-line errors."
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -83,16 +85,27 @@ def close_federate(fed: h.HelicsFederate | None) -> None:
 
 
 def federate_main(federate_class, description: str) -> None:
-    """Entry point of a federate process: `python -m federates.X --config federation.json`."""
+    """Entry point of a federate process: `python -m federates.X --config federation.json`.
+
+    With TANDEM_PROFILE=<folder> in the environment, the federate's time-stepping loop
+    is profiled with cProfile into <folder>/<federate>.prof."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="federation.json written by the launcher")
     parser.add_argument("--group", type=int, default=None, help="feeder group index (feeder federates only)")
     args = parser.parse_args()
     config = FederationConfig.read(args.config)
     federate = federate_class(config) if args.group is None else federate_class(config, args.group)
+    profile_dir = os.environ.get("TANDEM_PROFILE")
+    profiler = cProfile.Profile() if profile_dir else None
     try:
         federate.setup()
+        if profiler:
+            profiler.enable()
         federate.run()
+        if profiler:
+            profiler.disable()
+            name = federate_class.__name__ if args.group is None else f"{federate_class.__name__}_{args.group}"
+            profiler.dump_stats(Path(profile_dir) / f"{name}.prof")
         federate.finish()
     except h.HelicsException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

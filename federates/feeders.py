@@ -8,6 +8,8 @@ whenever the transmission federate sends a new voltage within the step.
 
 from __future__ import annotations
 
+import time
+
 import helics as h
 
 from federates import interfaces as names
@@ -35,18 +37,13 @@ class FeederGroupFederate:
         specs = [self.scenario.feeders[i] for i in self.indices]
         self.models = [FeederModel(spec.label, spec.model) for spec in specs]
         self.levels = feeder_levels(self.scenario)[self.indices]
-        self.timestamps = self.scenario.time.index()
+        self.labels = [f" at step {k} ({stamp})" for k, stamp in enumerate(self.scenario.time.index())]
         fed = self.fed = create_value_federate(names.feeder_group(self.group), self.config)
         vec = h.HELICS_DATA_TYPE_VECTOR
-        subs_by_bus: dict[int, h.HelicsInput] = {}
-        self.sub_voltage = []
-        for spec in specs:
-            bus = int(spec.bus)
-            if bus not in subs_by_bus:
-                subs_by_bus[bus] = h.helicsFederateRegisterSubscription(fed, names.boundary_voltage(bus), "pu,deg")
-            self.sub_voltage.append(subs_by_bus[bus])
-        self.pub_p = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_p(m.name), vec, "kW") for m in self.models]
-        self.pub_q = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_q(m.name), vec, "kvar") for m in self.models]
+        buses = sorted({int(spec.bus) for spec in specs})
+        self.sub_voltage = [h.helicsFederateRegisterSubscription(fed, names.boundary_voltage(b), "pu") for b in buses]
+        self.feeder_bus_pos = [buses.index(int(spec.bus)) for spec in specs]
+        self.pub_power = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_power(m.name), vec, "kW,kvar") for m in self.models]
         self.pub_extremes = [
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltage_extremes(m.name), vec, "pu")
             for m in self.models
@@ -55,19 +52,23 @@ class FeederGroupFederate:
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_metadata(m.name), h.HELICS_DATA_TYPE_STRING, "")
             for m in self.models
         ]
+        self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.feeder_group_timing(self.group), vec, "s")
+        self.dss_seconds = 0.0
         h.helicsFederateEnterInitializingMode(fed)
         for pub, model in zip(self.pub_meta, self.models):
             h.helicsPublicationPublishString(pub, metadata_json(node_names=model.node_names, master=str(model.master)))
         h.helicsFederateEnterExecutingMode(fed)
 
     def _solve_and_publish(self, k: int) -> None:
+        voltages = [h.helicsInputGetComplex(s) for s in self.sub_voltage]
         for i, model in enumerate(self.models):
-            vm, va = h.helicsInputGetVector(self.sub_voltage[i])
-            model.run(vm, va, self.levels[i, k], f" at step {k} ({self.timestamps[k]})")
+            solving = time.perf_counter()
+            model.run(voltages[self.feeder_bus_pos[i]], self.levels[i, k], self.labels[k])
+            self.dss_seconds += time.perf_counter() - solving
             p, q = model.substation_power()
-            publish_vector(self.pub_p[i], (*p, p.sum()))
-            publish_vector(self.pub_q[i], (*q, q.sum()))
+            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum()))
             publish_vector(self.pub_extremes[i], model.voltage_extremes())
+        publish_vector(self.pub_timing, (self.dss_seconds,))
 
     def run(self) -> None:
         n_steps = self.scenario.time.n_steps

@@ -1,6 +1,7 @@
 """HELICS publication names: the federation's public interface.
 
-All publications are global, so an observer federate (e.g. `helics_recorder`) can
+One value per quantity group and step keeps the message count, which dominates the
+per-step cost of the federation, low. All publications are global, so an observer federate (e.g. `helics_recorder`) can
 subscribe to them by these names. Vectors are HELICS `vector` (list of doubles);
 metadata are JSON strings published once in initializing mode. See
 docs/interfaces.md for the full table.
@@ -20,38 +21,38 @@ def feeder_group(index: int) -> str:
 
 # Transmission -> feeders
 def boundary_voltage(bus: int) -> str:
-    """[vm_pu, va_deg] at a boundary bus."""
+    """Complex voltage (pu, rectangular: vm * exp(j va)) at a boundary bus, HELICS type complex."""
     return f"transmission/boundary/{bus}/voltage"
 
 
 # Transmission -> recorder / observers
-def boundary_load(bus: int) -> str:
-    """[p_mw, q_mvar]: the transmission-side load that stands for the feeders at a bus."""
-    return f"transmission/boundary/{bus}/load"
-
-
+BOUNDARY_LOAD = "transmission/boundary/load"  # [p_mw per boundary bus..., q_mvar per boundary bus...]
 TRANSMISSION_BUS_VM = "transmission/bus/vm_pu"  # vector over all buses
 TRANSMISSION_BUS_VA = "transmission/bus/va_deg"  # vector over all buses
 TRANSMISSION_BRANCH_LOADING = "transmission/branch/loading_percent"  # lines then trafos
 COUPLING = "transmission/coupling"  # [iterations, mismatch_pu, converged (1/0)]
+TRANSMISSION_TIMING = "transmission/timing"  # cumulative [power_flow_s, waiting_for_helics_s]
 MULTIPLIERS = "transmission/multipliers"  # copies behind each feeder, scenario order
 TRANSMISSION_METADATA = "transmission/metadata"  # JSON {bus_names, branch_names, boundary_buses}
 
 
 # Feeders -> transmission / recorder / observers
-def feeder_p(feeder: str) -> str:
-    """[p_a, p_b, p_c, p_total] substation active power in kW."""
-    return f"feeder/{feeder}/p_kw"
+def feeder_power(feeder: str) -> str:
+    """[p_a, p_b, p_c, p_total, q_a, q_b, q_c, q_total]: substation power in kW and kvar.
 
-
-def feeder_q(feeder: str) -> str:
-    """[q_a, q_b, q_c, q_total] substation reactive power in kvar."""
-    return f"feeder/{feeder}/q_kvar"
+    One vector, not one per quantity: every publication is a message through the broker,
+    and messages are most of the co-simulation's per-step overhead."""
+    return f"feeder/{feeder}/power"
 
 
 def feeder_voltage_extremes(feeder: str) -> str:
     """[vmin_pu, vmin_node, vmax_pu, vmax_node]; nodes index the feeder's node names."""
     return f"feeder/{feeder}/voltage_extremes"
+
+
+def feeder_group_timing(group: int) -> str:
+    """Cumulative seconds the group's process spent in OpenDSS solves."""
+    return f"{feeder_group(group)}/timing"
 
 
 def feeder_metadata(feeder: str) -> str:

@@ -77,24 +77,27 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 def feeder_groups(n_feeders: int, processes: int | str, iterative: bool) -> list[list[int]]:
-    """Split feeders into process groups, round-robin. `auto`: one per core at most in loose
-    coupling; one in iterative coupling, whose HELICS iterations must stay between two federates."""
+    """Split feeders into process groups, round-robin. `auto` in loose coupling: one per core
+    left after the transmission federate and the recorder; in iterative coupling always one,
+    since HELICS iterations must stay between two federates."""
     if processes == "auto":
-        n = 1 if iterative else min(n_feeders, os.cpu_count() or 1)
+        n = 1 if iterative else max(1, min(n_feeders, (os.cpu_count() or 1) - 2))
     else:
         n = min(int(processes), n_feeders)
     return [list(range(g, n_feeders, n)) for g in range(n)]
 
 
 def helics_broker_executable() -> str:
-    found = shutil.which("helics_broker")
-    if found:
-        return found
+    """The broker binary itself. The `helics_broker` on PATH from pip is a wrapper that runs the
+    binary as its child, and killing the wrapper would leave that broker running."""
     import helics
 
     bundled = Path(helics.__file__).parent / "install" / "bin" / "helics_broker"
     if bundled.is_file():
         return str(bundled)
+    found = shutil.which("helics_broker")
+    if found:
+        return found
     raise RunFailed("helics_broker not found: install the 'helics' package (pip install helics)")
 
 
@@ -257,8 +260,11 @@ class Federation:
             except subprocess.TimeoutExpired:
                 pass
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
+            # Each process leads its own session: kill the group, so nothing it started survives.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=GRACE_SECONDS)

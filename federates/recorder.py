@@ -47,10 +47,12 @@ class RecorderFederate:
         self.sub_loading = sub(names.TRANSMISSION_BRANCH_LOADING)
         self.sub_coupling = sub(names.COUPLING)
         self.sub_multipliers = sub(names.MULTIPLIERS)
-        self.sub_load = [sub(names.boundary_load(b)) for b in self.config.boundary_buses]
+        self.sub_timing = sub(names.TRANSMISSION_TIMING)
+        self.sub_group_timing = [sub(names.feeder_group_timing(g)) for g in range(len(self.config.feeder_groups))]
+        self._last_timing = np.zeros(2 + len(self.config.feeder_groups))
+        self.sub_load = sub(names.BOUNDARY_LOAD)
         self.labels = [f.label for f in self.scenario.feeders]
-        self.sub_p = [sub(names.feeder_p(f)) for f in self.labels]
-        self.sub_q = [sub(names.feeder_q(f)) for f in self.labels]
+        self.sub_power = [sub(names.feeder_power(f)) for f in self.labels]
         self.sub_extremes = [sub(names.feeder_voltage_extremes(f)) for f in self.labels]
         self.sub_feeder_meta = [sub(names.feeder_metadata(f)) for f in self.labels]
         h.helicsFederateEnterExecutingMode(fed)
@@ -103,22 +105,27 @@ class RecorderFederate:
             Series("coupling/iterations", (), "", (), "transmission solves in the step (1 in loose coupling)", "i4"),
             Series("coupling/mismatch_pu", (), "pu", (), "largest boundary voltage change between the voltage the feeders used and the final one"),
             Series("coupling/converged", (), "", (), "mismatch within the coupling tolerance", "u1"),
+            Series("timing/transmission_power_flow_s", (), "s", (), "wall time of the step's transmission power flows"),
+            Series("timing/transmission_wait_s", (), "s", (), "wall time the transmission federate waited on HELICS in the step (feeder solves and exchange)"),
+            Series("timing/feeders_opendss_s", (len(self.config.feeder_groups),), "s", ("feeder_process",), "wall time of the step's OpenDSS solves in each feeder process"),
         ):
             w.add_series(series)
 
     def _row(self) -> dict[str, np.ndarray]:
         vec = lambda s: np.asarray(h.helicsInputGetVector(s))  # noqa: E731
         vm, va = vec(self.sub_vm), vec(self.sub_va)
-        load = np.array([vec(s) for s in self.sub_load])
-        p = np.array([vec(s) for s in self.sub_p])
-        q = np.array([vec(s) for s in self.sub_q])
+        load = vec(self.sub_load).reshape(2, -1)
+        power = np.array([vec(s) for s in self.sub_power])
+        p, q = power[:, :4], power[:, 4:]
         extremes = np.array([vec(s) for s in self.sub_extremes])
         iterations, mismatch, converged = vec(self.sub_coupling)
+        timing = np.concatenate([vec(self.sub_timing), [vec(s)[0] for s in self.sub_group_timing]])
+        step_timing, self._last_timing = timing - self._last_timing, timing
         return {
             "boundary/vm_pu": vm[self.boundary_pos],
             "boundary/va_deg": va[self.boundary_pos],
-            "boundary/p_mw": load[:, 0],
-            "boundary/q_mvar": load[:, 1],
+            "boundary/p_mw": load[0],
+            "boundary/q_mvar": load[1],
             "feeders/p_kw": p[:, :3],
             "feeders/q_kvar": q[:, :3],
             "feeders/p_total_kw": p[:, 3],
@@ -133,6 +140,9 @@ class RecorderFederate:
             "coupling/iterations": iterations,
             "coupling/mismatch_pu": mismatch,
             "coupling/converged": converged,
+            "timing/transmission_power_flow_s": step_timing[0],
+            "timing/transmission_wait_s": step_timing[1],
+            "timing/feeders_opendss_s": step_timing[2:],
         }
 
     def run(self) -> None:

@@ -9,6 +9,8 @@ published for the record.
 
 from __future__ import annotations
 
+import time
+
 import helics as h
 import numpy as np
 
@@ -21,7 +23,7 @@ from federates.base import (
     metadata_json,
     publish_vector,
 )
-from tandem.grid.transmission import TransmissionModel, voltage_mismatch
+from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
 
 class TransmissionFederate:
@@ -35,17 +37,20 @@ class TransmissionFederate:
         fed = self.fed = create_value_federate(names.TRANSMISSION, self.config, wait_for_current_time=True)
         vec = h.HELICS_DATA_TYPE_VECTOR
         buses = self.model.boundary_buses
-        self.pub_voltage = [h.helicsFederateRegisterGlobalPublication(fed, names.boundary_voltage(b), vec, "pu,deg") for b in buses]
-        self.pub_load = [h.helicsFederateRegisterGlobalPublication(fed, names.boundary_load(b), vec, "MW,Mvar") for b in buses]
+        self.pub_voltage = [
+            h.helicsFederateRegisterGlobalPublication(fed, names.boundary_voltage(b), h.HELICS_DATA_TYPE_COMPLEX, "pu") for b in buses
+        ]
+        self.pub_load = h.helicsFederateRegisterGlobalPublication(fed, names.BOUNDARY_LOAD, vec, "MW,Mvar")
         self.pub_vm = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BUS_VM, vec, "pu")
         self.pub_va = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BUS_VA, vec, "deg")
         self.pub_loading = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BRANCH_LOADING, vec, "%")
         self.pub_coupling = h.helicsFederateRegisterGlobalPublication(fed, names.COUPLING, vec, "")
+        self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_TIMING, vec, "s")
+        self.pf_seconds = self.wait_seconds = 0.0
         self.pub_multipliers = h.helicsFederateRegisterGlobalPublication(fed, names.MULTIPLIERS, vec, "")
         self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_METADATA, h.HELICS_DATA_TYPE_STRING, "")
         labels = [f.label for f in self.scenario.feeders]
-        self.sub_p = [h.helicsFederateRegisterSubscription(fed, names.feeder_p(f), "kW") for f in labels]
-        self.sub_q = [h.helicsFederateRegisterSubscription(fed, names.feeder_q(f), "kvar") for f in labels]
+        self.sub_power = [h.helicsFederateRegisterSubscription(fed, names.feeder_power(f), "kW,kvar") for f in labels]
 
         h.helicsFederateEnterInitializingMode(fed)
         h.helicsPublicationPublishString(
@@ -57,18 +62,17 @@ class TransmissionFederate:
         h.helicsFederateEnterExecutingMode(fed)
 
     def _publish_boundary_voltage(self, vm: np.ndarray, va: np.ndarray) -> None:
-        for pub, m, a in zip(self.pub_voltage, vm, va):
-            publish_vector(pub, (m, a))
+        for pub, v in zip(self.pub_voltage, complex_voltage(vm, va)):
+            h.helicsPublicationPublishComplex(pub, complex(v))
 
     def _feeder_totals(self, label: str) -> tuple[np.ndarray, np.ndarray]:
         """Total P and Q of every feeder, all of which must have reported since the last read."""
-        stale = [i for i, s in enumerate(self.sub_p) if not h.helicsInputIsUpdated(s)]
+        stale = [i for i, s in enumerate(self.sub_power) if not h.helicsInputIsUpdated(s)]
         if stale:
             feeder = self.scenario.feeders[stale[0]].label
             raise RuntimeError(f"no new power from feeder {feeder}{label}: the federation lost step")
-        p = np.array([h.helicsInputGetVector(s)[3] for s in self.sub_p])
-        q = np.array([h.helicsInputGetVector(s)[3] for s in self.sub_q])
-        return p, q
+        power = np.array([h.helicsInputGetVector(s) for s in self.sub_power])
+        return power[:, 3], power[:, 7]
 
     def run(self) -> None:
         coupling = self.scenario.coupling
@@ -76,19 +80,25 @@ class TransmissionFederate:
         start = self.scenario.time.index()
         for k in range(self.scenario.time.n_steps):
             t = self.config.step_time(k)
+            waited = time.perf_counter()
             h.helicsFederateRequestTime(self.fed, t)
+            self.wait_seconds += time.perf_counter() - waited
             label = f" at step {k} ({start[k]})"
             for n in range(1, coupling.max_iterations + 1):
                 p, q = self._feeder_totals(label)
+                solving = time.perf_counter()
                 self.model.run(k, p, q, label)
                 vm, va = self.model.boundary_voltage()
+                self.pf_seconds += time.perf_counter() - solving
                 mismatch = voltage_mismatch(vm, va, self.sent_vm, self.sent_va)
                 converged = mismatch <= coupling.tolerance_pu
                 if not iterative or converged or n == coupling.max_iterations:
                     break
                 self._publish_boundary_voltage(vm, va)
                 self.sent_vm, self.sent_va = vm, va
+                waited = time.perf_counter()
                 _, state = h.helicsFederateRequestTimeIterative(self.fed, t, h.HELICS_ITERATION_REQUEST_ITERATE_IF_NEEDED)
+                self.wait_seconds += time.perf_counter() - waited
                 if state != h.HELICS_ITERATION_RESULT_ITERATING:
                     raise RuntimeError(f"feeders did not answer iteration {n + 1}{label}")
             if not iterative:
@@ -98,14 +108,13 @@ class TransmissionFederate:
             self._publish_record(k, n, mismatch, converged)
 
     def _publish_record(self, k: int, iterations: int, mismatch: float, converged: bool) -> None:
-        p_mw, q_mvar = self.model.boundary_load()
-        for pub, p, q in zip(self.pub_load, p_mw, q_mvar):
-            publish_vector(pub, (p, q))
+        publish_vector(self.pub_load, np.concatenate(self.model.boundary_load()))
         vm, va = self.model.bus_voltages()
         publish_vector(self.pub_vm, vm)
         publish_vector(self.pub_va, va)
         publish_vector(self.pub_loading, self.model.branch_loading())
         publish_vector(self.pub_coupling, (iterations, mismatch, 1.0 if converged else 0.0))
+        publish_vector(self.pub_timing, (self.pf_seconds, self.wait_seconds))
         if k == 0:
             publish_vector(self.pub_multipliers, self.model.multipliers)
 

@@ -178,7 +178,7 @@ class FederationSpec(_Strict):
     broker_address: str = Field("127.0.0.1", description="address the broker listens on and federates connect to")
     broker_port: int | Literal["auto"] = Field("auto", description="broker port; 'auto' picks a free one")
     feeder_processes: PositiveInt | Literal["auto"] = Field(
-        "auto", description="number of feeder federate processes; 'auto' uses one per core, at most one per feeder"
+        "auto", description="number of feeder federate processes; 'auto' uses the cores left after the transmission federate and recorder (always one in iterative coupling)"
     )
     timeout_s: float = Field(60.0, gt=0, description="how long a federate or the broker waits for a silent peer before failing")
 

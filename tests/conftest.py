@@ -22,6 +22,14 @@ def tandem(*args: str, timeout: float = 300, cwd: Path | None = None) -> subproc
     )
 
 
+def run_processes(run_dir: Path) -> list[str]:
+    """Live processes of a run: its federates (which name the run folder) and its broker (by port)."""
+    import json
+
+    config = json.loads((run_dir / "federation.json").read_text())
+    return processes_mentioning(str(run_dir)) + processes_mentioning(f"--port={config['broker']['port']} ")
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that mention `text` (e.g. a run folder)."""
     found = []

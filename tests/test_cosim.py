@@ -12,7 +12,7 @@ from tandem.grid.networks import load_network
 from tandem.grid.sequential import run_sequential
 from tandem.scenario import load_scenario
 from tandem.study import resolve_scenario
-from tests.conftest import SMALL, processes_mentioning, tandem
+from tests.conftest import SMALL, run_processes, tandem
 from timeseries.results import RunFile
 
 DURATION = "2h"  # 24 steps of 5 min
@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
         path = out / f"{mode}.h5"
         proc = tandem("run", str(SMALL), "--duration", DURATION, "--coupling", mode, "-o", str(path), *extra)
         assert proc.returncode == 0, proc.stderr
-        assert not processes_mentioning(str(out / f"{mode}_run")), "processes left behind"
+        assert not run_processes(out / f"{mode}_run"), "processes left behind"
         results[mode] = path
     return results
 

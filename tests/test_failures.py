@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SMALL, processes_mentioning, tandem
+from tests.conftest import ROOT, SMALL, processes_mentioning, run_processes, tandem
 from timeseries.results import RunFile
 
 
@@ -78,7 +78,7 @@ def test_broken_feeder_model_names_the_feeder_and_file(tmp_path):
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("error: federate 'feeders_0' failed: feeder ieee13_at_29: cannot compile")
     assert str(bad) in message
-    assert not processes_mentioning(str(tmp_path / "out_run"))
+    assert not run_processes(tmp_path / "out_run")
 
 
 def test_non_convergent_transmission_power_flow(tmp_path):
@@ -88,7 +88,7 @@ def test_non_convergent_transmission_power_flow(tmp_path):
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
     assert "federate 'transmission' failed: transmission power flow did not converge at step 0" in message
-    assert not processes_mentioning(str(tmp_path / "out_run"))
+    assert not run_processes(tmp_path / "out_run")
     with RunFile(out) as run:
         assert not run.complete and "did not converge" in run.error and run.n_steps == 0
 
@@ -130,7 +130,7 @@ def test_killed_federate_ends_the_run_cleanly(tmp_path):
     assert proc.returncode == 1
     message = stderr.strip().splitlines()[-1]
     assert "federate 'feeders_1'" in message and "killed by SIGKILL" in message, message
-    assert not processes_mentioning(str(run_dir)), "processes left behind"
+    assert not run_processes(run_dir), "processes left behind"
     with RunFile(out) as run:
         assert not run.complete
         assert "feeders_1" in run.error
@@ -151,6 +151,8 @@ def test_two_runs_at_once_both_complete(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
+    for i in range(2):
+        assert not run_processes(tmp_path / f"r{i}_run"), "processes left behind"
     ports = set()
     for i in range(2):
         with RunFile(tmp_path / f"r{i}.h5") as run:
@@ -177,7 +179,7 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     spec = tmp_path / "observer.txt"
-    spec.write_text("subscription transmission/boundary/6/voltage\nsubscription feeder/ieee13_at_6/p_kw\n")
+    spec.write_text("subscription transmission/boundary/6/voltage\nsubscription feeder/ieee13_at_6/power\n")
     capture = tmp_path / "captured.txt"
     observer = subprocess.run(
         ["helics_recorder", str(spec), "--name", "observer", "--coretype", "zmq", "--brokerport", str(port),
@@ -187,6 +189,7 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
     _, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
     assert observer.returncode == 0, observer.stderr
+    assert not run_processes(tmp_path / "observed_run"), "processes left behind"
     captured: dict[str, dict[float, list[float]]] = {}
     for line in capture.read_text().splitlines():
         if line.startswith("#"):
@@ -201,7 +204,7 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
         p = result.read("feeders/p_kw")[:, feeder]
     for k in range(12):  # step k is HELICS time (k + 1) * 300 s
         assert captured["transmission/boundary/6/voltage"][(k + 1) * 300.0] == pytest.approx([vm[k], va[k]], rel=1e-12)
-        assert captured["feeder/ieee13_at_6/p_kw"][(k + 1) * 300.0][:3] == pytest.approx(list(p[k]), rel=1e-12)
+        assert captured["feeder/ieee13_at_6/power"][(k + 1) * 300.0][:3] == pytest.approx(list(p[k]), rel=1e-12)
 
 
 def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
@@ -216,6 +219,7 @@ def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
         ["helics", "run", "--path", str(runner), "--no-log-files"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert not run_processes(tmp_path / "first_run"), "processes left behind"
     with RunFile(out) as run:
         assert run.complete
         np.testing.assert_allclose(run.read("boundary/vm_pu"), first, rtol=1e-12)

@@ -53,9 +53,9 @@ class FeederModel:
         self._feeder_nodes = np.array([n.split(".")[0].lower() != source_bus for n in names])
         self.node_names = [n for n, keep in zip(names, self._feeder_nodes) if keep]
 
-    def run(self, vm_pu: float, va_deg: float, level: float, label: str = "") -> None:
-        """One feeder solve with the given boundary voltage and load level."""
-        self.set_source(vm_pu, va_deg)
+    def run(self, voltage_pu: complex, level: float, label: str = "") -> None:
+        """One feeder solve with the given complex boundary voltage (pu) and load level."""
+        self.set_source(abs(voltage_pu), float(np.degrees(np.angle(voltage_pu))))
         self.set_load_level(level)
         self.solve(label)
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from tandem.grid.feeder import FeederModel
-from tandem.grid.transmission import TransmissionModel, voltage_mismatch
+from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 from tandem.scenario import Scenario
 from timeseries.profiles import load_shape
 
@@ -74,8 +74,9 @@ def run_sequential(
     for k in range(steps):
         for n in range(1, max_iterations + 1):
             t0 = time.perf_counter()
+            voltage = complex_voltage(vm, va)
             for i, feeder in enumerate(feeders):
-                feeder.run(vm[pos[i]], va[pos[i]], levels[i, k])
+                feeder.run(voltage[pos[i]], levels[i, k])
                 out.feeder_p_kw[k, i], out.feeder_q_kvar[k, i] = feeder.substation_power()
             t1 = time.perf_counter()
             transmission.run(k, out.feeder_p_kw[k].sum(axis=1), out.feeder_q_kvar[k].sum(axis=1), f" at step {k}")

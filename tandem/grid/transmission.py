@@ -17,10 +17,14 @@ from tandem.scenario import Scenario, ScenarioError
 from timeseries.profiles import load_shape
 
 
+def complex_voltage(vm_pu: np.ndarray, va_deg: np.ndarray) -> np.ndarray:
+    """Magnitude and angle to the complex voltage the feeders receive."""
+    return vm_pu * np.exp(1j * np.deg2rad(va_deg))
+
+
 def voltage_mismatch(vm_a: np.ndarray, va_a: np.ndarray, vm_b: np.ndarray, va_b: np.ndarray) -> float:
     """Largest distance (pu) between two sets of complex voltages given as magnitude and angle (deg)."""
-    a = vm_a * np.exp(1j * np.deg2rad(va_a))
-    b = vm_b * np.exp(1j * np.deg2rad(va_b))
+    a, b = complex_voltage(vm_a, va_a), complex_voltage(vm_b, va_b)
     return float(np.max(np.abs(a - b))) if len(a) else 0.0
 
 
@@ -77,6 +81,7 @@ class TransmissionModel:
         self._base_sgen = net.sgen.p_mw.to_numpy(copy=True)
         self._scale_generation = scenario.transmission.scale_generation
         self._n_own_loads = len(self._base_load)
+        self._load_pq = self._base_load.copy()
         # Feeders start from the voltage the network has with its own loads at the first step.
         self.set_step(0)
         self.solve(" for the initial (feeder-free) operating point")
@@ -94,6 +99,8 @@ class TransmissionModel:
         self._boundary_load = np.array(
             [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"feeders@{b}") for b in self.boundary_buses]
         )
+        # P and Q of every load, the network's own first and then the feeder loads (as in net.load).
+        self._load_pq = net.load[["p_mw", "q_mvar"]].to_numpy(dtype=float, copy=True)
         feeders_at_bus = np.bincount(self._feeder_pos, minlength=len(self.boundary_buses))
         self._match_target_mw = np.full(n_feeders, np.nan)
         self.multipliers = np.full(n_feeders, np.nan)
@@ -108,12 +115,17 @@ class TransmissionModel:
     def set_step(self, k: int) -> None:
         """Scale the network's own loads and generation to the system level of step k."""
         level = self.system_level[k]
-        net = self.net
-        net.load.iloc[: self._n_own_loads, net.load.columns.get_indexer(["p_mw", "q_mvar"])] = self._base_load * level
+        n = self._n_own_loads
+        self._load_pq[:n] = self._base_load * level
         if self._scale_generation:
-            net.gen["p_mw"] = self._base_gen * level
+            self.net.gen["p_mw"] = self._base_gen * level
             if len(self._base_sgen):
-                net.sgen["p_mw"] = self._base_sgen * level
+                self.net.sgen["p_mw"] = self._base_sgen * level
+
+    def _write_loads(self) -> None:
+        # Whole-column assignment: per-cell .loc writes cost more than the power flow itself.
+        self.net.load["p_mw"] = self._load_pq[:, 0]
+        self.net.load["q_mvar"] = self._load_pq[:, 1]
 
     def fix_multipliers(self, p_total_kw: np.ndarray) -> None:
         """Set 'match_bus_load' multipliers from the feeders' first substation power."""
@@ -127,11 +139,9 @@ class TransmissionModel:
 
     def set_feeder_power(self, p_total_kw: np.ndarray, q_total_kvar: np.ndarray) -> None:
         """Load each boundary bus with the sum of multiplier x feeder power (kW -> MW)."""
-        n = len(self.boundary_buses)
-        p = np.bincount(self._feeder_pos, weights=self.multipliers * p_total_kw, minlength=n) / 1000.0
-        q = np.bincount(self._feeder_pos, weights=self.multipliers * q_total_kvar, minlength=n) / 1000.0
-        self.net.load.loc[self._boundary_load, "p_mw"] = p
-        self.net.load.loc[self._boundary_load, "q_mvar"] = q
+        n, own = len(self.boundary_buses), self._n_own_loads
+        self._load_pq[own:, 0] = np.bincount(self._feeder_pos, weights=self.multipliers * p_total_kw, minlength=n) / 1000.0
+        self._load_pq[own:, 1] = np.bincount(self._feeder_pos, weights=self.multipliers * q_total_kvar, minlength=n) / 1000.0
 
     # -- solve ----------------------------------------------------------------
     def run(self, k: int, p_total_kw: np.ndarray, q_total_kvar: np.ndarray, label: str = "") -> None:
@@ -146,6 +156,7 @@ class TransmissionModel:
         """AC power flow; the internal model is built once and only injections are updated after."""
         import pandapower as pp
 
+        self._write_loads()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

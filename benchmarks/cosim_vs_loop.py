@@ -1,0 +1,104 @@
+"""Co-simulation overhead: the default study through HELICS versus the same steps as a
+plain sequential Python loop (pandapower runpp + OpenDSS solve per feeder, no HELICS).
+
+Both are measured in this run, each in a fresh interpreter so imports and model
+setup count on both sides, alternating and keeping each side's best of `--repeat`
+(these machines are noisy). Target (issue #2): co-simulation in loose coupling no
+slower than 1.5x the plain loop. The per-step breakdown comes from the timing the
+federates record in the HDF5 file.
+
+    python benchmarks/cosim_vs_loop.py [--duration 2d] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+TARGET_RATIO = 1.5
+
+
+def plain_loop(duration: str) -> None:
+    """Runs in a child interpreter: the whole study as one Python loop; prints its timings."""
+    started = time.perf_counter()
+    from tandem.grid.sequential import run_sequential
+    from tandem.scenario import load_scenario
+    from tandem.study import resolve_scenario
+
+    scenario, _ = resolve_scenario(load_scenario(None, {"time.duration": duration}))
+    result = run_sequential(scenario, mode="loose")
+    print(json.dumps({"wall": time.perf_counter() - started, "steps": len(result.iterations), **result.seconds}))
+
+
+def time_plain(duration: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child-plain", "--duration", duration],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_cosim(duration: str, output: Path) -> dict:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tandem.cli", "run", "-q", "--duration", duration, "-o", str(output)],
+                   check=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    from timeseries.results import RunFile
+
+    with RunFile(output) as run:
+        n = run.n_steps
+        pf = run.read("timing/transmission_power_flow_s")
+        wait = run.read("timing/transmission_wait_s")
+        dss = run.read("timing/feeders_opendss_s")
+    return {
+        "wall": wall,
+        "steps": n,
+        "transmission": float(pf.sum()),
+        "feeders": float(dss.max(axis=1).sum()),  # feeder processes solve side by side
+        "wait": float(wait.sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", default="2d", help="simulated span of the default study (default 2d)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each side; the best counts")
+    parser.add_argument("--child-plain", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_plain:
+        plain_loop(args.duration)
+        return
+
+    plain, cosim = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            plain.append(time_plain(args.duration))
+            cosim.append(time_cosim(args.duration, Path(tmp) / f"bench{i}.h5"))
+    p = min(plain, key=lambda r: r["wall"])
+    c = min(cosim, key=lambda r: r["wall"])
+    n = c["steps"]
+    ratio = c["wall"] / p["wall"]
+    helics = max(c["wait"] - c["feeders"], 0.0)
+    per_step = lambda s: f"{s / n * 1e3:7.2f} ms"  # noqa: E731
+    print(f"default study, {args.duration} = {n} steps, loose coupling, best of {args.repeat}")
+    print(f"  plain loop (one process, no HELICS): {p['wall']:7.2f} s wall")
+    print(f"  co-simulation (broker + federates) : {c['wall']:7.2f} s wall")
+    print(f"  ratio co-simulation / plain loop   : {ratio:7.2f}x   (target <= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+    print("  per step inside the co-simulation (transmission federate's critical path):")
+    print(f"    pandapower power flow            : {per_step(c['transmission'])}")
+    print(f"    OpenDSS feeder solves            : {per_step(c['feeders'])}")
+    print(f"    HELICS exchange and feeder I/O   : {per_step(helics)}")
+    print("  per step in the plain loop:")
+    print(f"    pandapower power flow            : {per_step(p['transmission'])}")
+    print(f"    OpenDSS feeder solves            : {per_step(p['feeders'])}")
+    fixed = c["wall"] - (c["transmission"] + c["wait"])
+    print(f"  co-simulation start-up and shut-down (processes, imports, models): {fixed:5.2f} s; "
+          f"plain loop outside its steps: {p['wall'] - p['transmission'] - p['feeders']:5.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,8 @@ from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from tandem.scenario import Scenario
 
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
+BLAME_SECONDS = 3.0  # for the federate that failed first to report it
 
 
 class RunFailed(RuntimeError):
@@ -210,9 +211,8 @@ class Federation:
         while True:
             if on_progress:
                 on_progress(self.progress)
-            failed = [n for n in federates if self.procs[n].poll() not in (None, 0)]
-            if failed:
-                raise RunFailed(self._blame(failed))
+            if any(self.procs[n].poll() not in (None, 0) for n in federates):
+                raise RunFailed(self._blame())
             if all(self.procs[n].poll() == 0 for n in federates):
                 break
             broker = self.procs["broker"].poll()
@@ -232,10 +232,18 @@ class Federation:
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
 
-    def _blame(self, failed: list[str]) -> str:
+    def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""
-        time.sleep(0.3)  # let a federate that failed on its own finish writing its error line
-        failed = [n for n in self.procs if n != "broker" and self.procs[n].poll() not in (None, 0)]
+        # The federation stops as a whole once one federate fails: give the others a moment to
+        # exit, so the one that failed on its own (not the ones stopped with it) is named.
+        deadline = time.monotonic() + BLAME_SECONDS
+        federates = [n for n in self.procs if n != "broker"]
+        while time.monotonic() < deadline:
+            codes = [self.procs[n].poll() for n in federates]
+            if all(c is not None for c in codes) or any(c == EXIT_OWN_ERROR or (c or 0) < 0 for c in codes):
+                break
+            time.sleep(0.05)
+        failed = [n for n in federates if self.procs[n].poll() not in (None, 0)]
         for name in failed:
             code = self.procs[name].returncode
             if code < 0:

@@ -203,7 +203,8 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
         vm, va = result.read("boundary/vm_pu")[:, bus], result.read("boundary/va_deg")[:, bus]
         p = result.read("feeders/p_kw")[:, feeder]
     for k in range(12):  # step k is HELICS time (k + 1) * 300 s
-        assert captured["transmission/boundary/6/voltage"][(k + 1) * 300.0] == pytest.approx([vm[k], va[k]], rel=1e-12)
+        real, imag = captured["transmission/boundary/6/voltage"][(k + 1) * 300.0]
+        assert complex(real, imag) == pytest.approx(vm[k] * np.exp(1j * np.deg2rad(va[k])), rel=1e-12)
         assert captured["feeder/ieee13_at_6/power"][(k + 1) * 300.0][:3] == pytest.approx(list(p[k]), rel=1e-12)
 
 

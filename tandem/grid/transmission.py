@@ -68,31 +68,27 @@ class TransmissionModel:
         self._solved_once = False
         self.net = net if net is not None else load_network(scenario.transmission.network)
         net = self.net
-        # numba's JIT costs over a second per process and only pays off on large networks.
-        self._numba = len(net.bus) > 1000
         self.feeder_bus = np.array(check_boundary_buses(scenario, net), dtype=int)
         self.boundary_buses = np.array(sorted(set(self.feeder_bus.tolist())), dtype=int)
         self._feeder_pos = np.searchsorted(self.boundary_buses, self.feeder_bus)
         n_feeders = len(self.feeder_bus)
 
         self.system_level = load_shape(scenario.transmission.load_profile, scenario.time.index())
-        self._base_load = net.load[["p_mw", "q_mvar"]].to_numpy(copy=True)
+        self._scale_generation = scenario.transmission.scale_generation
         self._base_gen = net.gen.p_mw.to_numpy(copy=True)
         self._base_sgen = net.sgen.p_mw.to_numpy(copy=True)
-        self._scale_generation = scenario.transmission.scale_generation
-        self._n_own_loads = len(self._base_load)
-        self._load_pq = self._base_load.copy()
-        # Feeders start from the voltage the network has with its own loads at the first step.
-        self.set_step(0)
-        self.solve(" for the initial (feeder-free) operating point")
-        self.initial_voltage = self.boundary_voltage()
-        self._solved_once = False  # the feeder load elements below change the model structure
+        self._n_own_loads = len(net.load)
+        self._boundary_pos = net.bus.index.get_indexer(self.boundary_buses)
 
+        in_service = net.load.in_service.to_numpy()
+        at_bus = {int(b): (net.load.bus == b).to_numpy() & in_service for b in self.boundary_buses}
+        own_at_bus = {b: float(net.load.p_mw.to_numpy()[mask].sum()) for b, mask in at_bus.items()}
         replace = {int(b) for f, b in zip(scenario.feeders, self.feeder_bus) if f.bus_load == "replace"}
-        own_base_p = np.where(net.load.in_service, self._base_load[:, 0], 0.0)
-        own_at_bus = {int(b): float(own_base_p[(net.load.bus == b).to_numpy()].sum()) for b in self.boundary_buses}
-        if replace:
-            net.load.loc[net.load.bus.isin(replace), "in_service"] = False
+        replaced = np.zeros((len(self.boundary_buses), 2))  # base P, Q the feeders take over per bus
+        for j, b in enumerate(self.boundary_buses):
+            if int(b) in replace:
+                replaced[j] = net.load[["p_mw", "q_mvar"]].to_numpy()[at_bus[int(b)]].sum(axis=0)
+                net.load.loc[at_bus[int(b)], "in_service"] = False
 
         import pandapower as pp
 
@@ -100,7 +96,15 @@ class TransmissionModel:
             [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"feeders@{b}") for b in self.boundary_buses]
         )
         # P and Q of every load, the network's own first and then the feeder loads (as in net.load).
+        self._base_load = net.load[["p_mw", "q_mvar"]].to_numpy(dtype=float, copy=True)[: self._n_own_loads]
         self._load_pq = net.load[["p_mw", "q_mvar"]].to_numpy(dtype=float, copy=True)
+        # The feeders start from the network's own operating point at the first step: the feeder
+        # load elements carry the load they replace, so this first solve is the network as given.
+        self.set_step(0)
+        self._load_pq[self._n_own_loads :] = replaced * self.system_level[0]
+        self.solve(" for the initial operating point")
+        self.initial_voltage = self.boundary_voltage()
+
         feeders_at_bus = np.bincount(self._feeder_pos, minlength=len(self.boundary_buses))
         self._match_target_mw = np.full(n_feeders, np.nan)
         self.multipliers = np.full(n_feeders, np.nan)
@@ -153,7 +157,10 @@ class TransmissionModel:
         self.solve(label)
 
     def solve(self, label: str = "") -> None:
-        """AC power flow; the internal model is built once and only injections are updated after."""
+        """AC power flow; the internal model is built once and only injections are updated after.
+
+        numba stays off: its JIT compilation costs more per process than it saves here, and
+        pandapower's Newton-Raphson already runs in lightsim2grid's compiled solver."""
         import pandapower as pp
 
         self._write_loads()
@@ -161,9 +168,9 @@ class TransmissionModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if self._solved_once:
-                    pp.runpp(self.net, init="results", recycle=dict(trafo=False, gen=True, bus_pq=True), numba=self._numba)
+                    pp.runpp(self.net, init="results", recycle=dict(trafo=False, gen=True, bus_pq=True), numba=False)
                 else:
-                    pp.runpp(self.net, numba=self._numba)
+                    pp.runpp(self.net, numba=False)
         except pp.LoadflowNotConverged:
             raise PowerFlowError(f"transmission power flow did not converge{label}") from None
         self._solved_once = True
@@ -172,12 +179,13 @@ class TransmissionModel:
     def boundary_voltage(self) -> tuple[np.ndarray, np.ndarray]:
         """Magnitude (pu) and angle (deg) at each boundary bus, in boundary_buses order."""
         res = self.net.res_bus
-        return res.vm_pu.loc[self.boundary_buses].to_numpy(), res.va_degree.loc[self.boundary_buses].to_numpy()
+        return res.vm_pu.to_numpy()[self._boundary_pos], res.va_degree.to_numpy()[self._boundary_pos]
 
     def boundary_load(self) -> tuple[np.ndarray, np.ndarray]:
         """P (MW) and Q (Mvar) of the feeder load element at each boundary bus."""
-        res = self.net.res_load.loc[self._boundary_load]
-        return res.p_mw.to_numpy(), res.q_mvar.to_numpy()
+        res = self.net.res_load
+        own = self._n_own_loads
+        return res.p_mw.to_numpy()[own:], res.q_mvar.to_numpy()[own:]
 
     @property
     def bus_names(self) -> list[str]:

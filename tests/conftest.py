@@ -14,6 +14,12 @@ SMALL = ROOT / "runs" / "small_iterative.yaml"
 REFERENCE = ROOT.parent / "shared" / "reference" / "opendss"
 
 
+def helics_app(name: str) -> str:
+    """A command installed by the helics package, found beside this interpreter."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
 def tandem(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `tandem ...` as a user would, in a fresh interpreter."""
     return subprocess.run(

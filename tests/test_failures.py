@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SMALL, processes_mentioning, run_processes, tandem
+from tests.conftest import ROOT, SMALL, helics_app, processes_mentioning, run_processes, tandem
 from timeseries.results import RunFile
 
 
@@ -182,7 +182,7 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
     spec.write_text("subscription transmission/boundary/6/voltage\nsubscription feeder/ieee13_at_6/power\n")
     capture = tmp_path / "captured.txt"
     observer = subprocess.run(
-        ["helics_recorder", str(spec), "--name", "observer", "--coretype", "zmq", "--brokerport", str(port),
+        [helics_app("helics_recorder"), str(spec), "--name", "observer", "--coretype", "zmq", "--brokerport", str(port),
          "--stop", "3700s", "-o", str(capture), "--loglevel", "warning"],
         capture_output=True, text=True, timeout=120,
     )
@@ -217,7 +217,7 @@ def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
     out.unlink()
     runner = tmp_path / "first_run" / "runner.json"
     replay = subprocess.run(
-        ["helics", "run", "--path", str(runner), "--no-log-files"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [helics_app("helics"), "run", "--path", str(runner), "--no-log-files"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert not run_processes(tmp_path / "first_run"), "processes left behind"

@@ -75,10 +75,14 @@ def publish_vector(pub: h.HelicsPublication, values) -> None:
     h.helicsPublicationPublishVector(pub, [float(v) for v in values])
 
 
-def close_federate(fed: h.HelicsFederate | None) -> None:
+def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: bool = False) -> None:
+    """Leave the federation; a federate's own failure is first raised as a global error so
+    the others stop at once instead of waiting for it."""
     if fed is None:
         return
     try:
+        if own_error:
+            h.helicsFederateGlobalError(fed, 1, f"{h.helicsFederateGetName(fed)}: {error}")
         h.helicsFederateDisconnect(fed)
     finally:
         h.helicsFederateFree(fed)

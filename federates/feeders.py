@@ -90,9 +90,7 @@ class FeederGroupFederate:
                     h.helicsFederateRequestTime(self.fed, self.config.step_time(k))
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
-        if own_error and self.fed is not None:
-            h.helicsFederateGlobalError(self.fed, 1, f"{names.feeder_group(self.group)}: {error}")
-        close_federate(self.fed)
+        close_federate(self.fed, error, own_error)
 
 
 if __name__ == "__main__":

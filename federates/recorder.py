@@ -160,9 +160,7 @@ class RecorderFederate:
         if self.writer is not None:
             complete = not error and self.writer.rows_received == self.scenario.time.n_steps
             self.writer.finish(complete=complete, error=error)
-        if own_error and self.fed is not None:
-            h.helicsFederateGlobalError(self.fed, 1, f"recorder: {error}")
-        close_federate(self.fed)
+        close_federate(self.fed, error, own_error)
 
 
 if __name__ == "__main__":

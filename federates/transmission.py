@@ -119,9 +119,7 @@ class TransmissionFederate:
             publish_vector(self.pub_multipliers, self.model.multipliers)
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
-        if own_error and self.fed is not None:
-            h.helicsFederateGlobalError(self.fed, 1, f"transmission: {error}")
-        close_federate(self.fed)
+        close_federate(self.fed, error, own_error)
 
 
 if __name__ == "__main__":

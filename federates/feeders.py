@@ -21,8 +21,7 @@ from federates.base import (
     metadata_json,
     publish_vector,
 )
-from tandem.grid.feeder import FeederModel
-from tandem.grid.sequential import feeder_levels
+from tandem.grid.feeder import build_feeder
 
 
 class FeederGroupFederate:
@@ -35,8 +34,7 @@ class FeederGroupFederate:
 
     def setup(self) -> None:
         specs = [self.scenario.feeders[i] for i in self.indices]
-        self.models = [FeederModel(spec.label, spec.model) for spec in specs]
-        self.levels = feeder_levels(self.scenario)[self.indices]
+        self.models = [build_feeder(spec, self.scenario) for spec in specs]
         self.labels = [f" at step {k} ({stamp})" for k, stamp in enumerate(self.scenario.time.index())]
         fed = self.fed = create_value_federate(names.feeder_group(self.group), self.config)
         vec = h.HELICS_DATA_TYPE_VECTOR
@@ -44,10 +42,10 @@ class FeederGroupFederate:
         self.sub_voltage = [h.helicsFederateRegisterSubscription(fed, names.boundary_voltage(b), "pu") for b in buses]
         self.feeder_bus_pos = [buses.index(int(spec.bus)) for spec in specs]
         self.pub_power = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_power(m.name), vec, "kW,kvar") for m in self.models]
-        self.pub_extremes = [
-            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltage_extremes(m.name), vec, "pu")
-            for m in self.models
+        self.pub_voltages = [
+            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltages(m.name), vec, "") for m in self.models
         ]
+        self.pub_ders = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_ders(m.name), vec, "") for m in self.models]
         self.pub_meta = [
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_metadata(m.name), h.HELICS_DATA_TYPE_STRING, "")
             for m in self.models
@@ -56,19 +54,31 @@ class FeederGroupFederate:
         self.dss_seconds = 0.0
         h.helicsFederateEnterInitializingMode(fed)
         for pub, model in zip(self.pub_meta, self.models):
-            h.helicsPublicationPublishString(pub, metadata_json(node_names=model.node_names, master=str(model.master)))
+            fleet = model.fleet
+            h.helicsPublicationPublishString(pub, metadata_json(
+                node_names=model.node_names, master=str(model.master), head_bus=model.head_bus,
+                batteries=[b.name for b in fleet.batteries], battery_kwh=[b.kwh_rated for b in fleet.batteries],
+                battery_kw=[b.kw_rated for b in fleet.batteries], pv=[p.name for p in fleet.pv],
+                pv_pmpp_kw=[p.pmpp_kw for p in fleet.pv], evs=[e.name for e in fleet.evs],
+                regulators=fleet.regulators, capacitors=fleet.capacitors,
+            ))
         h.helicsFederateEnterExecutingMode(fed)
 
     def _solve_and_publish(self, k: int) -> None:
         voltages = [h.helicsInputGetComplex(s) for s in self.sub_voltage]
         for i, model in enumerate(self.models):
             solving = time.perf_counter()
-            model.run(voltages[self.feeder_bus_pos[i]], self.levels[i, k], self.labels[k])
+            model.run(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
             self.dss_seconds += time.perf_counter() - solving
             p, q = model.substation_power()
             publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum()))
-            publish_vector(self.pub_extremes[i], model.voltage_extremes())
+            publish_vector(self.pub_voltages[i], model.voltage_stats())
+            publish_vector(self.pub_ders[i], names.pack_ders(model.fleet.readings(k)))
         publish_vector(self.pub_timing, (self.dss_seconds,))
+
+    def _end_step(self) -> None:
+        for model in self.models:
+            model.end_step()
 
     def run(self) -> None:
         n_steps = self.scenario.time.n_steps
@@ -83,8 +93,10 @@ class FeederGroupFederate:
                     self.fed, self.config.step_time(k + 1), h.HELICS_ITERATION_REQUEST_ITERATE_IF_NEEDED
                 )
                 if state == h.HELICS_ITERATION_RESULT_NEXT_STEP:
+                    self._end_step()
                     k += 1
             else:
+                self._end_step()
                 k += 1
                 if k < n_steps:
                     h.helicsFederateRequestTime(self.fed, self.config.step_time(k))

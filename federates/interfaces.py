@@ -45,9 +45,36 @@ def feeder_power(feeder: str) -> str:
     return f"feeder/{feeder}/power"
 
 
-def feeder_voltage_extremes(feeder: str) -> str:
-    """[vmin_pu, vmin_node, vmax_pu, vmax_node]; nodes index the feeder's node names."""
-    return f"feeder/{feeder}/voltage_extremes"
+def feeder_voltages(feeder: str) -> str:
+    """[vmin_pu, vmin_node, vmax_pu, vmax_node, nodes_outside_band, vuf_head]; nodes index the
+    feeder's node names; the band is 0.95-1.05 pu; vuf_head is V2/V1 at the feeder's head bus."""
+    return f"feeder/{feeder}/voltages"
+
+
+def feeder_ders(feeder: str) -> str:
+    """DER and device state after the step's solve, packed by `pack_ders` (see DER_TOTALS)."""
+    return f"feeder/{feeder}/ders"
+
+
+# Totals over a feeder's DERs, in this order, then per battery its SOC and dispatched kW, then
+# each regulator's tap and each capacitor's energised steps (counts in the feeder metadata).
+DER_TOTALS = ("pv_available_kw", "pv_kw", "pv_kvar", "battery_kw", "battery_kvar", "ev_kw", "ev_owed_kwh")
+DER_DEVICES = ("battery_soc", "battery_dispatch_kw", "regulator_taps", "capacitor_steps")
+
+
+def pack_ders(readings: dict) -> list[float]:
+    totals = [float(readings[key].sum()) for key in DER_TOTALS]
+    return totals + [float(v) for key in DER_DEVICES for v in readings[key]]
+
+
+def unpack_ders(vector, counts: dict[str, int]) -> dict:
+    """Inverse of pack_ders; `counts` gives the length of each DER_DEVICES entry."""
+    out = dict(zip(DER_TOTALS, vector[: len(DER_TOTALS)]))
+    at = len(DER_TOTALS)
+    for key in DER_DEVICES:
+        out[key] = vector[at : at + counts[key]]
+        at += counts[key]
+    return out
 
 
 def feeder_group_timing(group: int) -> str:
@@ -56,5 +83,6 @@ def feeder_group_timing(group: int) -> str:
 
 
 def feeder_metadata(feeder: str) -> str:
-    """JSON {node_names}."""
+    """JSON: node_names, master, head_bus, and the names and ratings of the feeder's DERs and
+    controlled devices (batteries, battery_kwh, battery_kw, pv, pv_pmpp_kw, evs, regulators, capacitors)."""
     return f"feeder/{feeder}/metadata"

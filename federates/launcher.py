@@ -219,9 +219,13 @@ class Federation:
             if broker not in (None, 0):  # it exits 0 by itself once every federate has left
                 raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
             stalled = time.monotonic() - self.progress.updated_at
-            if stalled > 2 * timeout + 30:
+            started = self.progress.steps_done > 0
+            # Before the first step, observers may still be joining: give them ten minutes more.
+            limit = 2 * timeout + 30 + (0 if started or not self.plan.config.observers else 600)
+            if stalled > limit:
+                where = f"after step {self.progress.steps_done}" if started else "before the first step"
                 raise RunFailed(
-                    f"no progress for {stalled:.0f} s after step {self.progress.steps_done}: the federation stalled "
+                    f"no progress for {stalled:.0f} s {where}: the federation stalled "
                     f"(timeout_s={timeout:g}); logs in {self.plan.run_dir / 'logs'}"
                 )
             time.sleep(0.05)

@@ -53,7 +53,8 @@ class RecorderFederate:
         self.sub_load = sub(names.BOUNDARY_LOAD)
         self.labels = [f.label for f in self.scenario.feeders]
         self.sub_power = [sub(names.feeder_power(f)) for f in self.labels]
-        self.sub_extremes = [sub(names.feeder_voltage_extremes(f)) for f in self.labels]
+        self.sub_voltages = [sub(names.feeder_voltages(f)) for f in self.labels]
+        self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
         self.sub_feeder_meta = [sub(names.feeder_metadata(f)) for f in self.labels]
         h.helicsFederateEnterExecutingMode(fed)
 
@@ -81,9 +82,11 @@ class RecorderFederate:
             ("feeder",),
             "identical copies behind the bus (transmission load = multiplier x feeder power)",
         )
+        self.device_counts = []
         for label, sub in zip(self.labels, self.sub_feeder_meta):
-            nodes = json.loads(h.helicsInputGetString(sub))["node_names"]
-            w.add_static(f"feeders/nodes/{label}", nodes, "", ("node",), f"OpenDSS node names of feeder {label}")
+            feeder_meta = json.loads(h.helicsInputGetString(sub))
+            w.add_static(f"feeders/nodes/{label}", feeder_meta["node_names"], "", ("node",), f"OpenDSS node names of feeder {label}")
+            self._declare_devices(label, feeder_meta)
         w.add_static("transmission/bus", bus_names, "", ("bus",), "pandapower bus indices")
         w.add_static("transmission/branch", meta["branch_names"], "", ("branch",), "lines then transformers")
         for series in (
@@ -99,6 +102,15 @@ class RecorderFederate:
             Series("feeders/vmin_node", (n_f,), "", ("feeder",), "index into feeders/nodes/<name> of the lowest voltage", "i4"),
             Series("feeders/vmax_pu", (n_f,), "pu", ("feeder",), "highest node voltage in the feeder"),
             Series("feeders/vmax_node", (n_f,), "", ("feeder",), "index into feeders/nodes/<name> of the highest voltage", "i4"),
+            Series("feeders/nodes_outside_band", (n_f,), "", ("feeder",), "nodes outside 0.95-1.05 pu", "i4"),
+            Series("feeders/vuf_head", (n_f,), "pu", ("feeder",), "voltage unbalance factor V2/V1 at the feeder's head bus"),
+            Series("feeders/pv_available_kw", (n_f,), "kW", ("feeder",), "PV power the irradiance offers (one feeder copy)"),
+            Series("feeders/pv_kw", (n_f,), "kW", ("feeder",), "PV power delivered (available minus curtailment and inverter limits)"),
+            Series("feeders/pv_kvar", (n_f,), "kvar", ("feeder",), "PV reactive power delivered"),
+            Series("feeders/battery_kw", (n_f,), "kW", ("feeder",), "battery power into the grid (+ discharging)"),
+            Series("feeders/battery_kvar", (n_f,), "kvar", ("feeder",), "battery reactive power into the grid"),
+            Series("feeders/ev_kw", (n_f,), "kW", ("feeder",), "EV charging power"),
+            Series("feeders/ev_owed_kwh", (n_f,), "kWh", ("feeder",), "energy the connected EVs still need at the step's end"),
             Series("transmission/vm_pu", (n_bus,), "pu", ("bus",), "transmission bus voltage magnitudes"),
             Series("transmission/va_deg", (n_bus,), "deg", ("bus",), "transmission bus voltage angles"),
             Series("transmission/loading_percent", (n_br,), "%", ("branch",), "branch loading (current over rating)"),
@@ -111,13 +123,41 @@ class RecorderFederate:
         ):
             w.add_series(series)
 
+    def _declare_devices(self, label: str, meta: dict) -> None:
+        """Per-device series of one feeder: battery SOC and dispatch, regulator taps, capacitor steps."""
+        w = self.writer
+        counts = {
+            "battery_soc": len(meta["batteries"]),
+            "battery_dispatch_kw": len(meta["batteries"]),
+            "regulator_taps": len(meta["regulators"]),
+            "capacitor_steps": len(meta["capacitors"]),
+        }
+        self.device_counts.append(counts)
+        base = f"devices/{label}"
+        if meta["batteries"]:
+            w.add_static(f"{base}/battery", meta["batteries"], "", ("battery",), "battery names")
+            w.add_static(f"{base}/battery_kwh", np.array(meta["battery_kwh"]), "kWh", ("battery",), "energy rating")
+            w.add_static(f"{base}/battery_kw_rated", np.array(meta["battery_kw"]), "kW", ("battery",), "power rating")
+            w.add_series(Series(f"{base}/battery_soc", (counts["battery_soc"],), "pu", ("battery",), "state of charge at the step's end"))
+            w.add_series(Series(f"{base}/battery_dispatch_kw", (counts["battery_soc"],), "kW", ("battery",), "dispatched power (+ discharging)"))
+        if meta["pv"]:
+            w.add_static(f"{base}/pv", meta["pv"], "", ("pv",), "PV system names")
+            w.add_static(f"{base}/pv_pmpp_kw", np.array(meta["pv_pmpp_kw"]), "kW", ("pv",), "PV rating at 1 kW/m2")
+        if meta["regulators"]:
+            w.add_static(f"{base}/regulator", meta["regulators"], "", ("regulator",), "regulator controls")
+            w.add_series(Series(f"{base}/regulator_taps", (counts["regulator_taps"],), "", ("regulator",), "tap position", "i2"))
+        if meta["capacitors"]:
+            w.add_static(f"{base}/capacitor", meta["capacitors"], "", ("capacitor",), "capacitor banks")
+            w.add_series(Series(f"{base}/capacitor_steps", (counts["capacitor_steps"],), "", ("capacitor",), "energised steps", "i2"))
+
     def _row(self) -> dict[str, np.ndarray]:
         vec = lambda s: np.asarray(h.helicsInputGetVector(s))  # noqa: E731
         vm, va = vec(self.sub_vm), vec(self.sub_va)
         load = vec(self.sub_load).reshape(2, -1)
         power = np.array([vec(s) for s in self.sub_power])
         p, q = power[:, :4], power[:, 4:]
-        extremes = np.array([vec(s) for s in self.sub_extremes])
+        voltages = np.array([vec(s) for s in self.sub_voltages])
+        ders = [names.unpack_ders(vec(s), counts) for s, counts in zip(self.sub_ders, self.device_counts)]
         iterations, mismatch, converged = vec(self.sub_coupling)
         timing = np.concatenate([vec(self.sub_timing), [vec(s)[0] for s in self.sub_group_timing]])
         step_timing, self._last_timing = timing - self._last_timing, timing
@@ -130,10 +170,19 @@ class RecorderFederate:
             "feeders/q_kvar": q[:, :3],
             "feeders/p_total_kw": p[:, 3],
             "feeders/q_total_kvar": q[:, 3],
-            "feeders/vmin_pu": extremes[:, 0],
-            "feeders/vmin_node": extremes[:, 1],
-            "feeders/vmax_pu": extremes[:, 2],
-            "feeders/vmax_node": extremes[:, 3],
+            "feeders/vmin_pu": voltages[:, 0],
+            "feeders/vmin_node": voltages[:, 1],
+            "feeders/vmax_pu": voltages[:, 2],
+            "feeders/vmax_node": voltages[:, 3],
+            "feeders/nodes_outside_band": voltages[:, 4],
+            "feeders/vuf_head": voltages[:, 5],
+            **{f"feeders/{key}": np.array([d[key] for d in ders]) for key in names.DER_TOTALS},
+            **{
+                f"devices/{label}/{key}": d[key]
+                for label, d, counts in zip(self.labels, ders, self.device_counts)
+                for key in names.DER_DEVICES
+                if counts[key]
+            },
             "transmission/vm_pu": vm,
             "transmission/va_deg": va,
             "transmission/loading_percent": vec(self.sub_loading),

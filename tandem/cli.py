@@ -95,7 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.observers < 0:
         raise ScenarioError(f"--observers must be 0 or more (got {args.observers})")
-    plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers)
+    try:
+        plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers)
+    except RunFailed as exc:  # no free port, no broker executable
+        console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return EXIT_RUN_FAILED
     if args.observers and not args.quiet:
         console.print(f"waiting for {args.observers} observer federate(s) on broker port {plan.config.broker.port} "
                       f"(core type {plan.config.broker.core_type})")

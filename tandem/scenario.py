@@ -13,6 +13,8 @@ files). Checks against the transmission network (unknown buses) happen in
 from __future__ import annotations
 
 import json
+import math
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +52,8 @@ def _parse_duration(value: object) -> pd.Timedelta:
         raise ValueError(f"give a duration with units such as '5min', '300s' or '2d' (got bare number {value!r})")
     if not isinstance(value, str):
         raise ValueError(f"expected a duration string such as '5min' (got {type(value).__name__})")
+    if re.fullmatch(r"\s*[-+]?[0-9.eE+-]+\s*", value):
+        raise ValueError(f"give a duration with units such as '5min', '300s' or '2d' (got bare number {value!r})")
     try:
         parsed = pd.Timedelta(value)
     except ValueError:
@@ -104,6 +108,67 @@ class TransmissionSpec(_Strict):
         )
 
 
+class PVSpec(_Strict):
+    """PV systems in a feeder."""
+
+    penetration: float = Field(0.0, ge=0, le=10, description="total PV rating (Pmpp) as a share of the feeder's peak load (0.5 = 50 %)")
+    count: PositiveInt | None = Field(None, description="number of PV systems; default: one per chosen load bus, at most 100")
+    phases: Literal["load", "single", "three"] = Field("load", description="connect like the load at the bus, single-phase, or three-phase buses only")
+    buses: list[str] | None = Field(None, description="explicit buses (e.g. '48' or '7.1') instead of seeded random load buses")
+    kva_ratio: float = Field(1.1, ge=1.0, le=2.0, description="inverter kVA over Pmpp")
+
+
+class BatterySpec(_Strict):
+    """Batteries in a feeder."""
+
+    penetration: float = Field(0.0, ge=0, le=10, description="total power rating as a share of the feeder's peak load")
+    hours: float = Field(2.0, gt=0, description="energy over power rating (kWh per kW)")
+    count: PositiveInt | None = Field(None, description="number of batteries; default: one per chosen load bus, at most 100")
+    phases: Literal["load", "single", "three"] = "load"
+    buses: list[str] | None = None
+    efficiency_charge: float = Field(0.95, gt=0, le=1)
+    efficiency_discharge: float = Field(0.95, gt=0, le=1)
+    soc_min: float = Field(0.1, ge=0, lt=1)
+    soc_max: float = Field(0.95, gt=0, le=1)
+    soc_initial: float = Field(0.5, ge=0, le=1)
+    schedule: Literal["idle", "time_of_day"] = Field("time_of_day", description="dispatch when no set-points come from outside")
+    charge_hours: tuple[float, float] = Field((10.0, 15.0), description="local hours of the time-of-day charging window")
+    discharge_hours: tuple[float, float] = Field((17.0, 21.0), description="local hours of the time-of-day discharging window")
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> "BatterySpec":
+        if not self.soc_min <= self.soc_initial <= self.soc_max:
+            raise ValueError(f"need soc_min <= soc_initial <= soc_max (got {self.soc_min}, {self.soc_initial}, {self.soc_max})")
+        return self
+
+
+class EVSpec(_Strict):
+    """EV chargers: flexible loads with charging sessions and the energy still owed tracked."""
+
+    penetration: float = Field(0.0, ge=0, le=10, description="total charger rating as a share of the feeder's peak load")
+    charger_kw: float = Field(7.2, gt=0, description="rating of one charger")
+    energy_kwh: tuple[float, float] = Field((8.0, 30.0), description="range of energy an EV needs per session")
+    arrival_hours: tuple[float, float] = Field((17.0, 20.0), description="range of local arrival hours")
+    departure_hours: tuple[float, float] = Field((6.0, 8.0), description="range of local departure hours (next day)")
+
+
+class ControlsSpec(_Strict):
+    """Local controls active in time-series operation."""
+
+    regulators: bool = Field(True, description="voltage regulators tap (off: taps stay where they start)")
+    capacitors: bool = Field(False, description="voltage-controlled switching of the feeder's capacitor banks")
+    volt_var: bool = Field(False, description="PV Volt-VAR (IEEE 1547 category B curve)")
+    volt_watt: bool = Field(False, description="PV Volt-Watt (IEEE 1547 curve)")
+
+
+class DiversitySpec(_Strict):
+    """Each load gets its own version of the feeder's load shape."""
+
+    enabled: bool = True
+    scale_sigma: float = Field(0.1, ge=0, le=1, description="spread of the per-load scale factors (lognormal sigma)")
+    max_shift: Duration = Field(pd.Timedelta("30min"), description="largest time shift of a load's profile, with units")
+
+
 class FeederSpec(_Strict):
     """One feeder model attached to one transmission bus, with `multiplier` identical copies behind it."""
 
@@ -118,6 +183,12 @@ class FeederSpec(_Strict):
         "replace", description="whether the feeders replace the bus's own load or add to it"
     )
     load_profile: ProfileName = Field("residential", description="built-in load shape applied to the feeder's loads")
+    load_diversity: DiversitySpec = DiversitySpec()
+    pv: PVSpec = PVSpec()
+    battery: BatterySpec = BatterySpec()
+    ev: EVSpec = EVSpec()
+    controls: ControlsSpec = ControlsSpec()
+    seed: int = Field(0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
 
     @field_validator("model")
     @classmethod
@@ -131,8 +202,22 @@ class FeederSpec(_Strict):
     @field_validator("multiplier")
     @classmethod
     def _positive_multiplier(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not value > 0:
-            raise ValueError(f"multiplier must be positive (got {value})")
+        if isinstance(value, float) and not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"multiplier must be a positive finite number (got {value})")
+        return value
+
+    @field_validator("bus", mode="before")
+    @classmethod
+    def _no_bool_bus(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError(f"bus must be a bus index or name (got {value})")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"feeder names may hold letters, digits, '_', '.' and '-' only (got {value!r})")
         return value
 
     @property
@@ -165,18 +250,26 @@ class TimeSpec(_Strict):
         return pd.date_range(self.start, periods=self.n_steps, freq=self.step)
 
 
+class SolarSpec(_Strict):
+    """Where the sun is and how cloudy it gets (built-in irradiance)."""
+
+    latitude_deg: float = Field(40.0, ge=-90, le=90)
+    longitude_deg: float = Field(-105.0, ge=-180, le=180)
+    variability: float = Field(0.3, ge=0, le=1, description="cloudiness: 0 clear sky, 1 very variable")
+
+
 class CouplingSpec(_Strict):
     mode: Literal["loose", "iterative"] = Field(
         "loose", description="loose: one exchange per step (one-step lag); iterative: HELICS iterations until converged"
     )
     tolerance_pu: float = Field(1e-6, gt=0, lt=0.1, description="boundary voltage change (pu) below which iterations stop")
-    max_iterations: PositiveInt = Field(20, description="iteration cap per step; steps that hit it are recorded as not converged")
+    max_iterations: int = Field(20, ge=2, le=1000, description="iteration cap per step (at least 2); steps that hit it are recorded as not converged")
 
 
 class FederationSpec(_Strict):
     core_type: Literal["zmq", "zmq_ss", "tcp", "tcp_ss"] = Field("zmq", description="HELICS core type")
     broker_address: str = Field("127.0.0.1", description="address the broker listens on and federates connect to")
-    broker_port: int | Literal["auto"] = Field("auto", description="broker port; 'auto' picks a free one")
+    broker_port: Annotated[int, Field(ge=1024, le=65534)] | Literal["auto"] = Field("auto", description="broker port; 'auto' picks a free one")
     feeder_processes: PositiveInt | Literal["auto"] = Field(
         "auto", description="number of feeder federate processes; 'auto' uses the cores left after the transmission federate and recorder (always one in iterative coupling)"
     )
@@ -195,6 +288,7 @@ class Scenario(_Strict):
     transmission: TransmissionSpec = TransmissionSpec()
     feeders: list[FeederSpec] = Field(min_length=1)
     time: TimeSpec = TimeSpec()
+    solar: SolarSpec = SolarSpec()
     coupling: CouplingSpec = CouplingSpec()
     federation: FederationSpec = FederationSpec()
     output: OutputSpec = OutputSpec()
@@ -213,12 +307,6 @@ class Scenario(_Strict):
                 "federation.feeder_processes: iterative coupling runs all feeders in one feeder federate "
                 f"(several OpenDSS contexts); set 1 or auto (got {self.federation.feeder_processes})"
             )
-        by_bus: dict[str, set[str]] = {}
-        for feeder in self.feeders:
-            by_bus.setdefault(str(feeder.bus), set()).add(feeder.bus_load)
-        for bus, modes in by_bus.items():
-            if len(modes) > 1:
-                raise ValueError(f"feeders at bus {bus} disagree on bus_load (replace vs add)")
         return self
 
     def to_json(self) -> str:
@@ -226,7 +314,10 @@ class Scenario(_Strict):
 
 
 def _read_mapping(path: Path) -> dict:
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read the scenario file ({exc.__class__.__name__})") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -258,7 +349,8 @@ def describe_validation_error(source: str, exc: ValidationError) -> str:
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
-    """Make file references relative to the scenario file absolute."""
+    """Make the network and feeder files named in a scenario relative to its folder; the output path,
+    like any command-line path, is relative to the working directory."""
     transmission = data.get("transmission")
     if isinstance(transmission, dict) and isinstance(transmission.get("network"), str):
         net = transmission["network"]

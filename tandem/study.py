@@ -15,7 +15,7 @@ from typing import Callable
 from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
 from tandem.grid.networks import load_network
 from tandem.grid.transmission import check_boundary_buses
-from tandem.scenario import Scenario
+from tandem.scenario import Scenario, ScenarioError
 from tandem.summary import RunSummary, summarize
 
 
@@ -29,7 +29,11 @@ class RunOutcome:
 
 def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
     """Check the scenario against its network (before any process starts) and pin buses to indices."""
-    net = load_network(scenario.transmission.network)
+    try:
+        net = load_network(scenario.transmission.network)
+    except Exception as exc:  # pandapower raises many types for a file it cannot read
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ScenarioError(f"transmission.network: cannot load {scenario.transmission.network}: {reason}") from None
     buses = check_boundary_buses(scenario, net)
     feeders = [f.model_copy(update={"bus": b, "name": f.label}) for f, b in zip(scenario.feeders, buses)]
     return scenario.model_copy(update={"feeders": feeders}), buses

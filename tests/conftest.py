@@ -15,7 +15,13 @@ REFERENCE = ROOT.parent / "shared" / "reference" / "opendss"
 
 
 def helics_app(name: str) -> str:
-    """A command installed by the helics package, found beside this interpreter."""
+    """A HELICS program: the binary the helics package ships (its PATH wrapper would start the
+    binary as a child, which a timed-out test could orphan), else the wrapper beside Python."""
+    import helics
+
+    binary = Path(helics.__file__).parent / "install" / "bin" / name
+    if binary.exists():
+        return str(binary)
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
 

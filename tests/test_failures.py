@@ -48,10 +48,18 @@ def _scenario_file(tmp_path: Path, **changes) -> Path:
         ({"transmission__network": "nowhere.json"}, "transmission.network: file not found"),
         ({"feeders__2__load_profile": "lunar"}, "unknown load profile 'lunar'"),
         ({"coupling__tolerance_pu": -1}, "coupling.tolerance_pu"),
-        ({"feeders__2__multiplier": 0.0}, "multiplier must be positive"),
+        ({"feeders__2__multiplier": 0.0}, "multiplier must be a positive finite number"),
+        ({"feeders__2__multiplier": float("inf")}, "multiplier must be a positive finite number"),
+        ({"time__step": "300"}, "time.step: give a duration with units"),
+        ({"feeders__1__bus": True}, "feeders.1.bus: bus must be a bus index or name"),
+        ({"feeders__0__name": "a/b"}, "feeder names may hold letters"),
+        ({"coupling__max_iterations": 1}, "coupling.max_iterations"),
+        ({"feeders__2__bus": "7"}, "feeders.2.bus_load: 'add' but feeders.0 at the same bus 6 says 'replace'"),
+        ({"transmission__network": "broken.json"}, "transmission.network: cannot load"),
     ],
 )
 def test_bad_scenarios_are_rejected_before_anything_starts(tmp_path, changes, expected):
+    (tmp_path / "broken.json").write_text('{"not": "a pandapower network"}')
     path = _scenario_file(tmp_path, **changes)
     out = tmp_path / "out.h5"
     proc = tandem("run", str(path), "-o", str(out), timeout=60)

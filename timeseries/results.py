@@ -9,8 +9,8 @@ rows even after a crash.
 
 The root attributes say what the file is: `schema_version`, `scenario` (resolved
 JSON), `scenario_source` (the file as the user wrote it), `versions`,
-`started_at`, `finished_at`, `complete` (set only when the run ended normally),
-and `error` (the one-line reason when it did not).
+`n_steps_planned`, `started_at`, `finished_at`, `complete` (set only when the run
+ended normally), and `error` (the one-line reason when it did not).
 """
 
 from __future__ import annotations
@@ -136,14 +136,12 @@ class ResultsWriter:
     def rows_received(self) -> int:
         return self.rows + len(self._buffer)
 
-    def finish(self, complete: bool, error: str = "", summary: dict | None = None) -> None:
+    def finish(self, complete: bool, error: str = "") -> None:
         self.flush()
         attrs = self.file.attrs
         attrs["finished_at"] = _now()
         attrs["complete"] = bool(complete)
         attrs["error"] = error
-        if summary is not None:
-            attrs["summary"] = json.dumps(summary)
         self.file.close()
 
 

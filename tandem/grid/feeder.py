@@ -14,7 +14,10 @@ import numpy as np
 import opendssdirect
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
+from tandem.grid.ders import DerFleet, feeder_loads
 from tandem.grid.errors import FeederModelError, PowerFlowError
+
+VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 
 
 def feeder_master_path(model: str) -> Path:
@@ -52,12 +55,32 @@ class FeederModel:
         # The source bus stands for the transmission side; feeder statistics are about the feeder.
         self._feeder_nodes = np.array([n.split(".")[0].lower() != source_bus for n in names])
         self.node_names = [n for n, keep in zip(names, self._feeder_nodes) if keep]
+        # The substation bus: the first three-phase bus downstream of the source.
+        self.head_bus = next(
+            (b for b in self.dss.Circuit.AllBusNames() if b.lower() != source_bus and self._bus_phases(b) == 3), source_bus
+        )
+        self.loads = feeder_loads(self.dss)
+        self._load_kw = np.array([p.kw for p in self.loads])
+        self._load_kvar = np.array([p.kvar for p in self.loads])
+        self.load_levels: np.ndarray | None = None  # [load, step], set by build_feeder
+        self.fleet: DerFleet | None = None
 
-    def run(self, voltage_pu: complex, level: float, label: str = "") -> None:
-        """One feeder solve with the given complex boundary voltage (pu) and load level."""
+    def _bus_phases(self, bus: str) -> int:
+        self.dss.Circuit.SetActiveBus(bus)
+        return self.dss.Bus.NumNodes()
+
+    def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
+        """One feeder solve of step k with the given complex boundary voltage (pu)."""
         self.set_source(abs(voltage_pu), float(np.degrees(np.angle(voltage_pu))))
-        self.set_load_level(level)
+        self.set_load_levels(self.load_levels[:, k])
+        if self.fleet is not None:
+            self.fleet.apply(k)
         self.solve(label)
+
+    def end_step(self) -> None:
+        """The step's solution is final: book battery and EV energy."""
+        if self.fleet is not None:
+            self.fleet.advance()
 
     def set_source(self, vm_pu: float, va_deg: float) -> None:
         """Drive the source with the boundary voltage; the model's own angle offset is kept."""
@@ -65,8 +88,14 @@ class FeederModel:
         self.dss.Vsources.PU(vm_pu)
         self.dss.Vsources.AngleDeg(self._base_angle + va_deg)
 
-    def set_load_level(self, level: float) -> None:
-        self.dss.Solution.LoadMult(level)
+    def set_load_levels(self, levels: np.ndarray) -> None:
+        """Each load at its own level (per unit of its nominal power)."""
+        loads = self.dss.Loads
+        kw, kvar = self._load_kw * levels, self._load_kvar * levels
+        for i in range(len(kw)):
+            loads.Idx(i + 1)  # base loads come first; EV charger loads are created after them
+            loads.kW(kw[i])
+            loads.kvar(kvar[i])
 
     def solve(self, label: str = "") -> None:
         self.dss.Solution.Solve()
@@ -79,8 +108,43 @@ class FeederModel:
         powers = np.asarray(self.dss.CktElement.Powers()[:6])
         return -powers[0::2], -powers[1::2]
 
-    def voltage_extremes(self) -> tuple[float, int, float, int]:
-        """Lowest and highest node voltage (pu) and their indices into `node_names`."""
+    def voltage_stats(self) -> tuple[float, int, float, int, int, float]:
+        """Lowest and highest node voltage (pu) with their indices into `node_names`, the count of
+        nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus."""
         v = np.asarray(self.dss.Circuit.AllBusMagPu())[self._feeder_nodes]
         lo, hi = int(np.argmin(v)), int(np.argmax(v))
-        return float(v[lo]), lo, float(v[hi]), hi
+        outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
+        self.dss.Circuit.SetActiveBus(self.head_bus)
+        _, v1, v2 = self.dss.Bus.SeqVoltages()
+        return float(v[lo]), lo, float(v[hi]), hi, outside, float(v2 / v1) if v1 else 0.0
+
+
+def build_feeder(spec, scenario) -> FeederModel:
+    """A scenario's feeder: the compiled model, each load's profile over the run, and its DERs."""
+    from timeseries.profiles import load_shape
+
+    model = FeederModel(spec.label, spec.model)
+    index = scenario.time.index()
+    base = load_shape(spec.load_profile, index)
+    n_loads = len(model.loads)
+    diversity = spec.load_diversity
+    if diversity.enabled and n_loads > 1:
+        from timeseries.diversity import diversified_profiles
+
+        model.load_levels = diversified_profiles(
+            base, index, n_loads, seed=spec.seed, scale_sigma=diversity.scale_sigma, max_shift=diversity.max_shift
+        )
+    else:
+        model.load_levels = np.tile(base, (n_loads, 1))
+    irradiance = np.zeros(len(index))
+    if spec.pv.penetration > 0:
+        from timeseries.solar import cloudy_irradiance
+
+        solar = scenario.solar
+        irradiance = cloudy_irradiance(index, solar.latitude_deg, solar.longitude_deg, variability=solar.variability, seed=spec.seed)
+    local_hours = np.asarray(index.hour + index.minute / 60.0 + index.second / 3600.0, dtype=float)
+    try:
+        model.fleet = DerFleet(model.dss, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
+    except ValueError as exc:
+        raise FeederModelError(f"feeder {spec.label}: {exc}") from None
+    return model

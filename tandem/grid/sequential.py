@@ -13,10 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-from tandem.grid.feeder import FeederModel
+from tandem.grid.feeder import FeederModel, build_feeder
 from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 from tandem.scenario import Scenario
-from timeseries.profiles import load_shape
 
 
 @dataclass
@@ -33,13 +32,7 @@ class SequentialResult:
 
 
 def build_feeders(scenario: Scenario) -> list[FeederModel]:
-    return [FeederModel(f.label, f.model) for f in scenario.feeders]
-
-
-def feeder_levels(scenario: Scenario) -> np.ndarray:
-    """Load level of every feeder at every step: [feeder, step]."""
-    index = scenario.time.index()
-    return np.array([load_shape(f.load_profile, index) for f in scenario.feeders])
+    return [build_feeder(f, scenario) for f in scenario.feeders]
 
 
 def run_sequential(
@@ -54,7 +47,6 @@ def run_sequential(
 
     transmission = TransmissionModel(scenario)
     feeders = build_feeders(scenario)
-    levels = feeder_levels(scenario)
     steps = scenario.time.n_steps if n_steps is None else n_steps
     n_f, n_b = len(feeders), len(transmission.boundary_buses)
     pos = np.searchsorted(transmission.boundary_buses, transmission.feeder_bus)
@@ -76,7 +68,7 @@ def run_sequential(
             t0 = time.perf_counter()
             voltage = complex_voltage(vm, va)
             for i, feeder in enumerate(feeders):
-                feeder.run(voltage[pos[i]], levels[i, k])
+                feeder.run(voltage[pos[i]], k)
                 out.feeder_p_kw[k, i], out.feeder_q_kvar[k, i] = feeder.substation_power()
             t1 = time.perf_counter()
             transmission.run(k, out.feeder_p_kw[k].sum(axis=1), out.feeder_q_kvar[k].sum(axis=1), f" at step {k}")
@@ -87,6 +79,8 @@ def run_sequential(
             vm, va = new_vm, new_va
             if mode == "loose" or mismatch <= tolerance_pu:
                 break
+        for feeder in feeders:
+            feeder.end_step()
         out.boundary_vm_pu[k], out.boundary_va_deg[k] = vm, va
         out.iterations[k], out.mismatch_pu[k] = n, mismatch
     return out

@@ -47,10 +47,17 @@ def resolve_bus(net, bus: int | str, where: str) -> int:
 
 
 def check_boundary_buses(scenario: Scenario, net) -> list[int]:
-    """Resolve every feeder's bus, rejecting unknown buses and load-matching on load-less buses."""
+    """Resolve every feeder's bus, rejecting unknown buses, load-matching on load-less buses, and
+    feeders at one bus that disagree on replacing its load."""
     buses = []
+    modes: dict[int, tuple[int, str]] = {}
     for i, feeder in enumerate(scenario.feeders):
         bus = resolve_bus(net, feeder.bus, f"feeders.{i}.bus")
+        first = modes.setdefault(bus, (i, feeder.bus_load))
+        if first[1] != feeder.bus_load:
+            raise ScenarioError(
+                f"feeders.{i}.bus_load: {feeder.bus_load!r} but feeders.{first[0]} at the same bus {bus} says {first[1]!r}"
+            )
         if feeder.multiplier == "match_bus_load":
             own = net.load.p_mw[(net.load.bus == bus) & net.load.in_service].sum()
             if own <= 0:
@@ -105,7 +112,8 @@ class TransmissionModel:
         self.solve(" for the initial operating point")
         self.initial_voltage = self.boundary_voltage()
 
-        feeders_at_bus = np.bincount(self._feeder_pos, minlength=len(self.boundary_buses))
+        matching = np.array([f.multiplier == "match_bus_load" for f in scenario.feeders])
+        feeders_at_bus = np.bincount(self._feeder_pos[matching], minlength=len(self.boundary_buses))
         self._match_target_mw = np.full(n_feeders, np.nan)
         self.multipliers = np.full(n_feeders, np.nan)
         for i, feeder in enumerate(scenario.feeders):

@@ -1,0 +1,367 @@
+"""Distributed energy resources inside one OpenDSS feeder, driven step by step.
+
+PV systems are OpenDSS PVSystem elements: the step's irradiance sets the available
+power, the inverter's kVA limits the output, and an active-power cap (curtailment)
+and a reactive-power set-point can be given from outside. Batteries are OpenDSS
+Storage elements dispatched externally; their state of charge is kept here, exactly:
+charging stores P * eta_charge * dt, discharging draws P / eta_discharge * dt, and the
+power is clipped so the SOC stays within its limits. EV chargers are loads with
+charging sessions; the energy each EV still needs is tracked.
+
+Placement is by penetration (a share of the feeder's peak load, at seeded random load
+buses) or by an explicit bus list. Local controls (regulators, capacitor controls,
+Volt-VAR and Volt-Watt inverter functions) are OpenDSS control elements switched on
+per scenario.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Connection:
+    """Where a DER connects: bus, phases (e.g. "7.1" or "48.1.2.3"), and its rated kV."""
+
+    bus: str
+    phases: int
+    kv: float
+
+    @property
+    def bus_spec(self) -> str:
+        return self.bus
+
+
+@dataclass
+class PVUnit:
+    name: str
+    at: Connection
+    pmpp_kw: float
+    kva: float
+    p_cap_pu: float = 1.0  # active-power cap as a share of Pmpp (curtailment); 1 = none
+    q_kvar: float = 0.0  # reactive set-point when no inverter function controls Q
+
+
+@dataclass
+class BatteryUnit:
+    name: str
+    at: Connection
+    kw_rated: float
+    kwh_rated: float
+    eta_charge: float
+    eta_discharge: float
+    soc_min: float
+    soc_max: float
+    soc: float  # state of charge now, 0..1
+    p_kw: float = 0.0  # dispatched this step: + discharge, - charge
+    q_kvar: float = 0.0
+    setpoint_kw: float | None = None  # from outside; None = the default schedule
+
+    def feasible_power(self, p_kw: float, hours: float) -> float:
+        """The closest power to p_kw that respects the rating and keeps the SOC within its limits."""
+        p = float(np.clip(p_kw, -self.kw_rated, self.kw_rated))
+        if p > 0:  # discharging draws p / eta from storage
+            p = min(p, (self.soc - self.soc_min) * self.kwh_rated * self.eta_discharge / hours)
+        elif p < 0:  # charging stores |p| * eta
+            p = max(p, -(self.soc_max - self.soc) * self.kwh_rated / (self.eta_charge * hours))
+        return max(p, 0.0) if p_kw >= 0 else min(p, 0.0)
+
+    def soc_after(self, hours: float) -> float:
+        """The SOC at the end of a step dispatched at p_kw."""
+        if self.p_kw >= 0:
+            stored = -self.p_kw / self.eta_discharge * hours
+        else:
+            stored = -self.p_kw * self.eta_charge * hours
+        return self.soc + stored / self.kwh_rated
+
+    def advance(self, hours: float) -> None:
+        """Book the step's energy into the SOC."""
+        self.soc = self.soc_after(hours)
+
+
+@dataclass
+class EVSession:
+    arrive_step: int
+    depart_step: int
+    energy_kwh: float
+
+
+@dataclass
+class EVCharger:
+    name: str
+    at: Connection
+    max_kw: float
+    sessions: list[EVSession] = field(default_factory=list)
+    owed_kwh: float = 0.0  # energy the connected EV still needs
+    p_kw: float = 0.0
+    setpoint_kw: float | None = None  # from outside; None = charge as fast as allowed
+
+    def plugged(self, k: int) -> EVSession | None:
+        for s in self.sessions:
+            if s.arrive_step <= k < s.depart_step:
+                return s
+        return None
+
+
+def time_of_day_dispatch(battery: BatteryUnit, hour: float, charge_hours: tuple[float, float],
+                         discharge_hours: tuple[float, float]) -> float:
+    """A simple default schedule: charge in the solar window, discharge in the evening peak,
+    each spread evenly so a full cycle fits its window."""
+    usable = (battery.soc_max - battery.soc_min) * battery.kwh_rated
+    if charge_hours[0] <= hour < charge_hours[1]:
+        return -min(battery.kw_rated, usable / (battery.eta_charge * (charge_hours[1] - charge_hours[0])))
+    if discharge_hours[0] <= hour < discharge_hours[1]:
+        return min(battery.kw_rated, usable * battery.eta_discharge / (discharge_hours[1] - discharge_hours[0]))
+    return 0.0
+
+
+# IEEE 1547-2018 category B default curves (per-unit voltage -> per-unit reactive power / active power).
+VOLT_VAR_CURVE = ((0.5, 0.44), (0.92, 0.44), (0.98, 0.0), (1.02, 0.0), (1.08, -0.44), (1.5, -0.44))
+VOLT_WATT_CURVE = ((0.5, 1.0), (1.06, 1.0), (1.10, 0.2), (1.5, 0.2))
+
+
+@dataclass
+class LoadPoint:
+    """A feeder load: where it is and its nominal (peak) power."""
+
+    name: str
+    at: Connection
+    kw: float
+    kvar: float
+
+
+def feeder_loads(dss) -> list[LoadPoint]:
+    """Every load of the compiled feeder with its connection, as a DER would attach next to it."""
+    points = []
+    index = dss.Loads.First()
+    while index > 0:
+        name = dss.Loads.Name()
+        bus = dss.CktElement.BusNames()[0]
+        phases = dss.CktElement.NumPhases()
+        bus_name = bus.split(".")[0]
+        nodes = [n for n in bus.split(".")[1:] if n != "0"] or ["1", "2", "3"][:phases]
+        dss.Circuit.SetActiveBus(bus_name)
+        kv_ln = dss.Bus.kVBase()
+        if phases == 1:  # a delta load across two phases gets a wye DER on its first phase
+            at = Connection(f"{bus_name}.{nodes[0]}", 1, kv_ln)
+        else:
+            at = Connection(f"{bus_name}.{'.'.join(nodes[:phases])}" if len(nodes) >= phases else bus_name, phases, kv_ln * np.sqrt(3))
+        points.append(LoadPoint(name, at, dss.Loads.kW(), dss.Loads.kvar()))
+        index = dss.Loads.Next()
+    return points
+
+
+def bus_connection(dss, bus: str) -> Connection:
+    """A connection at an explicitly named bus ("48" three-phase, "7.1" single-phase)."""
+    name, *nodes = bus.split(".")
+    if name.lower() not in [b.lower() for b in dss.Circuit.AllBusNames()]:
+        raise ValueError(f"unknown feeder bus {name!r}")
+    dss.Circuit.SetActiveBus(name)
+    kv_ln = dss.Bus.kVBase()
+    if len(nodes) == 1:
+        return Connection(bus, 1, kv_ln)
+    phases = len(nodes) or dss.Bus.NumNodes()
+    return Connection(bus, phases, kv_ln * (np.sqrt(3) if phases > 1 else 1.0))
+
+
+def choose_connections(dss, loads: list[LoadPoint], buses: list[str] | None, phases: str, count: int | None,
+                       rng: np.random.Generator) -> list[Connection]:
+    """Seeded random load buses (or the given buses) for `count` units."""
+    if buses:
+        return [bus_connection(dss, b) for b in buses]
+    candidates = [p for p in loads if phases != "three" or p.at.phases == 3]
+    if not candidates:
+        raise ValueError(f"no load bus offers a {phases}-phase connection")
+    n = count or min(len(candidates), 100)
+    picks = rng.choice(len(candidates), size=n, replace=n > len(candidates))
+    chosen = []
+    for i in picks:
+        at = candidates[int(i)].at
+        if phases == "single" and at.phases > 1:
+            name, *nodes = at.bus.split(".")
+            node = (nodes or ["1", "2", "3"])[int(rng.integers(0, len(nodes) or 3))]
+            at = Connection(f"{name}.{node}", 1, at.kv / np.sqrt(3))
+        chosen.append(at)
+    return chosen
+
+
+def _curve(dss, name: str, points: tuple[tuple[float, float], ...]) -> None:
+    xs = " ".join(f"{x:g}" for x, _ in points)
+    ys = " ".join(f"{y:g}" for _, y in points)
+    dss.Text.Command(f"New XYCurve.{name} npts={len(points)} Xarray=[{xs}] Yarray=[{ys}]")
+
+
+class DerFleet:
+    """The DERs and local controls of one feeder, and their state between steps."""
+
+    def __init__(self, dss, spec, step_hours: float, local_hours: np.ndarray, irradiance_w_m2: np.ndarray):
+        self.dss = dss
+        self.step_hours = step_hours
+        self.local_hours = local_hours
+        self.irradiance_kw_m2 = np.asarray(irradiance_w_m2) / 1000.0
+        rng = np.random.default_rng(spec.seed)
+        loads = feeder_loads(dss)
+        peak_kw = sum(p.kw for p in loads)
+        self.pv: list[PVUnit] = []
+        self.batteries: list[BatteryUnit] = []
+        self.evs: list[EVCharger] = []
+
+        pv = spec.pv
+        if pv.penetration > 0:
+            sites = choose_connections(dss, loads, pv.buses, pv.phases, pv.count, rng)
+            pmpp = pv.penetration * peak_kw / len(sites)
+            self.pv = [PVUnit(f"pv_{i}", at, pmpp, pmpp * pv.kva_ratio) for i, at in enumerate(sites)]
+        for unit in self.pv:
+            dss.Text.Command(
+                f"New PVSystem.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} "
+                f"kVA={unit.kva:.6g} Pmpp={unit.pmpp_kw:.6g} irradiance=0 %cutin=0 %cutout=0 pf=1 kvarMax={unit.kva:.6g}"
+            )
+
+        bat = spec.battery
+        if bat.penetration > 0:
+            sites = choose_connections(dss, loads, bat.buses, bat.phases, bat.count, rng)
+            kw = bat.penetration * peak_kw / len(sites)
+            self.batteries = [
+                BatteryUnit(f"bat_{i}", at, kw, kw * bat.hours, bat.efficiency_charge, bat.efficiency_discharge,
+                            bat.soc_min, bat.soc_max, bat.soc_initial)
+                for i, at in enumerate(sites)
+            ]
+        self.battery_spec = bat
+        for unit in self.batteries:
+            # OpenDSS sees the terminal power only; losses and SOC are booked here.
+            dss.Text.Command(
+                f"New Storage.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} "
+                f"kWrated={unit.kw_rated:.6g} kWhrated={unit.kwh_rated:.6g} kVA={unit.kw_rated:.6g} "
+                f"%stored={unit.soc * 100:.6g} %reserve=0 %EffCharge=100 %EffDischarge=100 %IdlingkW=0 "
+                f"DispMode=External State=IDLING kW=0"
+            )
+        self._battery_sent: dict[str, tuple[float, float]] = {}
+
+        ev = spec.ev
+        if ev.penetration > 0:
+            n = max(1, int(round(ev.penetration * peak_kw / ev.charger_kw)))
+            sites = choose_connections(dss, loads, None, "single", n, rng)
+            steps_per_day = int(round(24 / step_hours))
+            n_steps = len(local_hours)
+            first_midnight = int(np.argmax(np.isclose(local_hours % 24, 0))) if np.any(np.isclose(local_hours % 24, 0)) else 0
+            for i, at in enumerate(sites):
+                sessions = []
+                for day_start in range(first_midnight - steps_per_day, n_steps, steps_per_day):
+                    arrive = day_start + int(rng.uniform(*ev.arrival_hours) / step_hours)
+                    depart = day_start + steps_per_day + int(rng.uniform(*ev.departure_hours) / step_hours)
+                    sessions.append(EVSession(arrive, depart, float(rng.uniform(*ev.energy_kwh))))
+                self.evs.append(EVCharger(f"ev_{i}", at, ev.charger_kw, sessions))
+        for unit in self.evs:
+            dss.Text.Command(f"New Load.{unit.name} phases=1 bus1={unit.at.bus} kV={unit.at.kv:.6g} kW=0 pf=1 model=1 vminpu=0.7")
+
+        self._configure_controls(spec.controls)
+        self.regulators = list(dss.RegControls.AllNames()) if dss.RegControls.Count() else []
+        self.capacitors = list(dss.Capacitors.AllNames()) if dss.Capacitors.Count() else []
+
+    def _configure_controls(self, controls) -> None:
+        dss = self.dss
+        if not controls.regulators and dss.RegControls.Count():
+            for name in dss.RegControls.AllNames():
+                dss.Text.Command(f"RegControl.{name}.enabled=no")
+        if controls.capacitors and dss.Capacitors.Count():
+            for name in dss.Capacitors.AllNames():
+                dss.Circuit.SetActiveElement(f"Capacitor.{name}")
+                bus = dss.CktElement.BusNames()[0].split(".")[0]
+                dss.Circuit.SetActiveBus(bus)
+                volts = dss.Bus.kVBase() * 1000.0
+                # Voltage control on the bank's own terminal (PT ratio 1, so settings are in volts).
+                dss.Text.Command(
+                    f"New CapControl.cc_{name} Capacitor={name} Element=Capacitor.{name} Terminal=1 type=voltage "
+                    f"PTratio=1 ON={0.98 * volts:.6g} OFF={1.04 * volts:.6g} Delay=0 DelayOFF=0"
+                )
+        if (controls.volt_var or controls.volt_watt) and self.pv:
+            modes = []
+            if controls.volt_var:
+                _curve(dss, "tandem_volt_var", VOLT_VAR_CURVE)
+                modes.append("vvc_curve1=tandem_volt_var")
+            if controls.volt_watt:
+                _curve(dss, "tandem_volt_watt", VOLT_WATT_CURVE)
+                modes.append("voltwatt_curve=tandem_volt_watt VoltwattYAxis=PMPPPU")
+            mode = "CombiMode=VV_VW" if controls.volt_var and controls.volt_watt else (
+                "Mode=VOLTVAR" if controls.volt_var else "Mode=VOLTWATT")
+            names = " ".join(f"PVSystem.{u.name}" for u in self.pv)
+            dss.Text.Command(
+                f"New InvControl.tandem_inverters DERList=[{names}] {mode} {' '.join(modes)} "
+                "voltage_curvex_ref=rated RefReactivePower=VARMAX EventLog=no"
+            )
+
+    # -- before the solve -------------------------------------------------
+    def apply(self, k: int) -> None:
+        """Irradiance, battery dispatch and EV charging of step k."""
+        dss = self.dss
+        irradiance = float(self.irradiance_kw_m2[k])
+        for unit in self.pv:
+            dss.PVsystems.Name(unit.name)
+            dss.PVsystems.Irradiance(irradiance)
+        hour = float(self.local_hours[k])
+        for unit in self.batteries:
+            if unit.setpoint_kw is not None:
+                wanted = unit.setpoint_kw
+            elif self.battery_spec.schedule == "time_of_day":
+                wanted = time_of_day_dispatch(unit, hour, self.battery_spec.charge_hours, self.battery_spec.discharge_hours)
+            else:
+                wanted = 0.0
+            unit.p_kw = unit.feasible_power(wanted, self.step_hours)
+            sent = (unit.p_kw, unit.q_kvar)
+            if self._battery_sent.get(unit.name) != sent:
+                state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
+                dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
+                self._battery_sent[unit.name] = sent
+        for unit in self.evs:
+            session = unit.plugged(k)
+            if session is not None and unit.owed_kwh == 0.0 and session.arrive_step == k:
+                unit.owed_kwh = session.energy_kwh
+            if session is None:
+                unit.owed_kwh = 0.0
+            limit = unit.max_kw if unit.setpoint_kw is None else min(unit.setpoint_kw, unit.max_kw)
+            unit.p_kw = min(limit, unit.owed_kwh / self.step_hours) if session is not None else 0.0
+            dss.Loads.Name(unit.name)
+            dss.Loads.kW(unit.p_kw)
+
+    # -- after the solve --------------------------------------------------
+    def advance(self) -> None:
+        """Book the step's energy: battery SOC and the energy EVs still need."""
+        for unit in self.batteries:
+            unit.advance(self.step_hours)
+        for unit in self.evs:
+            unit.owed_kwh = max(0.0, unit.owed_kwh - unit.p_kw * self.step_hours)
+
+    def _terminal_power(self, element: str) -> tuple[float, float]:
+        """Power delivered into the grid (kW, kvar) by an element."""
+        self.dss.Circuit.SetActiveElement(element)
+        powers = np.asarray(self.dss.CktElement.Powers())
+        n = self.dss.CktElement.NumConductors()
+        return -float(powers[0 : 2 * n : 2].sum()), -float(powers[1 : 2 * n : 2].sum())
+
+    def readings(self, k: int) -> dict[str, np.ndarray]:
+        """What the record needs about the DERs and controls after the solve of step k."""
+        pv = np.array([self._terminal_power(f"PVSystem.{u.name}") for u in self.pv]).reshape(-1, 2)
+        bat = np.array([self._terminal_power(f"Storage.{u.name}") for u in self.batteries]).reshape(-1, 2)
+        taps = []
+        for name in self.regulators:
+            self.dss.RegControls.Name(name)
+            taps.append(self.dss.RegControls.TapNumber())
+        caps = []
+        for name in self.capacitors:
+            self.dss.Capacitors.Name(name)
+            caps.append(sum(self.dss.Capacitors.States()))
+        return {
+            "pv_available_kw": np.array([u.pmpp_kw * self.irradiance_kw_m2[k] for u in self.pv]),
+            "pv_kw": pv[:, 0],
+            "pv_kvar": pv[:, 1],
+            "battery_kw": bat[:, 0],
+            "battery_kvar": bat[:, 1],
+            "battery_dispatch_kw": np.array([u.p_kw for u in self.batteries]),
+            "battery_soc": np.array([u.soc_after(self.step_hours) for u in self.batteries]),  # at the step's end
+            "ev_kw": np.array([u.p_kw for u in self.evs]),
+            "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
+            "regulator_taps": np.array(taps, dtype=float),
+            "capacitor_steps": np.array(caps, dtype=float),
+        }

@@ -238,6 +238,7 @@ class DerFleet:
                 f"DispMode=External State=IDLING kW=0"
             )
         self._battery_sent: dict[str, tuple[float, float]] = {}
+        self._pv_sent: dict[str, tuple[float, float]] = {unit.name: (1.0, 0.0) for unit in self.pv}
 
         ev = spec.ev
         if ev.penetration > 0:
@@ -300,6 +301,10 @@ class DerFleet:
         for unit in self.pv:
             dss.PVsystems.Name(unit.name)
             dss.PVsystems.Irradiance(irradiance)
+            sent = (unit.p_cap_pu, unit.q_kvar)
+            if self._pv_sent[unit.name] != sent:  # set-points change rarely; text commands only then
+                dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
+                self._pv_sent[unit.name] = sent
         hour = float(self.local_hours[k])
         for unit in self.batteries:
             if unit.setpoint_kw is not None:
@@ -324,6 +329,18 @@ class DerFleet:
             unit.p_kw = min(limit, unit.owed_kwh / self.step_hours) if session is not None else 0.0
             dss.Loads.Name(unit.name)
             dss.Loads.kW(unit.p_kw)
+
+    def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
+                      batteries: dict[str, float] | None = None, evs: dict[str, float] | None = None) -> None:
+        """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
+        kvar), battery kW (+ discharge; None returns to the schedule) and EV charging kW."""
+        by_name = {u.name: u for u in [*self.pv, *self.batteries, *self.evs]}
+        for name, (cap, q) in (pv or {}).items():
+            by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
+        for name, p in (batteries or {}).items():
+            by_name[name].setpoint_kw = p
+        for name, p in (evs or {}).items():
+            by_name[name].setpoint_kw = max(0.0, p)
 
     # -- after the solve --------------------------------------------------
     def advance(self) -> None:

@@ -8,10 +8,12 @@ boundary voltage; its terminal powers are the substation P and Q per phase.
 from __future__ import annotations
 
 import os
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import opendssdirect
+import pandas as pd
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from tandem.grid.ders import DerFleet, feeder_loads
@@ -119,6 +121,14 @@ class FeederModel:
         return float(v[lo]), lo, float(v[hi]), hi, outside, float(v2 / v1) if v1 else 0.0
 
 
+def solar_site_time(index: pd.DatetimeIndex, longitude_deg: float) -> pd.DatetimeIndex:
+    """Naive run times are local standard time at the site: its longitude's whole-hour UTC offset."""
+    if index.tz is not None:
+        return index
+    offset = timezone(timedelta(hours=round(longitude_deg / 15.0)))
+    return index.tz_localize(offset)
+
+
 def build_feeder(spec, scenario) -> FeederModel:
     """A scenario's feeder: the compiled model, each load's profile over the run, and its DERs."""
     from timeseries.profiles import load_shape
@@ -141,7 +151,10 @@ def build_feeder(spec, scenario) -> FeederModel:
         from timeseries.solar import cloudy_irradiance
 
         solar = scenario.solar
-        irradiance = cloudy_irradiance(index, solar.latitude_deg, solar.longitude_deg, variability=solar.variability, seed=spec.seed)
+        irradiance = cloudy_irradiance(
+            solar_site_time(index, solar.longitude_deg), solar.latitude_deg, solar.longitude_deg,
+            variability=solar.variability, seed=spec.seed,
+        )
     local_hours = np.asarray(index.hour + index.minute / 60.0 + index.second / 3600.0, dtype=float)
     try:
         model.fleet = DerFleet(model.dss, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)

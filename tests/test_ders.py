@@ -1,0 +1,179 @@
+"""DERs and local controls in a real OpenDSS feeder: PV, batteries, EV chargers,
+Volt-VAR / Volt-Watt, regulators and capacitor controls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tandem.grid.ders import VOLT_VAR_CURVE, VOLT_WATT_CURVE
+from tandem.grid.errors import FeederModelError
+from tandem.grid.feeder import build_feeder
+from tandem.scenario import load_scenario
+from tests.conftest import SMALL
+
+
+def _feeder(model: str = "ieee123", duration: str = "1d", step: str = "15min", **spec):
+    feeder = {"name": "f", "model": model, "bus": 6, "load_diversity": {"enabled": False}, **spec}
+    scenario = load_scenario(SMALL, {"feeders": [feeder], "time.duration": duration, "time.step": step,
+                                     "time.start": "2024-07-01T00:00:00", "coupling.mode": "loose"})
+    return build_feeder(scenario.feeders[0], scenario), scenario
+
+
+def _terminal(model, element: str, phases: int) -> tuple[float, float, float]:
+    """P, Q delivered (kW, kvar) and mean terminal voltage magnitude (V) of an element."""
+    dss = model.dss
+    dss.Circuit.SetActiveElement(element)
+    powers = dss.CktElement.Powers()
+    volts = dss.CktElement.VoltagesMagAng()[0 : 2 * phases : 2]
+    return -sum(powers[0 : 2 * phases : 2]), -sum(powers[1 : 2 * phases : 2]), float(np.mean(volts))
+
+
+def _pu(unit, volts: float) -> float:
+    return volts / (unit.at.kv * 1000 / (np.sqrt(3) if unit.at.phases > 1 else 1.0))
+
+
+def test_pv_follows_irradiance_and_is_capped_by_its_inverter():
+    model, _ = _feeder(pv={"penetration": 0.3, "count": 5, "kva_ratio": 1.0})
+    fleet = model.fleet
+    assert sum(u.pmpp_kw for u in fleet.pv) == pytest.approx(0.3 * sum(p.kw for p in model.loads))
+    for irradiance in (0.0, 0.2, 0.55, 0.9, 1.0, 1.15):
+        fleet.irradiance_kw_m2[:] = irradiance
+        model.run(1.0 + 0j, 50)
+        readings = fleet.readings(50)
+        for unit, p, q in zip(fleet.pv, readings["pv_kw"], readings["pv_kvar"]):
+            expected = min(irradiance, 1.0) * unit.pmpp_kw  # kVA equals Pmpp here
+            assert p == pytest.approx(expected, rel=1e-3, abs=1e-3)
+            assert abs(q) < 1e-3 * unit.kva
+        np.testing.assert_allclose(readings["pv_available_kw"], [irradiance * u.pmpp_kw for u in fleet.pv])
+
+
+def test_pv_curtailment_and_reactive_setpoints_from_outside():
+    model, _ = _feeder(pv={"penetration": 0.3, "count": 3, "kva_ratio": 1.2})
+    fleet = model.fleet
+    fleet.irradiance_kw_m2[:] = 0.9
+    first, second, third = fleet.pv
+    fleet.set_setpoints(pv={first.name: (0.4, 0.0), second.name: (1.0, -0.3 * second.kva), third.name: (1.0, 0.0)})
+    model.run(1.0 + 0j, 50)
+    readings = fleet.readings(50)
+    assert readings["pv_kw"][0] == pytest.approx(0.4 * first.pmpp_kw, rel=1e-3)  # curtailed to 40 % of Pmpp
+    assert readings["pv_kw"][1] == pytest.approx(0.9 * second.pmpp_kw, rel=1e-3)
+    assert readings["pv_kvar"][1] == pytest.approx(-0.3 * second.kva, rel=1e-3)  # absorbs as told
+    assert readings["pv_kw"][0] < readings["pv_available_kw"][0]
+
+
+def test_volt_var_curve_is_reproduced_point_by_point():
+    model, _ = _feeder(pv={"penetration": 0.3, "count": 4, "kva_ratio": 1.2}, controls={"volt_var": True, "regulators": False})
+    fleet = model.fleet
+    fleet.irradiance_kw_m2[:] = 0.5
+    xs, ys = np.array(VOLT_VAR_CURVE).T
+    seen = []
+    for source in (0.90, 0.94, 0.97, 1.0, 1.03, 1.06, 1.09):
+        model.run(complex(source, 0.0), 40)
+        for unit in fleet.pv:
+            _, q, volts = _terminal(model, f"PVSystem.{unit.name}", unit.at.phases)
+            v = _pu(unit, volts)
+            seen.append(v)
+            assert q / unit.kva == pytest.approx(np.interp(v, xs, ys), abs=0.005), f"{unit.name} at {v:.4f} pu"
+    assert min(seen) < 0.93 and max(seen) > 1.05, "the sweep must cover both sloped parts of the curve"
+
+
+def test_volt_watt_limits_active_power_at_high_voltage():
+    model, _ = _feeder(pv={"penetration": 0.3, "count": 4, "kva_ratio": 1.2}, controls={"volt_watt": True, "regulators": False})
+    fleet = model.fleet
+    fleet.irradiance_kw_m2[:] = 1.0
+    xs, ys = np.array(VOLT_WATT_CURVE).T
+    limited = 0
+    for source in (1.05, 1.08, 1.10):
+        model.run(complex(source, 0.0), 40)
+        for unit in fleet.pv:
+            p, _, volts = _terminal(model, f"PVSystem.{unit.name}", unit.at.phases)
+            # InvControl settles within its own convergence tolerance, about 1 % of Pmpp.
+            assert p / unit.pmpp_kw == pytest.approx(np.interp(_pu(unit, volts), xs, ys), abs=0.015)
+            limited += p < 0.9 * unit.pmpp_kw
+    assert limited >= 4, "high voltages must hold PV back"
+
+
+def test_battery_energy_bookkeeping_closes():
+    model, scenario = _feeder(battery={"penetration": 0.2, "count": 4, "hours": 2, "soc_initial": 0.5,
+                                       "efficiency_charge": 0.93, "efficiency_discharge": 0.9})
+    fleet = model.fleet
+    hours = scenario.time.step_seconds / 3600
+    soc = [np.array([u.soc for u in fleet.batteries])]
+    dispatch, terminal = [], []
+    for k in range(scenario.time.n_steps):
+        model.run(1.0 + 0j, k)
+        readings = fleet.readings(k)
+        dispatch.append(readings["battery_dispatch_kw"])
+        terminal.append(readings["battery_kw"])
+        model.end_step()
+        soc.append(np.array([u.soc for u in fleet.batteries]))
+        np.testing.assert_allclose(readings["battery_soc"], soc[-1], rtol=0, atol=1e-12)
+    soc, dispatch, terminal = np.array(soc), np.array(dispatch), np.array(terminal)
+    kwh = np.array([u.kwh_rated for u in fleet.batteries])
+    booked = np.where(dispatch > 0, -dispatch / 0.9, -dispatch * 0.93) * hours
+    np.testing.assert_allclose(np.diff(soc, axis=0) * kwh, booked, rtol=0, atol=1e-6)
+    assert (dispatch > 0).any() and (dispatch < 0).any(), "the day must see charging and discharging"
+    assert soc.min() >= 0.1 - 1e-12 and soc.max() <= 0.95 + 1e-12
+    assert np.isclose(soc.max(), 0.95) and np.isclose(soc.min(), 0.1), "the schedule fills and empties it"
+    np.testing.assert_allclose(terminal, dispatch, rtol=1e-3, atol=1e-3)  # OpenDSS delivers what was dispatched
+
+
+def test_battery_setpoints_are_clipped_by_rating_and_soc():
+    model, scenario = _feeder(battery={"penetration": 0.1, "count": 1, "hours": 1, "soc_initial": 0.2, "schedule": "idle"})
+    battery = model.fleet.batteries[0]
+    hours = scenario.time.step_seconds / 3600
+    model.fleet.set_setpoints(batteries={battery.name: 10 * battery.kw_rated})
+    model.run(1.0 + 0j, 0)
+    expected = min(battery.kw_rated, (0.2 - 0.1) * battery.kwh_rated * battery.eta_discharge / hours)
+    assert battery.p_kw == pytest.approx(expected)
+    model.end_step()
+    assert battery.soc == pytest.approx(0.1) if expected < battery.kw_rated else battery.soc > 0.1
+
+
+def test_ev_chargers_deliver_the_session_energy():
+    model, scenario = _feeder(ev={"penetration": 0.05, "charger_kw": 7.2, "energy_kwh": [10, 20]}, duration="2d")
+    fleet = model.fleet
+    hours = scenario.time.step_seconds / 3600
+    delivered = np.zeros(len(fleet.evs))
+    for k in range(scenario.time.n_steps):
+        model.run(1.0 + 0j, k)
+        delivered += np.array([u.p_kw for u in fleet.evs]) * hours
+        assert all(0 <= u.p_kw <= u.max_kw + 1e-9 for u in fleet.evs)
+        model.end_step()
+    for unit, energy in zip(fleet.evs, delivered):
+        sessions = [s for s in unit.sessions if 0 <= s.arrive_step and s.depart_step <= scenario.time.n_steps]
+        assert energy >= sum(s.energy_kwh for s in sessions) - 1e-9  # every whole session was served
+    assert delivered.sum() > 0
+
+
+def test_regulators_tap_when_voltage_leaves_their_band():
+    model, _ = _feeder(model="ieee13")
+    model.run(1.0 + 0j, 0)
+    before = model.fleet.readings(0)["regulator_taps"]
+    model.run(0.95 + 0j, 0)
+    after = model.fleet.readings(0)["regulator_taps"]
+    assert np.all(after > before) and np.all(after - before >= 3)
+    fixed, _ = _feeder(model="ieee13", controls={"regulators": False})
+    fixed.run(1.0 + 0j, 0)
+    start = fixed.fleet.readings(0)["regulator_taps"]
+    fixed.run(0.95 + 0j, 0)
+    np.testing.assert_array_equal(fixed.fleet.readings(0)["regulator_taps"], start)
+
+
+def test_capacitor_control_switches_banks_off_at_high_voltage():
+    model, _ = _feeder(controls={"capacitors": True, "regulators": False})
+    model.run(1.0 + 0j, 0)
+    assert model.fleet.readings(0)["capacitor_steps"].sum() > 0
+    model.run(1.08 + 0j, 0)
+    assert model.fleet.readings(0)["capacitor_steps"].sum() == 0
+    fixed, _ = _feeder(controls={"capacitors": False, "regulators": False})
+    fixed.run(1.08 + 0j, 0)
+    assert fixed.fleet.readings(0)["capacitor_steps"].sum() == len(fixed.fleet.capacitors)
+
+
+def test_explicit_der_buses_and_unknown_ones():
+    model, _ = _feeder(pv={"penetration": 0.1, "buses": ["48", "7.1"]})
+    assert [(u.at.bus, u.at.phases) for u in model.fleet.pv] == [("48", 3), ("7.1", 1)]
+    with pytest.raises(FeederModelError, match="feeder f: unknown feeder bus 'nowhere'"):
+        _feeder(pv={"penetration": 0.1, "buses": ["nowhere"]})

@@ -119,7 +119,7 @@ class RecorderFederate:
             Series("coupling/converged", (), "", (), "mismatch within the coupling tolerance", "u1"),
             Series("timing/transmission_power_flow_s", (), "s", (), "wall time of the step's transmission power flows"),
             Series("timing/transmission_wait_s", (), "s", (), "wall time the transmission federate waited on HELICS in the step (feeder solves and exchange)"),
-            Series("timing/feeders_opendss_s", (len(self.config.feeder_groups),), "s", ("feeder_process",), "wall time of the step's OpenDSS solves in each feeder process"),
+            Series("timing/feeders_opendss_s", (len(self.config.feeder_groups),), "s", ("feeder_process",), "wall time of the step's feeder work in each feeder process: DER and load updates, OpenDSS solves, readings"),
         ):
             w.add_series(series)
 

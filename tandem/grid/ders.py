@@ -61,7 +61,7 @@ class BatteryUnit:
 
     def feasible_power(self, p_kw: float, hours: float) -> float:
         """The closest power to p_kw that respects the rating and keeps the SOC within its limits."""
-        p = float(np.clip(p_kw, -self.kw_rated, self.kw_rated))
+        p = min(max(float(p_kw), -self.kw_rated), self.kw_rated)
         if p > 0:  # discharging draws p / eta from storage
             p = min(p, (self.soc - self.soc_min) * self.kwh_rated * self.eta_discharge / hours)
         elif p < 0:  # charging stores |p| * eta
@@ -196,8 +196,9 @@ def _curve(dss, name: str, points: tuple[tuple[float, float], ...]) -> None:
 class DerFleet:
     """The DERs and local controls of one feeder, and their state between steps."""
 
-    def __init__(self, dss, spec, step_hours: float, local_hours: np.ndarray, irradiance_w_m2: np.ndarray):
+    def __init__(self, dss, alt, spec, step_hours: float, local_hours: np.ndarray, irradiance_w_m2: np.ndarray):
         self.dss = dss
+        self.alt = alt
         self.step_hours = step_hours
         self.local_hours = local_hours
         self.irradiance_kw_m2 = np.asarray(irradiance_w_m2) / 1000.0
@@ -294,13 +295,16 @@ class DerFleet:
             )
 
     # -- before the solve -------------------------------------------------
-    def apply(self, k: int) -> None:
-        """Irradiance, battery dispatch and EV charging of step k."""
+    def apply(self, k: int) -> np.ndarray:
+        """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
+        (loads, written by the feeder with its own loads)."""
         dss = self.dss
         irradiance = float(self.irradiance_kw_m2[k])
-        for unit in self.pv:
-            dss.PVsystems.Name(unit.name)
+        dss.PVsystems.First()  # creation order, as self.pv; this interface keeps the Y matrix valid
+        for _ in self.pv:
             dss.PVsystems.Irradiance(irradiance)
+            dss.PVsystems.Next()
+        for unit in self.pv:
             sent = (unit.p_cap_pu, unit.q_kvar)
             if self._pv_sent[unit.name] != sent:  # set-points change rarely; text commands only then
                 dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
@@ -327,8 +331,7 @@ class DerFleet:
                 unit.owed_kwh = 0.0
             limit = unit.max_kw if unit.setpoint_kw is None else min(unit.setpoint_kw, unit.max_kw)
             unit.p_kw = min(limit, unit.owed_kwh / self.step_hours) if session is not None else 0.0
-            dss.Loads.Name(unit.name)
-            dss.Loads.kW(unit.p_kw)
+        return np.array([unit.p_kw for unit in self.evs])
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
                       batteries: dict[str, float] | None = None, evs: dict[str, float] | None = None) -> None:
@@ -350,17 +353,16 @@ class DerFleet:
         for unit in self.evs:
             unit.owed_kwh = max(0.0, unit.owed_kwh - unit.p_kw * self.step_hours)
 
-    def _terminal_power(self, element: str) -> tuple[float, float]:
-        """Power delivered into the grid (kW, kvar) by an element."""
-        self.dss.Circuit.SetActiveElement(element)
-        powers = np.asarray(self.dss.CktElement.Powers())
-        n = self.dss.CktElement.NumConductors()
-        return -float(powers[0 : 2 * n : 2].sum()), -float(powers[1 : 2 * n : 2].sum())
+    @staticmethod
+    def _delivered(batch) -> np.ndarray:
+        """Power delivered into the grid by each element of a class: [element, (kW, kvar)]."""
+        s = -np.asarray(batch.TotalPowers(), dtype=complex).reshape(-1)
+        return np.column_stack([s.real, s.imag])
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
         """What the record needs about the DERs and controls after the solve of step k."""
-        pv = np.array([self._terminal_power(f"PVSystem.{u.name}") for u in self.pv]).reshape(-1, 2)
-        bat = np.array([self._terminal_power(f"Storage.{u.name}") for u in self.batteries]).reshape(-1, 2)
+        pv = self._delivered(self.alt.PVSystem) if self.pv else np.empty((0, 2))
+        bat = self._delivered(self.alt.Storage) if self.batteries else np.empty((0, 2))
         taps = []
         for name in self.regulators:
             self.dss.RegControls.Name(name)

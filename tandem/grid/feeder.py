@@ -63,9 +63,15 @@ class FeederModel:
         )
         self.loads = feeder_loads(self.dss)
         self._load_kw = np.array([p.kw for p in self.loads])
-        self._load_kvar = np.array([p.kvar for p in self.loads])
+        # Loads keep their power factor as their level changes, so a kW write per load will do.
+        for i, point in enumerate(self.loads):
+            self.dss.Loads.Idx(i + 1)
+            apparent = np.hypot(point.kw, point.kvar)
+            if apparent > 0:
+                self.dss.Loads.PF(float(np.copysign(point.kw / apparent, point.kvar)) if point.kvar else 1.0)
         self.load_levels: np.ndarray | None = None  # [load, step], set by build_feeder
         self.fleet: DerFleet | None = None
+        self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -74,9 +80,8 @@ class FeederModel:
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
         self.set_source(abs(voltage_pu), float(np.degrees(np.angle(voltage_pu))))
-        self.set_load_levels(self.load_levels[:, k])
-        if self.fleet is not None:
-            self.fleet.apply(k)
+        ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
+        self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
 
     def end_step(self) -> None:
@@ -90,14 +95,16 @@ class FeederModel:
         self.dss.Vsources.PU(vm_pu)
         self.dss.Vsources.AngleDeg(self._base_angle + va_deg)
 
-    def set_load_levels(self, levels: np.ndarray) -> None:
-        """Each load at its own level (per unit of its nominal power)."""
+    def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = np.empty(0)) -> None:
+        """Each load at its own level (per unit of its nominal power); EV chargers, created
+        after the feeder's own loads, at their charging power.
+
+        Written one by one through the Loads interface: a batch property write would be one
+        call, but it invalidates the system admittance matrix and doubles the solve."""
         loads = self.dss.Loads
-        kw, kvar = self._load_kw * levels, self._load_kvar * levels
-        for i in range(len(kw)):
-            loads.Idx(i + 1)  # base loads come first; EV charger loads are created after them
-            loads.kW(kw[i])
-            loads.kvar(kvar[i])
+        for i, kw in enumerate(np.concatenate([self._load_kw * levels, ev_kw])):
+            loads.Idx(i + 1)
+            loads.kW(kw)
 
     def solve(self, label: str = "") -> None:
         self.dss.Solution.Solve()
@@ -157,7 +164,7 @@ def build_feeder(spec, scenario) -> FeederModel:
         )
     local_hours = np.asarray(index.hour + index.minute / 60.0 + index.second / 3600.0, dtype=float)
     try:
-        model.fleet = DerFleet(model.dss, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
+        model.fleet = DerFleet(model.dss, model.alt, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
     except ValueError as exc:
         raise FeederModelError(f"feeder {spec.label}: {exc}") from None
     return model

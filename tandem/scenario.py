@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import (
@@ -70,7 +71,9 @@ Duration = Annotated[
 ]
 
 
-def _check_profile(value: str) -> str:
+def _check_profile(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a built-in profile is named by a string")
     if value not in LOAD_SHAPES:
         raise ValueError(f"unknown load profile {value!r}; built-in profiles: {', '.join(LOAD_SHAPES)}")
     return value
@@ -81,6 +84,18 @@ ProfileName = Annotated[str, BeforeValidator(_check_profile)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class ProfileFile(_Strict):
+    """A time series from a CSV or Parquet file, resampled to the run's step."""
+
+    file: str = Field(description="CSV or Parquet file, relative to the scenario file")
+    column: str | None = Field(None, description="value column; default: the only non-time column")
+    timestamp_column: str = Field("timestamp", description="column of timestamps (ISO 8601, with or without zone)")
+    start: datetime | None = Field(None, description="for files of bare values: time of the first value")
+    resolution: Duration | None = Field(None, description="for files of bare values: their spacing, with units")
+    units: str | None = Field(None, description="units of the values, when the column name carries none (e.g. 'kW', 'W/m2', 'pu')")
+    tz: str | None = Field(None, description="time zone of naive timestamps in the file (e.g. 'Europe/Berlin')")
 
 
 class TransmissionSpec(_Strict):
@@ -182,7 +197,10 @@ class FeederSpec(_Strict):
     bus_load: Literal["replace", "add"] = Field(
         "replace", description="whether the feeders replace the bus's own load or add to it"
     )
-    load_profile: ProfileName = Field("residential", description="built-in load shape applied to the feeder's loads")
+    load_profile: ProfileName | ProfileFile = Field(
+        "residential",
+        description="built-in load shape, or a file: per unit (pu, %) or power (W, kW, MW: scaled so its peak is 1)",
+    )
     load_diversity: DiversitySpec = DiversitySpec()
     pv: PVSpec = PVSpec()
     battery: BatterySpec = BatterySpec()
@@ -195,8 +213,14 @@ class FeederSpec(_Strict):
     def _known_model(cls, value: str) -> str:
         if value in BUNDLED_FEEDERS or value.lower().endswith(".dss"):
             return value
+        synthetic = re.fullmatch(r"synthetic:(\d+)", value)
+        if synthetic:
+            if not 50 <= int(synthetic.group(1)) <= 5000:
+                raise ValueError(f"synthetic feeders have 50 to 5000 buses (got {synthetic.group(1)})")
+            return value
         raise ValueError(
-            f"unknown feeder model {value!r}: give a bundled feeder ({', '.join(BUNDLED_FEEDERS)}) or a path to an OpenDSS .dss master file"
+            f"unknown feeder model {value!r}: give a bundled feeder ({', '.join(BUNDLED_FEEDERS)}), "
+            "'synthetic:<buses>' or a path to an OpenDSS .dss master file"
         )
 
     @field_validator("multiplier")
@@ -222,7 +246,7 @@ class FeederSpec(_Strict):
 
     @property
     def label(self) -> str:
-        return self.name or f"{Path(self.model).stem}_bus{self.bus}"
+        return self.name or f"{Path(self.model.replace(':', '')).stem}_bus{self.bus}"
 
 
 class TimeSpec(_Strict):
@@ -256,6 +280,7 @@ class SolarSpec(_Strict):
     latitude_deg: float = Field(40.0, ge=-90, le=90)
     longitude_deg: float = Field(-105.0, ge=-180, le=180)
     variability: float = Field(0.3, ge=0, le=1, description="cloudiness: 0 clear sky, 1 very variable")
+    file: ProfileFile | None = Field(None, description="measured irradiance (W/m2 or kW/m2) instead of the built-in model")
 
 
 class CouplingSpec(_Strict):
@@ -359,6 +384,11 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     for feeder in data.get("feeders") or []:
         if isinstance(feeder, dict) and isinstance(feeder.get("model"), str) and feeder["model"].lower().endswith(".dss"):
             feeder["model"] = str((base / feeder["model"]).resolve())
+        if isinstance(feeder, dict) and isinstance(feeder.get("load_profile"), dict) and isinstance(feeder["load_profile"].get("file"), str):
+            feeder["load_profile"]["file"] = str((base / feeder["load_profile"]["file"]).resolve())
+    solar = data.get("solar")
+    if isinstance(solar, dict) and isinstance(solar.get("file"), dict) and isinstance(solar["file"].get("file"), str):
+        solar["file"]["file"] = str((base / solar["file"]["file"]).resolve())
     output = data.get("output")
     if isinstance(output, dict) and isinstance(output.get("path"), str):
         output["path"] = str((Path.cwd() / output["path"]).resolve())
@@ -373,6 +403,16 @@ def check_files(scenario: Scenario) -> None:
     for i, feeder in enumerate(scenario.feeders):
         if feeder.model.lower().endswith(".dss") and not Path(feeder.model).is_file():
             raise ScenarioError(f"feeders.{i}.model: OpenDSS master file not found: {feeder.model}")
+    from timeseries.sources import ProfileError
+
+    try:
+        for i, feeder in enumerate(scenario.feeders):
+            if isinstance(feeder.load_profile, ProfileFile):
+                profile_values(feeder.load_profile, scenario.time.index(), "pu")
+        if scenario.solar.file is not None:
+            profile_values(scenario.solar.file, scenario.time.index(), "W/m2")
+    except ProfileError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def _apply_overrides(data: dict, overrides: dict[str, object], source: str) -> dict:
@@ -387,6 +427,30 @@ def _apply_overrides(data: dict, overrides: dict[str, object], source: str) -> d
             node = child
         node[leaf] = value
     return data
+
+
+def profile_values(spec: ProfileFile, index: pd.DatetimeIndex, expected_units: str) -> np.ndarray:
+    """A file's series on the run's time steps, in `expected_units`. A power series given for a
+    per-unit profile is scaled so that its peak is 1. Naive run times meet a time-zone-aware
+    file in the file's zone; a run step coarser than the file averages it (energy kept)."""
+    from timeseries.sources import ProfileError, convert_units, read_profile, resample_to
+
+    series = read_profile(
+        spec.file, spec.column, timestamp_column=spec.timestamp_column, start=spec.start,
+        resolution=spec.resolution, units=spec.units, tz=spec.tz,
+    )
+    unit = series.attrs.get("units")
+    if unit is None:
+        raise ProfileError(f"{spec.file}: give the units of column {series.name!r} (key 'units'; expected {expected_units})")
+    if index.tz is None and series.index.tz is not None:
+        index = index.tz_localize(series.index.tz)
+    file_step = series.index[1] - series.index[0] if len(series) > 1 else pd.Timedelta(0)
+    run_step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(0)
+    values = resample_to(series, index, "mean" if run_step > file_step else "interpolate")
+    if expected_units == "pu" and unit.lower() in ("w", "kw", "mw"):
+        peak = np.max(np.abs(values))
+        return values / peak if peak > 0 else values
+    return convert_units(values, unit, expected_units, where=f"{spec.file}: column {series.name!r}")
 
 
 def load_scenario(path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Scenario:

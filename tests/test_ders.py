@@ -177,3 +177,52 @@ def test_explicit_der_buses_and_unknown_ones():
     assert [(u.at.bus, u.at.phases) for u in model.fleet.pv] == [("48", 3), ("7.1", 1)]
     with pytest.raises(FeederModelError, match="feeder f: unknown feeder bus 'nowhere'"):
         _feeder(pv={"penetration": 0.1, "buses": ["nowhere"]})
+
+
+def test_load_profile_and_irradiance_from_files(tmp_path):
+    """A kW load profile in Berlin time and a W/m2 irradiance file without timestamps drive the feeder."""
+    import pandas as pd
+
+    stamps = pd.date_range("2024-07-01", periods=30, freq="1h", tz="Europe/Berlin")
+    kw = 100 + 50 * np.sin(np.arange(30) / 4)
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%S%z"), "load [kW]": kw}).to_csv(tmp_path / "load.csv", index=False)
+    pd.DataFrame({"irradiance": np.linspace(0, 900, 100)}).to_csv(tmp_path / "sun.csv", index=False)
+    load = {"file": str(tmp_path / "load.csv")}
+    sun = {"file": str(tmp_path / "sun.csv"), "start": "2024-07-01T00:00:00+02:00", "resolution": "15min", "units": "W/m2"}
+    scenario = load_scenario(SMALL, {
+        "feeders": [{"name": "f", "model": "ieee13", "bus": 6, "load_profile": load, "load_diversity": {"enabled": False},
+                     "pv": {"penetration": 0.2, "count": 2}}],
+        "solar": {"file": sun}, "time.start": "2024-07-01T00:00:00+02:00", "time.duration": "6h", "time.step": "30min",
+        "coupling.mode": "loose",
+    })
+    model = build_feeder(scenario.feeders[0], scenario)
+    # Midnight in Berlin is the file's first row; hourly kW interpolated to 30 min, peak scaled to 1.
+    expected = np.interp(np.arange(12) / 2, np.arange(30), kw)
+    np.testing.assert_allclose(model.load_levels[0], expected / expected.max(), rtol=1e-9)
+    np.testing.assert_allclose(model.fleet.irradiance_kw_m2, np.linspace(0, 900, 100)[:24].reshape(12, 2).mean(axis=1) / 1000, rtol=1e-9)
+
+
+def test_bad_profile_file_is_rejected_before_the_run(tmp_path):
+    from tests.conftest import tandem
+
+    (tmp_path / "load.csv").write_text("timestamp,load [kW]\n2024-07-01T00:00,1\n2024-07-01T02:00,2\n2024-07-01T01:00,3\n")
+    import yaml
+
+    data = yaml.safe_load(SMALL.read_text())
+    data["feeders"][0]["load_profile"] = {"file": "load.csv"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    proc = tandem("run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out.h5"), timeout=60)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "load.csv" in line and "2024-07-01" in line
+    assert not (tmp_path / "out_run").exists()
+
+
+def test_synthetic_feeder_from_the_scenario(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model, _ = _feeder(model="synthetic:200", pv={"penetration": 0.3})
+    assert model.master == tmp_path / "tandem" / "synthetic" / "200-seed0" / "master.dss"
+    model.run(1.0 + 0j, 40)
+    assert model.substation_power()[0].min() > 0 and 0.9 < model.voltage_stats()[0] <= 1.05
+    again, _ = _feeder(model="synthetic:200")
+    assert again.node_names == model.node_names  # the cached model is reused

@@ -8,6 +8,8 @@ boundary voltage; its terminal powers are the substation P and Q per phase.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -16,23 +18,40 @@ import opendssdirect
 import pandas as pd
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
+from feeder_models.synthetic import write_synthetic_feeder
 from tandem.grid.ders import DerFleet, feeder_loads
 from tandem.grid.errors import FeederModelError, PowerFlowError
 
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 
 
-def feeder_master_path(model: str) -> Path:
-    """Master file of a bundled feeder name or a user's .dss path."""
-    return bundled_feeder_master(model) if model in BUNDLED_FEEDERS else Path(model)
+def feeder_master_path(model: str, seed: int = 0) -> Path:
+    """Master file of a bundled feeder, a synthetic feeder ('synthetic:<buses>', generated once
+    into the user's cache, since it is the same for the same size and seed), or a .dss path."""
+    if model in BUNDLED_FEEDERS:
+        return bundled_feeder_master(model)
+    if model.startswith("synthetic:"):
+        buses = int(model.split(":", 1)[1])
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tandem" / "synthetic" / f"{buses}-seed{seed}"
+        master = cache / "master.dss"
+        if not master.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{buses}-", dir=cache.parent))  # same file system as cache
+            write_synthetic_feeder(staging, buses, seed=seed)
+            try:
+                os.replace(staging, cache)  # atomic: a concurrent run either sees all files or none
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # another run got there first
+        return master
+    return Path(model)
 
 
 class FeederModel:
     """An OpenDSS feeder with its source set from the transmission side."""
 
-    def __init__(self, name: str, model: str):
+    def __init__(self, name: str, model: str, seed: int = 0):
         self.name = name
-        self.master = feeder_master_path(model)
+        self.master = feeder_master_path(model, seed)
         self.dss = opendssdirect.NewContext()
         cwd = os.getcwd()
         try:
@@ -138,11 +157,15 @@ def solar_site_time(index: pd.DatetimeIndex, longitude_deg: float) -> pd.Datetim
 
 def build_feeder(spec, scenario) -> FeederModel:
     """A scenario's feeder: the compiled model, each load's profile over the run, and its DERs."""
+    from tandem.scenario import profile_values
     from timeseries.profiles import load_shape
 
-    model = FeederModel(spec.label, spec.model)
+    model = FeederModel(spec.label, spec.model, spec.seed)
     index = scenario.time.index()
-    base = load_shape(spec.load_profile, index)
+    if isinstance(spec.load_profile, str):
+        base = load_shape(spec.load_profile, index)
+    else:
+        base = profile_values(spec.load_profile, index, "pu")
     n_loads = len(model.loads)
     diversity = spec.load_diversity
     if diversity.enabled and n_loads > 1:
@@ -154,10 +177,12 @@ def build_feeder(spec, scenario) -> FeederModel:
     else:
         model.load_levels = np.tile(base, (n_loads, 1))
     irradiance = np.zeros(len(index))
-    if spec.pv.penetration > 0:
+    solar = scenario.solar
+    if spec.pv.penetration > 0 and solar.file is not None:
+        irradiance = profile_values(solar.file, index, "W/m2")
+    elif spec.pv.penetration > 0:
         from timeseries.solar import cloudy_irradiance
 
-        solar = scenario.solar
         irradiance = cloudy_irradiance(
             solar_site_time(index, solar.longitude_deg), solar.latitude_deg, solar.longitude_deg,
             variability=solar.variability, seed=spec.seed,

@@ -363,14 +363,8 @@ class DerFleet:
         """What the record needs about the DERs and controls after the solve of step k."""
         pv = self._delivered(self.alt.PVSystem) if self.pv else np.empty((0, 2))
         bat = self._delivered(self.alt.Storage) if self.batteries else np.empty((0, 2))
-        taps = []
-        for name in self.regulators:
-            self.dss.RegControls.Name(name)
-            taps.append(self.dss.RegControls.TapNumber())
-        caps = []
-        for name in self.capacitors:
-            self.dss.Capacitors.Name(name)
-            caps.append(sum(self.dss.Capacitors.States()))
+        taps = np.array(list(self.alt.RegControl.TapNum), dtype=float) if self.regulators else np.empty(0)
+        caps = [float(np.sum(states)) for states in self.alt.Capacitor.States] if self.capacitors else []
         return {
             "pv_available_kw": np.array([u.pmpp_kw * self.irradiance_kw_m2[k] for u in self.pv]),
             "pv_kw": pv[:, 0],
@@ -381,6 +375,6 @@ class DerFleet:
             "battery_soc": np.array([u.soc_after(self.step_hours) for u in self.batteries]),  # at the step's end
             "ev_kw": np.array([u.p_kw for u in self.evs]),
             "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
-            "regulator_taps": np.array(taps, dtype=float),
+            "regulator_taps": taps,
             "capacitor_steps": np.array(caps, dtype=float),
         }

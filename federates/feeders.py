@@ -8,6 +8,7 @@ whenever the transmission federate sends a new voltage within the step.
 
 from __future__ import annotations
 
+import json
 import time
 
 import helics as h
@@ -51,6 +52,11 @@ class FeederGroupFederate:
             for m in self.models
         ]
         self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.feeder_group_timing(self.group), vec, "s")
+        self.sub_setpoints = []
+        if self.scenario.coordination.scheme == "external":
+            self.sub_setpoints = [
+                h.helicsFederateRegisterSubscription(fed, names.setpoints(m.name), "") for m in self.models
+            ]
         self.dss_seconds = 0.0
         h.helicsFederateEnterInitializingMode(fed)
         for pub, model in zip(self.pub_meta, self.models):
@@ -64,7 +70,24 @@ class FeederGroupFederate:
             ))
         h.helicsFederateEnterExecutingMode(fed)
 
+    def _apply_setpoints(self) -> None:
+        """New set-points from the coordinator, if any arrived; they hold until replaced."""
+        for model, sub in zip(self.models, self.sub_setpoints):
+            if not h.helicsInputIsUpdated(sub):
+                continue
+            text = h.helicsInputGetString(sub)
+            try:
+                message = json.loads(text)
+                model.fleet.set_setpoints(
+                    pv={name: tuple(v) for name, v in message.get("pv", {}).items()},
+                    batteries=message.get("battery", {}),
+                    evs=message.get("ev", {}),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"feeder {model.name}: bad set-points from the coordinator ({exc}): {text[:120]}") from None
+
     def _solve_and_publish(self, k: int) -> None:
+        self._apply_setpoints()
         voltages = [h.helicsInputGetComplex(s) for s in self.sub_voltage]
         for i, model in enumerate(self.models):
             started = time.perf_counter()  # the feeder's whole step: DERs, loads, solve, readings

@@ -82,6 +82,14 @@ def feeder_group_timing(group: int) -> str:
     return f"{feeder_group(group)}/timing"
 
 
+# Coordinator -> feeders
+def setpoints(feeder: str) -> str:
+    """JSON string {"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw or null},
+    "ev": {name: p_kw}}: DER set-points, kept by the feeder until the next ones arrive. DER names
+    are in the feeder's metadata; null returns a battery to its own schedule."""
+    return f"coordinator/{feeder}/setpoints"
+
+
 def feeder_metadata(feeder: str) -> str:
     """JSON: node_names, master, head_bus, and the names and ratings of the feeder's DERs and
     controlled devices (batteries, battery_kwh, battery_kw, pv, pv_pmpp_kw, evs, regulators, capacitors)."""

@@ -283,6 +283,18 @@ class SolarSpec(_Strict):
     file: ProfileFile | None = Field(None, description="measured irradiance (W/m2 or kW/m2) instead of the built-in model")
 
 
+class CoordinationSpec(_Strict):
+    """Who sets the DERs: nobody, their local inverter functions, or a coordinator federate."""
+
+    scheme: Literal["none", "local", "external"] = Field(
+        "none",
+        description=(
+            "none: DERs follow their own profiles and schedules; local: Volt-VAR and Volt-Watt on every PV; "
+            "external: a HELICS federate of your own (joined with --observers) publishes set-points"
+        ),
+    )
+
+
 class CouplingSpec(_Strict):
     mode: Literal["loose", "iterative"] = Field(
         "loose", description="loose: one exchange per step (one-step lag); iterative: HELICS iterations until converged"
@@ -314,6 +326,7 @@ class Scenario(_Strict):
     feeders: list[FeederSpec] = Field(min_length=1)
     time: TimeSpec = TimeSpec()
     solar: SolarSpec = SolarSpec()
+    coordination: CoordinationSpec = CoordinationSpec()
     coupling: CouplingSpec = CouplingSpec()
     federation: FederationSpec = FederationSpec()
     output: OutputSpec = OutputSpec()

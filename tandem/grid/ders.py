@@ -338,6 +338,9 @@ class DerFleet:
         """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
         kvar), battery kW (+ discharge; None returns to the schedule) and EV charging kW."""
         by_name = {u.name: u for u in [*self.pv, *self.batteries, *self.evs]}
+        unknown = [n for n in [*(pv or {}), *(batteries or {}), *(evs or {})] if n not in by_name]
+        if unknown:
+            raise KeyError(f"unknown DER {unknown[0]!r}")
         for name, (cap, q) in (pv or {}).items():
             by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
         for name, p in (batteries or {}).items():

@@ -188,6 +188,8 @@ def build_feeder(spec, scenario) -> FeederModel:
             variability=solar.variability, seed=spec.seed,
         )
     local_hours = np.asarray(index.hour + index.minute / 60.0 + index.second / 3600.0, dtype=float)
+    if scenario.coordination.scheme == "local":
+        spec = spec.model_copy(update={"controls": spec.controls.model_copy(update={"volt_var": True, "volt_watt": True})})
     try:
         model.fleet = DerFleet(model.dss, model.alt, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
     except ValueError as exc:

@@ -1,0 +1,17 @@
+"""Optimisation layer of Tandem: look-ahead OPF models for coordinating T&D.
+
+Data extraction (plain dataclasses built from pandapower and OpenDSS) is kept apart
+from model building (functions that add variables, constraints and objective terms
+to a pyomo Block), so every coordination scheme composes the same pieces:
+
+* `network_data`  DC-OPF data of a pandapower net; three-phase data of an OpenDSS feeder
+* `transmission`  DC-OPF (B-theta) of the transmission network over a horizon
+* `distribution`  LinDist3Flow of an unbalanced radial feeder over a horizon
+* `ders`          PV, batteries, flexible loads and EV chargers on feeder buses
+* `interface`     boundary coupling: feeder substation power = boundary load, head voltage
+* `objective`     penalty weights, named cost terms and the objective
+* `solver`        persistent HiGHS: solve, re-solve, read back selected values
+* `centralized`   the joint T&D look-ahead problem: built once, updated and re-solved
+
+Nothing here talks to HELICS: a coordination federate owns the time loop and messaging.
+"""

@@ -3,7 +3,9 @@ plain sequential Python loop (pandapower runpp + OpenDSS solve per feeder, no HE
 
 Both are measured in this run, each in a fresh interpreter so imports and model
 setup count on both sides, alternating and keeping each side's best of `--repeat`
-(these machines are noisy). Target (issue #2): co-simulation in loose coupling no
+(these machines are noisy). Both compute the same per-step results a study records
+(substation powers, feeder voltage extremes, DER readings); the co-simulation also
+writes them to HDF5, in its own process. Target (issue #2): co-simulation in loose coupling no
 slower than 1.5x the plain loop. The per-step breakdown comes from the timing the
 federates record in the HDF5 file.
 
@@ -90,11 +92,11 @@ def main() -> None:
     print(f"  ratio co-simulation / plain loop   : {ratio:7.2f}x   (target <= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
     print("  per step inside the co-simulation (transmission federate's critical path):")
     print(f"    pandapower power flow            : {per_step(c['transmission'])}")
-    print(f"    OpenDSS feeder solves            : {per_step(c['feeders'])}")
-    print(f"    HELICS exchange and feeder I/O   : {per_step(helics)}")
+    print(f"    feeder steps (OpenDSS + readings): {per_step(c['feeders'])}")
+    print(f"    HELICS exchange                  : {per_step(helics)}")
     print("  per step in the plain loop:")
     print(f"    pandapower power flow            : {per_step(p['transmission'])}")
-    print(f"    OpenDSS feeder solves            : {per_step(p['feeders'])}")
+    print(f"    feeder steps (OpenDSS + readings): {per_step(p['feeders'])}")
     fixed = c["wall"] - (c["transmission"] + c["wait"])
     print(f"  co-simulation start-up and shut-down (processes, imports, models): {fixed:5.2f} s; "
           f"plain loop outside its steps: {p['wall'] - p['transmission'] - p['feeders']:5.2f} s")

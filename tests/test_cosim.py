@@ -50,7 +50,10 @@ def _read(path, *names):
 def test_loose_cosimulation_equals_the_plain_loop(runs, scenario):
     """Same exchange order as the sequential loop, so the numbers must agree to round-off."""
     seq = run_sequential(scenario.model_copy(update={"coupling": scenario.coupling.model_copy(update={"mode": "loose"})}))
-    vm, va, p, q, mult = _read(runs["loose"], "boundary/vm_pu", "boundary/va_deg", "feeders/p_kw", "feeders/q_kvar", "feeders/multiplier")
+    vm, va, p, q, mult, vmin, vmax = _read(runs["loose"], "boundary/vm_pu", "boundary/va_deg", "feeders/p_kw", "feeders/q_kvar",
+                                           "feeders/multiplier", "feeders/vmin_pu", "feeders/vmax_pu")
+    np.testing.assert_allclose(vmin, seq.feeder_vmin_pu, rtol=1e-9)
+    np.testing.assert_allclose(vmax, seq.feeder_vmax_pu, rtol=1e-9)
     np.testing.assert_allclose(vm, seq.boundary_vm_pu, rtol=0, atol=1e-9)
     np.testing.assert_allclose(va, seq.boundary_va_deg, rtol=0, atol=1e-7)
     np.testing.assert_allclose(p, seq.feeder_p_kw, rtol=1e-9)

@@ -28,6 +28,10 @@ class SequentialResult:
     feeder_q_kvar: np.ndarray
     iterations: np.ndarray  # [step]
     mismatch_pu: np.ndarray  # [step]
+    feeder_vmin_pu: np.ndarray  # [step, feeder]
+    feeder_vmax_pu: np.ndarray  # [step, feeder]
+    feeder_pv_kw: np.ndarray  # [step, feeder]
+    feeder_battery_kw: np.ndarray  # [step, feeder]
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per model
 
 
@@ -60,6 +64,10 @@ def run_sequential(
         feeder_q_kvar=np.zeros((steps, n_f, 3)),
         iterations=np.zeros(steps, dtype=int),
         mismatch_pu=np.zeros(steps),
+        feeder_vmin_pu=np.zeros((steps, n_f)),
+        feeder_vmax_pu=np.zeros((steps, n_f)),
+        feeder_pv_kw=np.zeros((steps, n_f)),
+        feeder_battery_kw=np.zeros((steps, n_f)),
         seconds={"feeders": 0.0, "transmission": 0.0},
     )
     vm, va = transmission.initial_voltage
@@ -70,6 +78,11 @@ def run_sequential(
             for i, feeder in enumerate(feeders):
                 feeder.run(voltage[pos[i]], k)
                 out.feeder_p_kw[k, i], out.feeder_q_kvar[k, i] = feeder.substation_power()
+                # What a study records of each feeder step, as the feeder federate does.
+                vmin, _, vmax, _, _, _ = feeder.voltage_stats()
+                readings = feeder.fleet.readings(k)
+                out.feeder_vmin_pu[k, i], out.feeder_vmax_pu[k, i] = vmin, vmax
+                out.feeder_pv_kw[k, i], out.feeder_battery_kw[k, i] = readings["pv_kw"].sum(), readings["battery_kw"].sum()
             t1 = time.perf_counter()
             transmission.run(k, out.feeder_p_kw[k].sum(axis=1), out.feeder_q_kvar[k].sum(axis=1), f" at step {k}")
             new_vm, new_va = transmission.boundary_voltage()

@@ -479,8 +479,3 @@ def load_scenario(path: str | Path | None = None, overrides: dict[str, object] |
         raise ScenarioError(describe_validation_error(str(path or "built-in default scenario"), exc)) from None
     check_files(scenario)
     return scenario
-
-
-def scenario_from_json(text: str) -> Scenario:
-    """Rebuild a resolved scenario (as handed to federates)."""
-    return Scenario.model_validate_json(text)

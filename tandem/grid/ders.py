@@ -29,10 +29,6 @@ class Connection:
     phases: int
     kv: float
 
-    @property
-    def bus_spec(self) -> str:
-        return self.bus
-
 
 @dataclass
 class PVUnit:

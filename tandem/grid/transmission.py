@@ -99,9 +99,8 @@ class TransmissionModel:
 
         import pandapower as pp
 
-        self._boundary_load = np.array(
-            [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"feeders@{b}") for b in self.boundary_buses]
-        )
+        for b in self.boundary_buses:  # appended after the network's own loads, in boundary bus order
+            pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"feeders@{b}")
         # P and Q of every load, the network's own first and then the feeder loads (as in net.load).
         self._base_load = net.load[["p_mw", "q_mvar"]].to_numpy(dtype=float, copy=True)[: self._n_own_loads]
         self._load_pq = net.load[["p_mw", "q_mvar"]].to_numpy(dtype=float, copy=True)

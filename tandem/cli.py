@@ -129,12 +129,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from tandem.results import describe
+
+    try:
+        print(describe(args.results))
+    except (OSError, KeyError) as exc:
+        console.print(f"[bold red]error[/]: cannot read {args.results}: {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tandem", description="Tandem: T&D co-simulation with pandapower, OpenDSS and HELICS")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)
+    inspect = commands.add_parser(
+        "inspect", help="describe a results file",
+        description="Scenario, package versions, completion state, steps, and every dataset with its size and units.",
+    )
+    inspect.add_argument("results", help="a run's HDF5 file")
     args = parser.parse_args(argv)
     try:
+        if args.command == "inspect":
+            return cmd_inspect(args)
         if args.command == "run":
             return cmd_run(args)
     except ScenarioError as exc:

@@ -1,0 +1,154 @@
+"""Labelled access to a run's results.
+
+    import tandem.results
+    with tandem.results.open("runs/output/default.h5") as run:
+        vmin = run["feeders/vmin_pu"]            # xarray.DataArray [time, feeder], only this read
+        vmin.sel(feeder="ieee13_bus20").plot()
+        ds = run.dataset(["boundary/vm_pu", "boundary/va_deg"])
+
+Every time-indexed dataset becomes a DataArray with real timestamps on `time` and names
+on its other dimensions (bus, boundary, feeder, phase, branch, node, battery, regulator,
+capacitor, ...), its `units` and `description` as attributes. Only the datasets asked for
+are read, so one variable of a long run costs that variable. A run that stopped early reads
+the same way; `complete` and `error` say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from timeseries.results import RunFile
+
+PHASES = ("a", "b", "c")
+
+
+class RunResults:
+    """One run's HDF5 file, read lazily as labelled arrays."""
+
+    def __init__(self, path: str | Path):
+        self.run = RunFile(path)
+        scenario = self.run.scenario
+        time = scenario["time"]
+        self.times = pd.date_range(time["start"], periods=self.run.n_steps, freq=pd.Timedelta(time["step"]))
+
+    # -- file facts --------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def complete(self) -> bool:
+        return self.run.complete
+
+    @property
+    def error(self) -> str:
+        return self.run.error
+
+    @property
+    def n_steps(self) -> int:
+        return self.run.n_steps
+
+    @property
+    def scenario(self) -> dict:
+        return self.run.scenario
+
+    def names(self) -> list[str]:
+        """Every time-indexed dataset in the file."""
+        found: list[str] = []
+        self.run.file.visititems(
+            lambda name, obj: found.append(name) if hasattr(obj, "shape") and obj.attrs.get("dims", "").startswith("time") else None
+        )
+        return sorted(found)
+
+    # -- labelled data -----------------------------------------------------
+    def _coordinate(self, variable: str, dim: str, size: int) -> np.ndarray:
+        """Labels of a dimension, from the static datasets written beside the series."""
+        group = variable.rsplit("/", 1)[0]
+        candidates = {
+            "boundary": "boundary/bus",
+            "feeder": "feeders/name",
+            "bus": "transmission/bus",
+            "branch": "transmission/branch",
+            "battery": f"{group}/battery",
+            "pv": f"{group}/pv",
+            "regulator": f"{group}/regulator",
+            "capacitor": f"{group}/capacitor",
+        }
+        if dim == "phase" and size == 3:
+            return np.array(PHASES)
+        source = candidates.get(dim)
+        if source and source in self.run.file:
+            labels = self.run.read(source)
+            if len(labels) == size:
+                return labels
+        return np.arange(size)
+
+    def __getitem__(self, name: str) -> xr.DataArray:
+        if name not in self.run.file:
+            raise KeyError(f"{self.path}: no dataset {name!r}; datasets: {', '.join(self.names())}")
+        data = self.run.read(name)
+        ds = self.run.file[name]
+        dims = ds.attrs.get("dims", "").split(",") if ds.attrs.get("dims") else [f"dim_{i}" for i in range(data.ndim)]
+        coords = {
+            dim: (self.times if dim == "time" else self._coordinate(name, dim, size))
+            for dim, size in zip(dims, data.shape)
+        }
+        return xr.DataArray(
+            data, dims=dims, coords=coords, name=name,
+            attrs={"units": ds.attrs.get("units", ""), "description": ds.attrs.get("description", "")},
+        )
+
+    def dataset(self, names: list[str] | None = None) -> xr.Dataset:
+        """Several variables at once (all time-indexed ones by default), keyed by their paths."""
+        return xr.Dataset({name: self[name] for name in (names or self.names())})
+
+    def close(self) -> None:
+        self.run.close()
+
+    def __enter__(self) -> "RunResults":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open(path: str | Path) -> RunResults:  # noqa: A001 - mirrors the builtin on purpose: results.open(path)
+    """Open a run's results file (complete or not)."""
+    return RunResults(path)
+
+
+def describe(path: str | Path) -> str:
+    """What `tandem inspect` prints: the run, its versions, its state and its datasets."""
+    with open(path) as results:
+        run = results.run
+        scenario = results.scenario
+        planned = int(run.attr("n_steps_planned", results.n_steps))
+        lines = [
+            f"file:        {results.path}",
+            f"scenario:    {scenario.get('name', '')} - {scenario.get('description', '')}".rstrip(" -"),
+            f"state:       {'complete' if results.complete else 'INCOMPLETE'}"
+            + (f" ({results.error})" if results.error else ""),
+            f"steps:       {results.n_steps} of {planned}, {pd.Timedelta(scenario['time']['step'])} each, from {scenario['time']['start']}",
+            f"started:     {run.attr('started_at', '')}   finished: {run.attr('finished_at', '') or '-'}",
+            f"schema:      {run.attr('schema_version', '')}",
+            "versions:    " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
+            "datasets:",
+        ]
+        sizes: list[tuple[str, str, str, int, str]] = []
+
+        def visit(name: str, obj) -> None:
+            if hasattr(obj, "shape"):
+                sizes.append((name, "x".join(map(str, obj.shape)) or "scalar", obj.attrs.get("units", ""),
+                              obj.id.get_storage_size(), obj.attrs.get("dims", "")))
+
+        run.file.visititems(visit)
+        width = max(len(n) for n, *_ in sizes) if sizes else 10
+        for name, shape, units, stored, dims in sizes:
+            lines.append(f"  {name:<{width}}  {shape:>14}  {units:<8} {stored / 1024:9.1f} KiB  [{dims}]")
+        total = sum(s for *_, s, _ in sizes)
+        lines.append(f"total stored: {total / 1024 / 1024:.2f} MiB")
+    return "\n".join(lines)

@@ -111,11 +111,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         console=console, disable=args.quiet,
     )
     task = progress.add_task(scenario.name, total=scenario.time.n_steps, simtime="", rate="-")
-    began = time.monotonic()
+    first_step: list[tuple[float, int]] = []  # (when, steps) at the first progress: start-up is not stepping
 
     def on_progress(p) -> None:
-        rate = p.steps_done / max(time.monotonic() - began, 1e-9)
-        progress.update(task, completed=p.steps_done, simtime=str(start + step * p.steps_done), rate=f"{rate:.1f}")
+        if p.steps_done and not first_step:
+            first_step.append((time.monotonic(), p.steps_done))
+        rate = "-"
+        if first_step and p.steps_done > first_step[0][1]:
+            rate = f"{(p.steps_done - first_step[0][1]) / max(time.monotonic() - first_step[0][0], 1e-9):.1f}"
+        progress.update(task, completed=p.steps_done, simtime=str(start + step * p.steps_done), rate=rate)
 
     with progress:
         try:

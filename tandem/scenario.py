@@ -206,7 +206,7 @@ class FeederSpec(_Strict):
     battery: BatterySpec = BatterySpec()
     ev: EVSpec = EVSpec()
     controls: ControlsSpec = ControlsSpec()
-    seed: int = Field(0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
+    seed: int = Field(0, ge=0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
 
     @field_validator("model")
     @classmethod
@@ -335,6 +335,10 @@ class Scenario(_Strict):
     def _unique_feeder_names(self) -> "Scenario":
         seen: dict[str, int] = {}
         for i, feeder in enumerate(self.feeders):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", feeder.label):
+                raise ValueError(
+                    f"feeders.{i}: the default name {feeder.label!r} holds characters a feeder name may not; give a name"
+                )
             if feeder.label in seen:
                 raise ValueError(f"feeders.{i}: name {feeder.label!r} is already used by feeders.{seen[feeder.label]}")
             seen[feeder.label] = i
@@ -444,8 +448,10 @@ def _apply_overrides(data: dict, overrides: dict[str, object], source: str) -> d
 
 def profile_values(spec: ProfileFile, index: pd.DatetimeIndex, expected_units: str) -> np.ndarray:
     """A file's series on the run's time steps, in `expected_units`. A power series given for a
-    per-unit profile is scaled so that its peak is 1. Naive run times meet a time-zone-aware
-    file in the file's zone; a run step coarser than the file averages it (energy kept)."""
+    per-unit profile is scaled by the file's peak, so the level does not depend on the run's
+    window. Timestamps with UTC offsets are read as UTC, so naive run times then meet them as
+    UTC (give the run's start with its offset to mean local time); a run step coarser than the
+    file averages it (energy kept)."""
     from timeseries.sources import ProfileError, convert_units, read_profile, resample_to
 
     series = read_profile(
@@ -461,7 +467,7 @@ def profile_values(spec: ProfileFile, index: pd.DatetimeIndex, expected_units: s
     run_step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(0)
     values = resample_to(series, index, "mean" if run_step > file_step else "interpolate")
     if expected_units == "pu" and unit.lower() in ("w", "kw", "mw"):
-        peak = np.max(np.abs(values))
+        peak = float(np.max(np.abs(series.to_numpy())))
         return values / peak if peak > 0 else values
     return convert_units(values, unit, expected_units, where=f"{spec.file}: column {series.name!r}")
 

@@ -196,9 +196,9 @@ def test_load_profile_and_irradiance_from_files(tmp_path):
         "coupling.mode": "loose",
     })
     model = build_feeder(scenario.feeders[0], scenario)
-    # Midnight in Berlin is the file's first row; hourly kW interpolated to 30 min, peak scaled to 1.
+    # Midnight in Berlin is the file's first row; hourly kW interpolated to 30 min, scaled by the file's peak.
     expected = np.interp(np.arange(12) / 2, np.arange(30), kw)
-    np.testing.assert_allclose(model.load_levels[0], expected / expected.max(), rtol=1e-9)
+    np.testing.assert_allclose(model.load_levels[0], expected / kw.max(), rtol=1e-9)
     np.testing.assert_allclose(model.fleet.irradiance_kw_m2, np.linspace(0, 900, 100)[:24].reshape(12, 2).mean(axis=1) / 1000, rtol=1e-9)
 
 
@@ -226,3 +226,37 @@ def test_synthetic_feeder_from_the_scenario(tmp_path, monkeypatch):
     assert model.substation_power()[0].min() > 0 and 0.9 < model.voltage_stats()[0] <= 1.05
     again, _ = _feeder(model="synthetic:200")
     assert again.node_names == model.node_names  # the cached model is reused
+
+
+def test_ev_charging_in_a_run_that_starts_at_noon():
+    scenario_noon = load_scenario(SMALL, {"feeders": [{"name": "f", "model": "ieee123", "bus": 6, "ev": {"penetration": 0.05}}],
+                                          "time.start": "2024-07-01T12:00:00", "time.duration": "12h", "time.step": "15min"})
+    model = build_feeder(scenario_noon.feeders[0], scenario_noon)
+    delivered = 0.0
+    for k in range(scenario_noon.time.n_steps):
+        model.run(1.0 + 0j, k)
+        delivered += sum(u.p_kw for u in model.fleet.evs) * 0.25
+        model.end_step()
+    assert delivered > 0, "EVs arriving in the evening charge although the run starts at noon"
+
+
+def test_zoned_parquet_profile_in_a_feeder_process(tmp_path):
+    """pyarrow and helics in one process, as in a feeder federate (they crash in the wrong order)."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    stamps = pd.date_range("2024-07-01", periods=30, freq="1h", tz="Europe/Berlin")
+    pd.DataFrame({"timestamp": stamps, "load [kW]": np.linspace(50, 100, 30)}).to_parquet(tmp_path / "load.parquet")
+    script = (
+        "import federates.feeders\n"
+        "from tandem.scenario import load_scenario\n"
+        "from tandem.grid.feeder import build_feeder\n"
+        f"s = load_scenario({str(SMALL)!r}, {{'feeders': [{{'name': 'f', 'model': 'ieee13', 'bus': 6, "
+        f"'load_profile': {{'file': {str(tmp_path / 'load.parquet')!r}}}}}], 'time.start': '2024-07-01T00:00:00+02:00'}})\n"
+        "print(round(float(build_feeder(s.feeders[0], s).load_levels.max()), 6))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=SMALL.parents[1], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1.0

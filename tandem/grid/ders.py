@@ -243,7 +243,8 @@ class DerFleet:
             sites = choose_connections(dss, loads, None, "single", n, rng)
             steps_per_day = int(round(24 / step_hours))
             n_steps = len(local_hours)
-            first_midnight = int(np.argmax(np.isclose(local_hours % 24, 0))) if np.any(np.isclose(local_hours % 24, 0)) else 0
+            # Days start at local midnight, which may lie before the run's first step.
+            first_midnight = -int(round((local_hours[0] % 24) / step_hours))
             for i, at in enumerate(sites):
                 sessions = []
                 for day_start in range(first_midnight - steps_per_day, n_steps, steps_per_day):

@@ -153,10 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         description="Scenario, package versions, completion state, steps, and every dataset with its size and units.",
     )
     inspect.add_argument("results", help="a run's HDF5 file")
+    report = commands.add_parser(
+        "report", help="HTML report and KPI table of one or more runs",
+        description=(
+            "Write a self-contained HTML report (plots embedded) and print the KPI table. With several runs "
+            "they are compared side by side and their time series overlaid."
+        ),
+    )
+    report.add_argument("results", nargs="+", help="HDF5 files of runs")
+    report.add_argument("-o", "--output", help="HTML file to write (default: beside the first run, .html)")
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "report":
+            from tandem.report import main_report
+
+            return main_report(args)
         if args.command == "run":
             return cmd_run(args)
     except ScenarioError as exc:

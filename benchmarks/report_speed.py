@@ -1,0 +1,252 @@
+"""How long `tandem report` takes on a week at 1-minute steps with 20 feeders.
+
+    python benchmarks/report_speed.py [--keep DIR] [--days 7] [--feeders 20]
+
+No co-simulation runs: the results file is written with `timeseries.results.ResultsWriter`
+in the layout the recorder federate declares (its own `_declare_datasets`, fed with
+made-up metadata instead of HELICS inputs, so dataset names, shapes, dtypes and chunking
+are the recorder's), on IEEE 118 with 20 feeders in two feeder processes, batteries, PV,
+regulators and capacitors. Values are random walks around realistic levels (transmission
+voltages around an IEEE 118 power flow, so the derived losses are plausible).
+
+It prints the time of `write_report` against the 30 s target, and against a baseline
+measured in the same run: reading every dataset of the file once with h5py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timeseries.results import ResultsWriter  # noqa: E402
+
+TARGET_S = 30.0
+NETWORK = "case118"
+
+
+def _walk(rng, n: int, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """A random walk per column, mean-reverting so it stays near 0."""
+    from scipy.signal import lfilter
+
+    steps = rng.normal(0.0, scale, size=(n, *shape))
+    return lfilter([1.0], [1.0, -0.995], steps, axis=0)  # x[k] = 0.995 x[k-1] + step[k]
+
+
+def _daily(hours: np.ndarray, peak_hour: float, width: float) -> np.ndarray:
+    return np.exp(-0.5 * ((np.mod(hours - peak_hour + 12, 24) - 12) / width) ** 2)
+
+
+def _layout(writer: ResultsWriter, n_feeders: int, n_processes: int, bus_names, branch_names, boundary, rng):
+    """Declare the datasets exactly as the recorder federate does, from made-up metadata."""
+    from federates import recorder
+
+    feeders = []
+    for i in range(n_feeders):
+        big = i % 2 == 1
+        feeders.append(SimpleNamespace(
+            label=f"{'ieee123' if big else 'ieee13'}_{i:02d}", model="ieee123" if big else "ieee13",
+            bus=int(boundary[i % len(boundary)]),
+            meta={
+                "node_names": [f"n{b}.{p}" for b in range(90 if big else 13) for p in (1, 2, 3)],
+                "batteries": [f"bat_{j}" for j in range(10)], "battery_kwh": [200.0] * 10, "battery_kw": [100.0] * 10,
+                "pv": [f"pv_{j}" for j in range(30)], "pv_pmpp_kw": [50.0] * 30,
+                "regulators": [f"reg{j}" for j in range(7 if big else 3)],
+                "capacitors": [f"cap{j}" for j in range(4 if big else 2)],
+            },
+        ))
+    fake = recorder.RecorderFederate.__new__(recorder.RecorderFederate)
+    fake.writer = writer
+    fake.labels = [f.label for f in feeders]
+    fake.scenario = SimpleNamespace(feeders=[SimpleNamespace(model=f.model, bus=f.bus) for f in feeders])
+    groups = [list(range(g, n_feeders, n_processes)) for g in range(n_processes)]
+    fake.config = SimpleNamespace(boundary_buses=sorted(set(int(b) for b in boundary)), feeder_groups=groups)
+    # A HELICS input stands for its own value: the fake helics returns what it is given.
+    fake.sub_meta = json.dumps({"bus_names": bus_names, "branch_names": branch_names})
+    fake.sub_multipliers = list(rng.integers(5, 40, n_feeders).astype(float))
+    fake.sub_feeder_meta = [json.dumps(f.meta) for f in feeders]
+    helics = SimpleNamespace(helicsInputGetString=lambda v: v, helicsInputGetVector=lambda v: v)
+    with mock.patch.object(recorder, "h", helics):
+        fake._declare_datasets()
+    return feeders, fake
+
+
+def _series(name: str, shape: tuple[int, ...], dtype, n: int, hours: np.ndarray, base, rng, feeders) -> np.ndarray:
+    """Realistic values for one recorder dataset [time, *shape]."""
+    day = _daily(hours, 19.0, 4.0)[:, None] * 0.6 + 0.5  # evening peak
+    sun = np.clip(np.cos((np.mod(hours, 24) - 13.0) / 12.0 * np.pi * 1.6), 0, None)[:, None]
+    leaf = name.rsplit("/", 1)[-1]
+    cols = int(np.prod(shape)) if shape else 1
+
+    def walk(scale: float) -> np.ndarray:
+        return _walk(rng, n, (cols,), scale)
+
+    if name == "transmission/vm_pu":
+        v = base["vm"][None, :] + walk(0.0008)
+    elif name == "transmission/va_deg":
+        v = base["va"][None, :] * (0.8 + 0.4 * day) + walk(0.02)
+    elif name == "boundary/vm_pu":
+        v = base["vm"][base["boundary_pos"]][None, :] + walk(0.0008)
+    elif name == "boundary/va_deg":
+        v = base["va"][base["boundary_pos"]][None, :] * (0.8 + 0.4 * day)
+    elif name in ("boundary/p_mw", "boundary/q_mvar"):
+        v = (40.0 if leaf == "p_mw" else 12.0) * day * (1 + 0.1 * walk(0.02))
+    elif leaf in ("p_kw", "p_total_kw", "q_kvar", "q_total_kvar"):
+        scale = (1500.0 if "p_" in leaf else 450.0) / (3 if leaf in ("p_kw", "q_kvar") else 1)
+        v = scale * day * (1 + 0.2 * walk(0.01)) - (800.0 * sun if "p_" in leaf else 0.0) / (3 if leaf == "p_kw" else 1)
+    elif leaf == "vmin_pu":
+        v = 0.985 - 0.04 * day + walk(0.001)
+    elif leaf == "vmax_pu":
+        v = 1.02 + 0.03 * sun + walk(0.001)
+    elif leaf in ("vmin_node", "vmax_node"):
+        nodes = np.array([len(f.meta["node_names"]) for f in feeders])
+        v = rng.integers(0, nodes, size=(n, cols))
+    elif leaf == "nodes_outside_band":
+        v = np.clip(np.round(walk(0.3)) - 2, 0, None)
+    elif leaf == "vuf_head":
+        v = 0.01 + np.abs(walk(0.0002))
+    elif leaf == "pv_available_kw":
+        v = 1500.0 * sun * np.clip(1 - np.abs(walk(0.02)), 0.2, 1)
+    elif leaf == "pv_kw":
+        v = None  # from pv_available_kw, below
+    elif leaf == "pv_kvar":
+        v = -50.0 * sun + walk(1.0)
+    elif leaf in ("battery_kw", "battery_dispatch_kw"):
+        hour = np.mod(hours, 24)[:, None]
+        v = np.where((hour >= 10) & (hour < 15), -80.0, np.where((hour >= 17) & (hour < 21), 90.0, 0.0)) * np.ones((1, cols))
+        v = v * (10 if leaf == "battery_kw" else 1)
+    elif leaf == "battery_kvar":
+        v = walk(0.5)
+    elif leaf == "battery_soc":
+        v = np.clip(0.5 + walk(0.004), 0.1, 0.95)
+    elif leaf == "ev_kw":
+        v = 200.0 * _daily(hours, 21.0, 2.0)[:, None] * np.ones((1, cols))
+    elif leaf == "ev_owed_kwh":
+        v = 300.0 * _daily(hours, 22.0, 3.0)[:, None] * np.ones((1, cols))
+    elif name == "transmission/loading_percent":
+        v = np.clip(rng.uniform(10, 80, cols)[None, :] * day * 1.2 + walk(0.3), 0, None)
+    elif name == "coupling/iterations":
+        v = rng.integers(2, 6, n)
+    elif name == "coupling/mismatch_pu":
+        v = 10 ** rng.uniform(-9, -6, n)
+    elif name == "coupling/converged":
+        v = np.ones(n)
+    elif name.startswith("timing/"):
+        v = np.abs(rng.normal(0.01, 0.003, (n, cols)))
+    elif leaf == "regulator_taps":
+        v = np.clip(np.round(walk(0.05)), -16, 16)
+    elif leaf == "capacitor_steps":
+        v = (walk(0.05) > 0).astype(float)
+    else:
+        v = walk(0.01)
+    return None if v is None else np.asarray(v).reshape(n, *shape).astype(dtype)
+
+
+def build(path: Path, days: int = 7, n_feeders: int = 20, n_processes: int = 2, seed: int = 1) -> Path:
+    """Write the synthetic results file; returns its path."""
+    import warnings
+
+    import pandapower as pp
+
+    from tandem.grid.networks import load_network
+
+    rng = np.random.default_rng(seed)
+    net = load_network(NETWORK)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(net, numba=False)
+    bus_names = [str(b) for b in net.bus.index]
+    branch_names = [f"line:{i}" for i in net.line.index] + [f"trafo:{i}" for i in net.trafo.index]
+    boundary = sorted(rng.choice(net.load.bus.unique(), 10, replace=False).tolist())
+    base = {"vm": net.res_bus.vm_pu.to_numpy(), "va": net.res_bus.va_degree.to_numpy(),
+            "boundary_pos": np.array([bus_names.index(str(b)) for b in boundary])}
+
+    n = days * 24 * 60
+    scenario = {
+        "name": "synthetic_week", "description": f"synthetic {days} d at 1 min, {NETWORK} + {n_feeders} feeders",
+        "transmission": {"network": NETWORK},
+        "feeders": [],
+        "time": {"start": "2024-07-01T00:00:00", "duration": f"P{days}DT0H0M0S", "step": "P0DT0H1M0S"},
+        "coupling": {"mode": "iterative", "tolerance_pu": 1e-6, "max_iterations": 20},
+    }
+    writer = ResultsWriter(path, "{}", "# synthetic", n, flush_seconds=1e9)
+    feeders, fake = _layout(writer, n_feeders, n_processes, bus_names, branch_names, boundary, rng)
+    scenario["feeders"] = [{"name": f.label, "model": f.model, "bus": f.bus, "multiplier": m}
+                           for f, m in zip(feeders, fake.sub_multipliers)]
+    writer.file.attrs["scenario"] = json.dumps(scenario)
+
+    hours = np.arange(n) / 60.0
+    data = {}
+    for name, ds in writer._series.items():
+        data[name] = _series(name, ds.shape[1:], ds.dtype, n, hours, base, rng, feeders)
+    available = data["feeders/pv_available_kw"]  # delivered: up to 30 % curtailed
+    data["feeders/pv_kw"] = available * (1 - np.clip(_walk(rng, n, available.shape[1:], 0.01), 0, 0.3))
+    rows = list(data.items())
+    for k in range(n):
+        writer.append(k * 60.0, {name: values[k] for name, values in rows})
+    writer.finish(complete=True)
+    return path
+
+
+def read_everything(path: Path) -> float:
+    """Baseline: seconds to read every dataset of the file once with h5py."""
+    start = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        for name in _datasets(f):
+            f[name][()]
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--feeders", type=int, default=20)
+    parser.add_argument("--keep", metavar="DIR", help="write the results file and the report here and keep them")
+    args = parser.parse_args(argv)
+
+    from tandem.report import write_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"synthetic_{args.days}d_{args.feeders}feeders.h5"
+        start = time.perf_counter()
+        build(path, days=args.days, n_feeders=args.feeders)
+        built = time.perf_counter() - start
+        with h5py.File(path, "r") as f:
+            n_datasets = sum(1 for _ in _datasets(f))
+            steps = f["time/seconds"].shape[0]
+        print(f"synthetic results: {path.name}, {steps} steps, {args.feeders} feeders, {n_datasets} datasets, "
+              f"{path.stat().st_size / 2**20:.1f} MiB on disk (written in {built:.1f} s)")
+
+        baseline = min(read_everything(path) for _ in range(2))
+        start = time.perf_counter()
+        output = write_report([path], folder / (path.stem + ".html"))
+        report = time.perf_counter() - start
+        print(f"baseline, read every dataset once (h5py): {baseline:6.2f} s")
+        print(f"write_report:                             {report:6.2f} s  ({report / baseline:.1f} x baseline, "
+              f"{output.stat().st_size / 2**20:.1f} MiB HTML)")
+        verdict = "OK" if report < TARGET_S else "TOO SLOW"
+        print(f"target:                                   {TARGET_S:6.2f} s  ({report / TARGET_S:.2f} of target: {verdict})")
+    return 0 if report < TARGET_S else 1
+
+
+def _datasets(f: h5py.File):
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

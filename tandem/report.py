@@ -1,0 +1,699 @@
+"""`tandem report`: one self-contained HTML page for one or several runs.
+
+    from tandem.report import write_report
+    write_report([Path("a.h5"), Path("b.h5")], Path("compare.html"))
+
+The page holds the KPI table (`tandem.kpis`, one column per run) and the plots as
+base64 PNG images (matplotlib, Agg backend): no external resource and no JavaScript.
+With several runs every time series is overlaid on the same axes, one line per run,
+labelled `scenario (file stem)`; runs that start at different times share an axis of
+hours since their start. An incomplete run is shown with an "incomplete: <error>" banner.
+
+Speed: each plot reads only the datasets it needs (once per run: the KPIs and the plots
+share the reads). Long series are drawn at most `MAX_BINS` time bins wide: each bin keeps
+its minimum and maximum (and bands keep their extremes), so no peak is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tandem.kpis import BAND, OVERLOAD_PCT, RECORDER_GAPS, _kpis, _Reader, _table, _unique
+
+MAX_BINS = 600  # time bins per plotted series (about one per pixel column)
+DPI = 80
+WIDTH_IN = 12.0
+MAX_LEGEND = 12
+MAX_DEVICE_LINES = 40  # above this many batteries, SOC is drawn as a min/mean/max band
+
+
+# -- downsampling ---------------------------------------------------------------------------
+
+
+def _bin_size(n: int) -> int:
+    return max(1, math.ceil(n / MAX_BINS))
+
+
+def _binned(y: np.ndarray, size: int, how) -> np.ndarray:
+    """Aggregate along axis 0 in bins of `size` rows (the last bin may be shorter)."""
+    if size == 1:
+        return y
+    n = y.shape[0]
+    full = (n // size) * size
+    head = how(y[:full].reshape(n // size, size, *y.shape[1:]), axis=1)
+    if full == n:
+        return head
+    return np.concatenate([head, how(y[full:], axis=0)[None]], axis=0)
+
+
+def envelope(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x at each bin start, bin minimum, bin maximum) of y [time, ...]."""
+    size = _bin_size(len(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return x[::size], _binned(y, size, np.nanmin), _binned(y, size, np.nanmax)
+
+
+def decimate(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A long series as a line through each bin's minimum and maximum (extremes kept)."""
+    size = _bin_size(len(x))
+    if size == 1:
+        return x, y
+    xb, lo, hi = envelope(x, y)
+    nxt = np.append(xb[1:], x[-1])
+    xs = np.column_stack([xb, xb + (nxt - xb) / 2]).ravel()
+    if y.ndim == 1:
+        return xs, np.column_stack([lo, hi]).ravel()
+    return xs, np.stack([lo, hi], axis=1).reshape(-1, *y.shape[1:])
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+LINESTYLES = ("-", "--", "-.", ":")  # per run, so that runs that coincide stay visible
+
+
+class _Run:
+    def __init__(self, reader: _Reader, color: str, relative: bool, ls: str = "-"):
+        self.r = reader
+        self.color = color
+        self.ls = ls
+        self.label = reader.label
+        times = reader.times
+        self.dx = reader.step_hours if relative else reader.step_hours / 24.0  # one step in x units
+        if relative:
+            self.x = np.arange(reader.n, dtype=float) * reader.step_hours
+        else:
+            import matplotlib.dates as mdates
+
+            self.x = mdates.date2num(times.values) if reader.n else np.zeros(0)
+
+    def has(self, *names: str) -> bool:
+        return all(self.r.has(n) for n in names)
+
+    def read(self, name: str) -> np.ndarray:
+        return self.r.read(name)
+
+
+def _style_time_axis(ax, relative: bool) -> None:
+    if relative and ax.get_subplotspec().is_last_row():
+        ax.set_xlabel("hours since the run's start")
+    else:
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator(maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.grid(True, alpha=0.3)
+
+
+def _legend(ax, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) > MAX_LEGEND:
+        handles, labels = handles[:MAX_LEGEND], labels[:MAX_LEGEND - 1] + [f"... ({len(labels) - MAX_LEGEND + 1} more)"]
+    ax.legend(handles, labels, fontsize=7, ncol=min(4, max(1, len(handles) // 4)), loc=kw.get("loc", "best"))
+
+
+def _band(ax, run: _Run, lo: np.ndarray, hi: np.ndarray, label: str | None = None, alpha: float = 0.3, color=None) -> None:
+    """Fill between the bin minimum of lo and the bin maximum of hi."""
+    xb, lo_min, _ = envelope(run.x, lo)
+    _, _, hi_max = envelope(run.x, hi)
+    xs = np.append(xb, run.x[-1])  # steps: each bin drawn over its width
+    ax.fill_between(xs, np.append(lo_min, lo_min[-1]), np.append(hi_max, hi_max[-1]), step="post",
+                    color=color or run.color, alpha=alpha, lw=0, label=label)
+
+
+def _line(ax, run: _Run, y: np.ndarray, **kw) -> None:
+    if kw.get("color") == run.color:
+        kw.setdefault("ls", run.ls)
+    xs, ys = decimate(run.x, y)
+    ax.plot(xs, ys, lw=kw.pop("lw", 1.0), **kw)
+
+
+# -- plots: each returns a figure, or None when no run has the data -----------------------
+
+
+def _figure(rows: int, height: float = 2.6, **kw):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, height * rows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False, **kw)[:, 0]
+    return fig, axes
+
+
+def plot_boundary(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("boundary/vm_pu", "boundary/p_mw", "boundary/q_mvar")]
+    if not runs:
+        return None
+    single = len(runs) == 1
+    fig, (a_v, a_p, a_q) = _figure(3, sharex=True)
+    for u in runs:
+        buses = u.r.labels("boundary/bus") if u.has("boundary/bus") else []
+        vm, p, q = u.read("boundary/vm_pu"), u.read("boundary/p_mw"), u.read("boundary/q_mvar")
+        for j in range(vm.shape[1]):
+            name = f"bus {buses[j]}" if j < len(buses) else f"#{j}"
+            kw = dict(label=name) if single else dict(color=u.color, label=u.label if j == 0 else None)
+            _line(a_v, u, vm[:, j], **kw)
+            if single:
+                _line(a_p, u, p[:, j], label=name)
+                _line(a_q, u, q[:, j], label=name)
+        if single and p.shape[1] > 1:
+            _line(a_p, u, p.sum(axis=1), color="k", lw=1.4, label="all boundary buses")
+            _line(a_q, u, q.sum(axis=1), color="k", lw=1.4, label="all boundary buses")
+        if not single:
+            _line(a_p, u, p.sum(axis=1), color=u.color, label=u.label)
+            _line(a_q, u, q.sum(axis=1), color=u.color, label=u.label)
+    a_v.set_ylabel("V (pu)")
+    a_v.set_title("Boundary bus voltage magnitude")
+    a_p.set_ylabel("P (MW)")
+    a_p.set_title("Active power into the feeders at the boundary" + ("" if single else " (sum over boundary buses)"))
+    a_q.set_ylabel("Q (Mvar)")
+    a_q.set_title("Reactive power into the feeders at the boundary" + ("" if single else " (sum over boundary buses)"))
+    for ax in (a_v, a_p, a_q):
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def plot_transmission(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("transmission/vm_pu")]
+    if not runs:
+        return None
+    with_losses = [u for u in runs if "derived/transmission_losses_mw" in u.r._cache]
+    fig, axes = _figure(2 if with_losses else 1, sharex=True)
+    ax = axes[0]
+    for u in runs:
+        vm = u.read("transmission/vm_pu")
+        _band(ax, u, vm.min(axis=1), vm.max(axis=1), label=f"{u.label}: min-max over buses", alpha=0.35)
+    for v in BAND:
+        ax.axhline(v, color="grey", ls="--", lw=0.8)
+    ax.set_ylabel("V (pu)")
+    ax.set_title("Transmission bus voltages: range over all buses")
+    if with_losses:
+        for u in with_losses:
+            _line(axes[1], u, u.r._cache["derived/transmission_losses_mw"], color=u.color, label=u.label)
+        axes[1].set_ylabel("MW")
+        axes[1].set_title("Transmission losses (derived from recorded bus voltages and the network's branch admittances)")
+    for ax in axes:
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def plot_feeder_envelopes(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name")]
+    if not runs:
+        return None
+    feeders: list[str] = []
+    for u in runs:
+        feeders += [f for f in u.r.labels("feeders/name") if f not in feeders]
+    cols = 1 if len(feeders) == 1 else 2 if len(feeders) <= 4 else 4
+    rows = math.ceil(len(feeders) / cols)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, max(2.6, 1.9 * rows + 0.6)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for i, feeder in enumerate(feeders):
+        ax = axes[i]
+        for u in runs:
+            names = u.r.labels("feeders/name")
+            if feeder not in names:
+                continue
+            j = names.index(feeder)
+            _band(ax, u, u.read("feeders/vmin_pu")[:, j], u.read("feeders/vmax_pu")[:, j],
+                  label=u.label if i == 0 else None, alpha=0.4)
+        for v in BAND:
+            ax.axhline(v, color="grey", ls="--", lw=0.7)
+        ax.set_title(feeder, fontsize=8)
+        ax.tick_params(labelsize=7)
+        _style_time_axis(ax, relative)
+    for ax in axes[len(feeders):]:
+        ax.set_visible(False)
+    fig.suptitle("Feeder voltage envelopes: lowest to highest node voltage (pu), band 0.95-1.05 dashed", fontsize=10)
+    if len(runs) > 1:
+        _legend(axes[0])
+    return fig
+
+
+def plot_heat_map(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name") and u.r.n > 0]
+    if not runs:
+        return None
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    n_f = max(len(u.r.labels("feeders/name")) for u in runs)
+    height = max(2.2, 0.18 * n_f + 1.2)
+    fig = Figure(figsize=(WIDTH_IN, height * len(runs) + 0.4), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(runs), 2, squeeze=False)
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=0.90, vmax=1.10)
+    image = None
+    for row, u in zip(axes, runs):
+        names = u.r.labels("feeders/name")
+        for ax, kind in zip(row, ("vmin", "vmax")):
+            xb, lo, hi = envelope(u.x, u.read(f"feeders/{kind}_pu"))
+            values = lo if kind == "vmin" else hi
+            x_end = u.x[-1] + u.dx
+            image = ax.imshow(values.T, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=norm,
+                              extent=(xb[0], x_end, len(names) - 0.5, -0.5))
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels(names, fontsize=6 if len(names) > 12 else 7)
+            title = "lowest node voltage per feeder" if kind == "vmin" else "highest node voltage per feeder"
+            ax.set_title(f"{u.label}: {title}" if len(runs) > 1 else title, fontsize=9)
+            _style_time_axis(ax, relative)
+            ax.grid(False)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="pu", shrink=0.9)
+    return fig
+
+
+def plot_violations(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("feeders/nodes_outside_band")]
+    if not runs:
+        return None
+    fig, (a_n, a_c) = _figure(2, sharex=True)
+    for u in runs:
+        outside = u.read("feeders/nodes_outside_band").astype(float)
+        _line(a_n, u, outside.sum(axis=1), color=u.color, label=u.label)
+        system = (outside * u.r.multipliers()).sum(axis=1) * u.r.step_hours
+        _line(a_c, u, np.cumsum(system), color=u.color, label=u.label)
+    a_n.set_ylabel("nodes")
+    a_n.set_title(f"Nodes outside {BAND[0]}-{BAND[1]} pu (one copy of each feeder, summed over feeders)")
+    a_c.set_ylabel("node-hours")
+    a_c.set_title("Voltage-violation node-hours, cumulative (system: each feeder x its multiplier)")
+    for ax in (a_n, a_c):
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def plot_branch_loading(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("transmission/loading_percent") and u.read("transmission/loading_percent").size]
+    if not runs:
+        return None
+    single = len(runs) == 1
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, 2.6 * (3 if single else 2)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(3 if single else 2, 1)
+    a_max, a_hist = axes[0], axes[-1]
+    for u in runs:
+        loading = u.read("transmission/loading_percent")
+        _line(a_max, u, np.nanmax(loading, axis=1), color=u.color, label=u.label)
+        finite = loading[np.isfinite(loading)]
+        a_hist.hist(finite, bins=60, histtype="step", color=u.color, label=u.label, log=True, lw=1.2)
+    a_max.axhline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
+    a_max.set_title("Highest branch loading (%)")
+    a_max.set_ylabel("%")
+    _style_time_axis(a_max, relative)
+    _legend(a_max)
+    if single:
+        u, ax = runs[0], axes[1]
+        loading = u.read("transmission/loading_percent")
+        branches = u.r.labels("transmission/branch") if u.has("transmission/branch") else [str(i) for i in range(loading.shape[1])]
+        top = np.argsort(-np.nan_to_num(np.nanmax(loading, axis=0), nan=-1))[:10]
+        for j in top:
+            _line(ax, u, loading[:, j], label=f"{branches[j]} (peak {np.nanmax(loading[:, j]):.0f} %)")
+        ax.axhline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
+        ax.set_title("The 10 branches with the highest peak loading (%)")
+        ax.set_ylabel("%")
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    a_hist.axvline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
+    a_hist.set_title("Branch loading, all branches and steps (histogram, log count)")
+    a_hist.set_xlabel("loading (%)")
+    a_hist.grid(True, alpha=0.3)
+    _legend(a_hist)
+    return fig
+
+
+def _system_mw(u: _Run, name: str) -> np.ndarray:
+    """Sum over feeders of multiplier x per-copy kW, in MW."""
+    return (np.nan_to_num(u.read(name)) * u.r.multipliers()).sum(axis=1) / 1000.0
+
+
+def _has_der(u: _Run) -> bool:
+    names = ("feeders/pv_available_kw", "feeders/battery_kw", "feeders/ev_kw")
+    return any(u.has(n) and np.any(u.read(n) != 0) for n in names)
+
+
+def _socs(u: _Run) -> tuple[list[str], np.ndarray] | None:
+    names, columns = [], []
+    for feeder in u.r.labels("feeders/name") if u.has("feeders/name") else []:
+        path = f"devices/{feeder}/battery_soc"
+        if u.has(path):
+            soc = u.read(path)
+            batteries = u.r.labels(f"devices/{feeder}/battery") if u.has(f"devices/{feeder}/battery") else []
+            names += [f"{feeder}/{b}" for b in batteries] or [f"{feeder}/#{i}" for i in range(soc.shape[1])]
+            columns.append(soc)
+    return (names, np.concatenate(columns, axis=1)) if columns else None
+
+
+def plot_ders(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if _has_der(u)]
+    if not runs:
+        return None
+    single = len(runs) == 1
+    fig, (a_b, a_s, a_pv, a_ev) = _figure(4, sharex=True)
+    for u in runs:
+        if u.has("feeders/battery_kw"):
+            _line(a_b, u, _system_mw(u, "feeders/battery_kw"), color=u.color, label=u.label)
+        socs = _socs(u)
+        if socs:
+            names, soc = socs
+            if single and soc.shape[1] <= MAX_DEVICE_LINES:
+                for j, name in enumerate(names):
+                    _line(a_s, u, soc[:, j], lw=0.8, label=name)
+            else:
+                _band(a_s, u, soc.min(axis=1), soc.max(axis=1), label=f"{u.label}: min-max over {soc.shape[1]} batteries")
+                _line(a_s, u, soc.mean(axis=1), color=u.color, label=f"{u.label}: mean")
+        if u.has("feeders/pv_available_kw", "feeders/pv_kw"):
+            _line(a_pv, u, _system_mw(u, "feeders/pv_available_kw"), color=u.color, ls="--", lw=0.9,
+                  label=f"{u.label}: available")
+            _line(a_pv, u, _system_mw(u, "feeders/pv_kw"), color=u.color, label=f"{u.label}: delivered")
+        if u.has("feeders/ev_kw"):
+            _line(a_ev, u, _system_mw(u, "feeders/ev_kw"), color=u.color, label=u.label)
+    a_b.axhline(0, color="grey", lw=0.6)
+    a_b.set_title("Battery power into the grid, system (MW, + discharging)")
+    a_b.set_ylabel("MW")
+    a_s.set_title("Battery state of charge (one copy of each feeder)")
+    a_s.set_ylabel("SOC (pu)")
+    a_pv.set_title("PV power, system (MW): available (dashed) and delivered")
+    a_pv.set_ylabel("MW")
+    a_ev.set_title("EV charging power, system (MW)")
+    a_ev.set_ylabel("MW")
+    for ax in (a_b, a_s, a_pv, a_ev):
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def plot_curtailment(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("feeders/pv_available_kw", "feeders/pv_kw") and np.any(u.read("feeders/pv_available_kw") != 0)]
+    if not runs:
+        return None
+    fig, (a_p, a_e) = _figure(2, sharex=True)
+    for u in runs:
+        curtailed = np.clip(np.nan_to_num(u.read("feeders/pv_available_kw") - u.read("feeders/pv_kw")), 0, None)
+        mw = (curtailed * u.r.multipliers()).sum(axis=1) / 1000.0
+        _line(a_p, u, mw, color=u.color, label=u.label)
+        _line(a_e, u, np.cumsum(mw) * u.r.step_hours, color=u.color, label=u.label)
+    a_p.set_title("PV curtailment, system (MW): available minus delivered")
+    a_p.set_ylabel("MW")
+    a_e.set_title("PV curtailment energy, cumulative (MWh)")
+    a_e.set_ylabel("MWh")
+    for ax in (a_p, a_e):
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def plot_coupling(runs: list[_Run], relative: bool):
+    runs = [u for u in runs if u.has("coupling/iterations")]
+    if not runs:
+        return None
+    fig, axes = _figure(3, sharex=True)
+    a_i, a_m, a_t = axes
+    timing = (("timing/transmission_power_flow_s", "transmission power flow", "-"),
+              ("timing/transmission_wait_s", "transmission waiting on feeders", ":"),
+              ("timing/feeders_opendss_s", "feeder processes (slowest)", "--"))
+    for u in runs:
+        _line(a_i, u, u.read("coupling/iterations").astype(float), color=u.color, label=u.label)
+        if u.has("coupling/mismatch_pu"):
+            _line(a_m, u, np.maximum(u.read("coupling/mismatch_pu"), 1e-12), color=u.color, label=u.label)
+        for name, what, ls in timing:
+            if u.has(name):
+                t = u.read(name)
+                _line(a_t, u, t.max(axis=1) if t.ndim == 2 else t, color=u.color, ls=ls, lw=0.8, label=f"{u.label}: {what}")
+        tolerance = u.r.scenario.get("coupling", {}).get("tolerance_pu")
+        if tolerance and u.r.scenario.get("coupling", {}).get("mode") == "iterative":
+            a_m.axhline(tolerance, color=u.color, ls="--", lw=0.7)
+    a_i.set_title("Coupling: transmission solves per step")
+    a_i.set_ylabel("iterations")
+    a_m.set_yscale("log")
+    a_m.set_title("Coupling: boundary voltage mismatch (pu; dashed: iterative tolerance)")
+    a_m.set_ylabel("pu")
+    a_t.set_title("Wall time per step (s)")
+    a_t.set_ylabel("s")
+    for ax in axes:
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+def _coordinator_series(u: _Run) -> list[str]:
+    return sorted(n for n in u.r.series_names if n.startswith("coordinator/"))
+
+
+def plot_coordinator(runs: list[_Run], relative: bool):
+    """Coordinator solve times, iterations and cost terms, when the coordinator recorded them."""
+    runs = [u for u in runs if _coordinator_series(u)]
+    if not runs:
+        return None
+    kinds = {"solve times (s)": lambda n, u: u.r.units(n) == "s",
+             "iterations": lambda n, u: "iteration" in n.lower(),
+             "cost terms": lambda n, u: "cost" in n.lower() or "penalt" in n.lower()}
+    panels = [(title, test) for title, test in kinds.items() if any(test(n, u) for u in runs for n in _coordinator_series(u))]
+    if not panels:
+        return None
+    fig, axes = _figure(len(panels), sharex=True)
+    for ax, (title, test) in zip(axes, panels):
+        for u in runs:
+            for name in _coordinator_series(u):
+                if not test(name, u):
+                    continue
+                values = u.read(name).astype(float)
+                values = values.reshape(values.shape[0], -1)
+                for j in range(values.shape[1]):
+                    suffix = f"[{j}]" if values.shape[1] > 1 else ""
+                    _line(ax, u, values[:, j], lw=0.9, label=f"{u.label}: {name[len('coordinator/'):]}{suffix}")
+        ax.set_title(f"Coordinator {title}")
+        _style_time_axis(ax, relative)
+        _legend(ax)
+    return fig
+
+
+PLOTS = (
+    ("boundary", "Boundary buses: voltages and P/Q", plot_boundary),
+    ("transmission", "Transmission voltage range and losses", plot_transmission),
+    ("feeder_envelopes", "Feeder voltage envelopes", plot_feeder_envelopes),
+    ("heat_map", "Feeder voltage heat map (time x feeder)", plot_heat_map),
+    ("violations", "Voltage violations", plot_violations),
+    ("branch_loading", "Branch loading", plot_branch_loading),
+    ("ders", "DER dispatch and state of charge", plot_ders),
+    ("curtailment", "PV curtailment", plot_curtailment),
+    ("coupling", "Coupling iterations, mismatch and step wall times", plot_coupling),
+    ("coordinator", "Coordinator", plot_coordinator),
+)
+
+CAPTIONS = {
+    "heat_map": (
+        "The file records only each feeder's lowest and highest node voltage per step, so this map is time x feeder: "
+        "left the lowest node voltage (bin minimum), right the highest (bin maximum). A true time x node map needs "
+        + RECORDER_GAPS["voltage_heat_map"].split(": ", 1)[1] + "."
+    ),
+    "ders": "System values are each feeder's one-copy value times its multiplier; SOC is per battery of one feeder copy.",
+}
+
+
+# -- HTML -----------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    """The figure as base64 PNG, drawn by the Agg backend (pyplot and its global state are not used)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, str):
+        return html.escape(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '<span class="na">n/a</span>'
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    return f"{value:.5g}"
+
+
+def _text(value) -> str:
+    """A table cell for stdout."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222; max-width: 1300px; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 12px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
+th:first-child, td:first-child { text-align: left; font-family: monospace; }
+thead th { background: #f0f3f7; text-align: center; }
+tr:nth-child(even) td { background: #fafafa; }
+.banner { background: #fde2e1; border: 2px solid #c62828; color: #8b0000; padding: 10px 14px; margin: 10px 0;
+          font-weight: bold; border-radius: 4px; }
+.ok { color: #1b5e20; } .na { color: #999; }
+figure { margin: 18px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 12px; color: #444; margin-top: 4px; }
+.notes li, .gaps li { font-size: 12px; margin: 2px 0; }
+"""
+
+
+def _build(paths: list[Path], output: Path) -> tuple[Path, pd.DataFrame]:
+    paths = [Path(p) for p in paths]
+    readers: list[_Reader] = []
+    try:
+        for path in paths:
+            readers.append(_Reader(path))
+        values = [_kpis(r) for r in readers]
+        labels = _unique([r.label for r in readers])
+        table = _table(labels, values)
+
+        starts = {str(r.scenario["time"]["start"]) for r in readers if r.n}
+        relative = len(starts) > 1
+        colors = [f"C{i % 10}" for i in range(len(readers))]
+        runs = []
+        for i, (r, color, label) in enumerate(zip(readers, colors, labels)):
+            if r.n:
+                run = _Run(r, color, relative, LINESTYLES[i % len(LINESTYLES)] if len(readers) > 1 else "-")
+                run.label = label
+                runs.append(run)
+
+        figures: list[tuple[str, str, str]] = []
+        if runs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for key, title, plot in PLOTS:
+                    fig = plot(runs, relative)
+                    if fig is not None:
+                        figures.append((key, title, _png(fig)))
+
+        page = _html(readers, labels, values, table, figures)
+    finally:
+        for r in readers:
+            r.close()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(page, encoding="utf-8")
+    return output, table
+
+
+def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
+    title = "Tandem report: " + ", ".join(labels)
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts.append("<h2>Runs</h2><table><thead><tr><th>run</th><th>file</th><th>scenario</th><th>state</th>"
+                 "<th>steps</th><th>start</th><th>step</th></tr></thead><tbody>")
+    for r, label in zip(readers, labels):
+        planned = int(r.results.run.attr("n_steps_planned", r.n))
+        state = '<span class="ok">complete</span>' if r.results.complete else "<b>incomplete</b>"
+        parts.append(
+            f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(r.path))}</td>"
+            f"<td>{html.escape(str(r.scenario.get('description', '')))}</td><td>{state}</td>"
+            f"<td>{r.n} of {planned}</td><td>{html.escape(str(r.scenario['time']['start']))}</td>"
+            f"<td>{html.escape(str(pd.Timedelta(r.scenario['time']['step'])))}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    for r, label in zip(readers, labels):
+        if not r.results.complete:
+            error = r.results.error or "the run did not finish (no error recorded: still running or killed)"
+            extra = "" if r.n else " No step was recorded: nothing to plot."
+            parts.append(f'<div class="banner">{html.escape(label)}: incomplete: {html.escape(error)}.'
+                         f"{html.escape(extra)} KPIs cover the {r.n} recorded steps.</div>")
+
+    parts.append("<h2>Key performance indicators</h2>")
+    parts.append("<p>Unit at the end of each name. <code>_per_copy</code>: one copy of every feeder, summed over "
+                 "feeders; other feeder energies are system totals (each feeder x its <code>feeders/multiplier</code>). "
+                 "n/a values and derived KPIs are explained under <a href=\"#notes\">Notes</a>.</p>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    parts.append(f"<table class=\"kpis\"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>")
+    for name, row in table.iterrows():
+        if name == "file":
+            continue
+        cells = "".join(f"<td>{_fmt(v)}</td>" for v in row.values)
+        parts.append(f"<tr><td>{html.escape(str(name))}</td>{cells}</tr>")
+    parts.append("</tbody></table>")
+    if figures:
+        parts.append("<h2>Plots</h2>")
+        if len(readers) > 1:
+            parts.append("<p>One line (or band) per run, colours as in the legends. "
+                         + ("Runs start at different times: the time axis is hours since each run's start." if any(
+                             r.n for r in readers) and len({str(r.scenario['time']['start']) for r in readers if r.n}) > 1 else "")
+                         + "</p>")
+        parts.append(f"<p>Long series are drawn with at most {MAX_BINS} time bins per line; each bin keeps its minimum "
+                     "and maximum, so no extreme is lost.</p>")
+        for key, title, png in figures:
+            caption = CAPTIONS.get(key, "")
+            parts.append(f'<figure id="{key}"><h3>{html.escape(title)}</h3>'
+                         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
+                         + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "") + "</figure>")
+    notes: dict[str, list[str]] = {}
+    for label, v in zip(labels, values):
+        for key, note in v.items():
+            if key.endswith(".note"):
+                notes.setdefault(key[:-5], [])
+                if note not in notes[key[:-5]]:
+                    notes[key[:-5]].append(note)
+    if notes:
+        parts.append("<h2 id=\"notes\">Notes</h2><ul class=\"notes\">")
+        for key, texts in notes.items():
+            parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(' | '.join(texts))}</li>")
+        parts.append("</ul>")
+    parts.append("<h2>Not in the results file yet</h2><ul class=\"gaps\">")
+    for key, text in RECORDER_GAPS.items():
+        parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(text)}</li>")
+    parts.append("</ul>")
+
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(paths: list[Path], output: Path) -> Path:
+    """Write one self-contained HTML report of the runs in `paths` to `output`; returns it."""
+    return _build(list(paths), Path(output))[0]
+
+
+def main_report(args) -> int:
+    """`tandem report RESULTS... [-o OUTPUT]`: print the KPI table, write the HTML page."""
+    paths = [Path(p) for p in args.results]
+    if not paths:
+        print("tandem report: give at least one results file", file=sys.stderr)
+        return 2
+    for path in paths:
+        if not path.is_file():
+            print(f"results file not found: {path}", file=sys.stderr)
+            return 2
+    output = Path(args.output) if getattr(args, "output", None) else paths[0].with_suffix(".html")
+    try:
+        output, table = _build(paths, output)
+    except OSError as exc:
+        print(f"cannot read results: {exc}", file=sys.stderr)
+        return 2
+    shown = table.drop(index=["file"], errors="ignore").map(_text)
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 48):
+        print(shown.to_string())
+    print(f"report: {output}")
+    return 0

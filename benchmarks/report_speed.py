@@ -76,6 +76,7 @@ def _layout(writer: ResultsWriter, n_feeders: int, n_processes: int, bus_names, 
     fake.sub_meta = json.dumps({"bus_names": bus_names, "branch_names": branch_names})
     fake.sub_multipliers = list(rng.integers(5, 40, n_feeders).astype(float))
     fake.sub_feeder_meta = [json.dumps(f.meta) for f in feeders]
+    fake.sub_nodes = [f.label for f in feeders]  # node voltages recorded, as by default
     helics = SimpleNamespace(helicsInputGetString=lambda v: v, helicsInputGetVector=lambda v: v)
     with mock.patch.object(recorder, "h", helics):
         fake._declare_datasets()
@@ -105,6 +106,11 @@ def _series(name: str, shape: tuple[int, ...], dtype, n: int, hours: np.ndarray,
     elif leaf in ("p_kw", "p_total_kw", "q_kvar", "q_total_kvar"):
         scale = (1500.0 if "p_" in leaf else 450.0) / (3 if leaf in ("p_kw", "q_kvar") else 1)
         v = scale * day * (1 + 0.2 * walk(0.01)) - (800.0 * sun if "p_" in leaf else 0.0) / (3 if leaf == "p_kw" else 1)
+    elif "/node_vm_pu/" in name:
+        profile = np.linspace(1.02, 0.96, cols)[None, :]  # voltage falls along the feeder
+        v = profile - 0.03 * day * np.linspace(0, 1, cols)[None, :] + walk(0.0005)
+    elif leaf in ("losses_kw", "losses_kvar"):
+        v = (30.0 if leaf == "losses_kw" else 60.0) * day ** 2 * (1 + 0.1 * np.abs(walk(0.01)))
     elif leaf == "vmin_pu":
         v = 0.985 - 0.04 * day + walk(0.001)
     elif leaf == "vmax_pu":

@@ -47,6 +47,11 @@ class FeederGroupFederate:
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltages(m.name), vec, "") for m in self.models
         ]
         self.pub_ders = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_ders(m.name), vec, "") for m in self.models]
+        self.record_nodes = self.scenario.output.node_voltages
+        self.pub_nodes = [
+            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_node_voltages(m.name), vec, "pu")
+            for m in self.models
+        ] if self.record_nodes else []
         self.pub_meta = [
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_metadata(m.name), h.HELICS_DATA_TYPE_STRING, "")
             for m in self.models
@@ -93,12 +98,15 @@ class FeederGroupFederate:
             started = time.perf_counter()  # the feeder's whole step: DERs, loads, solve, readings
             model.run(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
             p, q = model.substation_power()
+            losses = model.losses()
             stats = model.voltage_stats()
             ders = names.pack_ders(model.fleet.readings(k))
             self.dss_seconds += time.perf_counter() - started
-            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum()))
+            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum(), *losses))
             publish_vector(self.pub_voltages[i], stats)
             publish_vector(self.pub_ders[i], ders)
+            if self.record_nodes:
+                publish_vector(self.pub_nodes[i], model.node_voltages())
         publish_vector(self.pub_timing, (self.dss_seconds,))
 
     def _end_step(self) -> None:

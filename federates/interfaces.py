@@ -38,7 +38,8 @@ TRANSMISSION_METADATA = "transmission/metadata"  # JSON {bus_names, branch_names
 
 # Feeders -> transmission / recorder / observers
 def feeder_power(feeder: str) -> str:
-    """[p_a, p_b, p_c, p_total, q_a, q_b, q_c, q_total]: substation power in kW and kvar.
+    """[p_a, p_b, p_c, p_total, q_a, q_b, q_c, q_total, losses_kw, losses_kvar]: substation
+    power and the feeder's own losses, kW and kvar, one copy.
 
     One vector, not one per quantity: every publication is a message through the broker,
     and messages are most of the co-simulation's per-step overhead."""
@@ -49,6 +50,12 @@ def feeder_voltages(feeder: str) -> str:
     """[vmin_pu, vmin_node, vmax_pu, vmax_node, nodes_outside_band, vuf_head]; nodes index the
     feeder's node names; the band is 0.95-1.05 pu; vuf_head is V2/V1 at the feeder's head bus."""
     return f"feeder/{feeder}/voltages"
+
+
+def feeder_node_voltages(feeder: str) -> str:
+    """Voltage magnitude (pu) of every feeder node, in the metadata's node_names order
+    (published only when the scenario records node voltages)."""
+    return f"feeder/{feeder}/node_voltages"
 
 
 def feeder_ders(feeder: str) -> str:

@@ -56,6 +56,7 @@ class RecorderFederate:
         self.sub_voltages = [sub(names.feeder_voltages(f)) for f in self.labels]
         self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
         self.sub_feeder_meta = [sub(names.feeder_metadata(f)) for f in self.labels]
+        self.sub_nodes = [sub(names.feeder_node_voltages(f)) for f in self.labels] if self.scenario.output.node_voltages else []
         h.helicsFederateEnterExecutingMode(fed)
 
     def _request_time(self, t: float) -> None:
@@ -87,6 +88,9 @@ class RecorderFederate:
             feeder_meta = json.loads(h.helicsInputGetString(sub))
             w.add_static(f"feeders/nodes/{label}", feeder_meta["node_names"], "", ("node",), f"OpenDSS node names of feeder {label}")
             self._declare_devices(label, feeder_meta)
+            if self.sub_nodes:
+                w.add_series(Series(f"feeders/node_vm_pu/{label}", (len(feeder_meta["node_names"]),), "pu", ("node",),
+                                    f"voltage of every node of feeder {label}, as feeders/nodes/{label}", "f4"))
         w.add_static("transmission/bus", bus_names, "", ("bus",), "pandapower bus indices")
         w.add_static("transmission/branch", meta["branch_names"], "", ("branch",), "lines then transformers")
         for series in (
@@ -98,6 +102,8 @@ class RecorderFederate:
             Series("feeders/q_kvar", (n_f, 3), "kvar", ("feeder", "phase"), "substation reactive power of one feeder copy per phase"),
             Series("feeders/p_total_kw", (n_f,), "kW", ("feeder",), "substation active power of one feeder copy"),
             Series("feeders/q_total_kvar", (n_f,), "kvar", ("feeder",), "substation reactive power of one feeder copy"),
+            Series("feeders/losses_kw", (n_f,), "kW", ("feeder",), "active power losses of one feeder copy"),
+            Series("feeders/losses_kvar", (n_f,), "kvar", ("feeder",), "reactive power losses of one feeder copy"),
             Series("feeders/vmin_pu", (n_f,), "pu", ("feeder",), "lowest node voltage in the feeder"),
             Series("feeders/vmin_node", (n_f,), "", ("feeder",), "index into feeders/nodes/<name> of the lowest voltage", "i4"),
             Series("feeders/vmax_pu", (n_f,), "pu", ("feeder",), "highest node voltage in the feeder"),
@@ -155,7 +161,7 @@ class RecorderFederate:
         vm, va = vec(self.sub_vm), vec(self.sub_va)
         load = vec(self.sub_load).reshape(2, -1)
         power = np.array([vec(s) for s in self.sub_power])
-        p, q = power[:, :4], power[:, 4:]
+        p, q, losses = power[:, :4], power[:, 4:8], power[:, 8:10]
         voltages = np.array([vec(s) for s in self.sub_voltages])
         ders = [names.unpack_ders(vec(s), counts) for s, counts in zip(self.sub_ders, self.device_counts)]
         iterations, mismatch, converged = vec(self.sub_coupling)
@@ -170,6 +176,9 @@ class RecorderFederate:
             "feeders/q_kvar": q[:, :3],
             "feeders/p_total_kw": p[:, 3],
             "feeders/q_total_kvar": q[:, 3],
+            "feeders/losses_kw": losses[:, 0],
+            "feeders/losses_kvar": losses[:, 1],
+            **{f"feeders/node_vm_pu/{label}": vec(s) for label, s in zip(self.labels, self.sub_nodes)},
             "feeders/vmin_pu": voltages[:, 0],
             "feeders/vmin_node": voltages[:, 1],
             "feeders/vmax_pu": voltages[:, 2],

@@ -230,7 +230,13 @@ def _losses(r: _Reader, out: dict) -> None:
             )
             out["transmission_losses_peak_MW"] = float(np.nanmax(losses))
             r._cache["derived/transmission_losses_mw"] = losses
-    _nan(out, "distribution_losses_MWh", RECORDER_GAPS["distribution_losses_MWh"])
+    if r.has("feeders/losses_kw") and r.n:
+        per_copy = r.read("feeders/losses_kw")  # [time, feeder], kW of one copy
+        out["distribution_losses_MWh"] = float((per_copy * r.multipliers()).sum() * r.step_hours / 1000.0)
+        out["distribution_losses_MWh.note"] = "OpenDSS circuit losses of each feeder step; system = each feeder x its multiplier"
+        out["distribution_losses_MWh_per_copy"] = float(per_copy.sum() * r.step_hours / 1000.0)
+    else:
+        _nan(out, "distribution_losses_MWh", RECORDER_GAPS["distribution_losses_MWh"])
 
 
 def _feeder_voltages(r: _Reader, out: dict) -> None:

@@ -315,6 +315,9 @@ class FederationSpec(_Strict):
 
 class OutputSpec(_Strict):
     path: str | None = Field(None, description="HDF5 file to write; default runs/output/<name>_<timestamp>.h5")
+    node_voltages: bool = Field(
+        True, description="record every feeder node's voltage each step (float32); off for very large studies"
+    )
 
 
 class Scenario(_Strict):

@@ -205,7 +205,11 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert 0.5 < k["transmission_losses_MWh"] < 10 and "derived" in k["transmission_losses_MWh.note"]
     assert k["transmission_losses_peak_MW"] > 0
     assert k["wall_time_s"] >= 0 and k["timing_transmission_power_flow_total_s"] > 0
-    assert math.isnan(k["distribution_losses_MWh"])
+    with tandem.results.open(small_run) as run:
+        losses, m = run["feeders/losses_kw"].values, run.run.read("feeders/multiplier")
+    assert k["distribution_losses_MWh"] == pytest.approx(float((losses * m).sum()) * hours / 1000, rel=1e-12)
+    # IEEE test feeders lose a few percent of what they draw.
+    assert 0.005 < k["distribution_losses_MWh"] / k["feeder_head_MWh"] < 0.08
 
 
 def _killed_file(folder: Path) -> Path:

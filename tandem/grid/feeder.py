@@ -136,10 +136,19 @@ class FeederModel:
         powers = np.asarray(self.dss.CktElement.Powers()[:6])
         return -powers[0::2], -powers[1::2]
 
+    def node_voltages(self) -> np.ndarray:
+        """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
+        return np.asarray(self.dss.Circuit.AllBusMagPu())[self._feeder_nodes]
+
+    def losses(self) -> tuple[float, float]:
+        """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""
+        watts, vars_ = self.dss.Circuit.Losses()
+        return watts / 1000.0, vars_ / 1000.0
+
     def voltage_stats(self) -> tuple[float, int, float, int, int, float]:
         """Lowest and highest node voltage (pu) with their indices into `node_names`, the count of
         nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus."""
-        v = np.asarray(self.dss.Circuit.AllBusMagPu())[self._feeder_nodes]
+        v = self.node_voltages()
         lo, hi = int(np.argmin(v)), int(np.argmax(v))
         outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
         self.dss.Circuit.SetActiveBus(self.head_bus)

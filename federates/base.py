@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 import helics as h
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from tandem.scenario import Scenario
@@ -72,7 +73,8 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
 
 
 def publish_vector(pub: h.HelicsPublication, values) -> None:
-    h.helicsPublicationPublishVector(pub, [float(v) for v in values])
+    """Publish a sequence of numbers; numpy arrays convert in one call (node voltages are long)."""
+    h.helicsPublicationPublishVector(pub, np.asarray(values, dtype=float).tolist())
 
 
 def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: bool = False) -> None:

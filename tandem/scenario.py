@@ -147,8 +147,15 @@ class BatterySpec(_Strict):
     soc_max: float = Field(0.95, gt=0, le=1)
     soc_initial: float = Field(0.5, ge=0, le=1)
     schedule: Literal["idle", "time_of_day"] = Field("time_of_day", description="dispatch when no set-points come from outside")
-    charge_hours: tuple[float, float] = Field((10.0, 15.0), description="local hours of the time-of-day charging window")
-    discharge_hours: tuple[float, float] = Field((17.0, 21.0), description="local hours of the time-of-day discharging window")
+    charge_hours: tuple[float, float] = Field((10.0, 15.0), description="local hours [start, end) of the charging window; may wrap midnight, e.g. (22, 6)")
+    discharge_hours: tuple[float, float] = Field((17.0, 21.0), description="local hours [start, end) of the discharging window; may wrap midnight")
+
+    @field_validator("charge_hours", "discharge_hours")
+    @classmethod
+    def _hours_of_day(cls, window: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= h <= 24 for h in window) or window[0] == window[1]:
+            raise ValueError(f"a window is two different hours of the day in 0..24 (got {window})")
+        return window
 
     @model_validator(mode="after")
     def _soc_order(self) -> "BatterySpec":

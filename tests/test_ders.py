@@ -260,3 +260,17 @@ def test_zoned_parquet_profile_in_a_feeder_process(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=SMALL.parents[1], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.strip().splitlines()[-1]) <= 1.0
+
+
+def test_battery_windows_may_wrap_midnight():
+    from tandem.grid.ders import BatteryUnit, time_of_day_dispatch
+
+    battery = BatteryUnit("b", None, kw_rated=100.0, kwh_rated=400.0, eta_charge=1.0, eta_discharge=1.0,
+                          soc_min=0.0, soc_max=1.0, soc=0.5)
+    night, evening = (22.0, 6.0), (17.0, 21.0)
+    assert time_of_day_dispatch(battery, 23.5, night, evening) == pytest.approx(-50.0)  # 400 kWh over 8 h
+    assert time_of_day_dispatch(battery, 3.0, night, evening) == pytest.approx(-50.0)
+    assert time_of_day_dispatch(battery, 12.0, night, evening) == 0.0
+    assert time_of_day_dispatch(battery, 18.0, night, evening) == pytest.approx(100.0)  # capped by the rating
+    with pytest.raises(Exception, match="two different hours"):
+        load_scenario(SMALL, {"feeders": [{"name": "f", "model": "ieee13", "bus": 6, "battery": {"charge_hours": [5, 5]}}]})

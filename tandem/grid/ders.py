@@ -101,15 +101,25 @@ class EVCharger:
         return None
 
 
+def _in_window(hour: float, window: tuple[float, float]) -> bool:
+    """Whether a local hour falls in [start, end), a window that may wrap midnight (22 -> 6)."""
+    start, end = window
+    return start <= hour < end if start <= end else hour >= start or hour < end
+
+
+def _window_hours(window: tuple[float, float]) -> float:
+    return (window[1] - window[0]) % 24 or 24.0
+
+
 def time_of_day_dispatch(battery: BatteryUnit, hour: float, charge_hours: tuple[float, float],
                          discharge_hours: tuple[float, float]) -> float:
-    """A simple default schedule: charge in the solar window, discharge in the evening peak,
-    each spread evenly so a full cycle fits its window."""
+    """A simple default schedule: charge in one window, discharge in another (either may wrap
+    midnight), each spread evenly so a full cycle fits its window."""
     usable = (battery.soc_max - battery.soc_min) * battery.kwh_rated
-    if charge_hours[0] <= hour < charge_hours[1]:
-        return -min(battery.kw_rated, usable / (battery.eta_charge * (charge_hours[1] - charge_hours[0])))
-    if discharge_hours[0] <= hour < discharge_hours[1]:
-        return min(battery.kw_rated, usable * battery.eta_discharge / (discharge_hours[1] - discharge_hours[0]))
+    if _in_window(hour, charge_hours):
+        return -min(battery.kw_rated, usable / (battery.eta_charge * _window_hours(charge_hours)))
+    if _in_window(hour, discharge_hours):
+        return min(battery.kw_rated, usable * battery.eta_discharge / _window_hours(discharge_hours))
     return 0.0
 
 

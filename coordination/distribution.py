@@ -14,9 +14,13 @@ The formulation of Gan & Low (2014) and Arnold et al. (2016), per period t:
   by a = exp(-j 2 pi / 3) and a^2 off the diagonal, which is what assuming balanced
   voltage angles (theta_a, theta_b, theta_c = 0, -120, +120 deg) makes of
   V_i V_i^H - V_j V_j^H ~ Z I V_i^H + V_i I^H Z^H. kW and ohm over 1000 kV^2 is pu.
-* Loads follow w linearly around 1 pu (constant impedance P = P0 w, constant current
-  P ~ P0 (1 + w) / 2); capacitors inject Q = Q0 w. Both can be switched off, then loads
-  are constant power at their nominal values and capacitors fixed kvar.
+* Loads follow w linearly around 1 pu and their nominal power: P = P[t] + k Pnom (w - 1),
+  k = 1 for constant impedance, 1/2 for constant current (|V| ~ (1 + w) / 2), 0 for
+  constant power; at nominal load that is P = Pnom (1 - k + k w), exact in w for
+  constant impedance. The sensitivity k Pnom is a fixed coefficient on purpose: a
+  coefficient that follows the forecast would be re-sent to HiGHS at every solve, which
+  discards its factorisation and makes re-solves several times slower. Capacitors inject
+  Q = Q0 w. Both can be switched off (constant-power loads, fixed kvar).
 * Voltage limits are soft (penalised slacks, so no period makes the problem
   infeasible); branch limits bound |S| per phase by an inscribed regular polygon,
   also soft.
@@ -27,8 +31,9 @@ phase mixing of delta-connected transformers are dropped (each phase maps to the
 phase); behind an ungrounded delta secondary the line-to-ground voltages OpenDSS shows
 are not those of the primary phases.
 
-All data that changes between solves (load forecasts, regulator ratios, voltage limits)
-are mutable pyomo Params, so a model is built once and re-solved.
+Data that change between solves (load forecasts) are mutable pyomo Params, so a model is
+built once and re-solved. Regulator ratios and voltage limits change rarely and are
+plain numbers: `set_ratios` rewrites the few constraints a tap change touches.
 """
 
 from __future__ import annotations
@@ -67,10 +72,10 @@ def _load_vdep(data: FeederData, nodes: list[Node]) -> tuple[dict[Node, float], 
             {n: num_q[n] / den_q[n] if den_q[n] else 0.0 for n in nodes})
 
 
-def parameters_feeder(b: pyo.Block, data: FeederData, periods: Iterable[int],
-                      v_min: float = 0.95, v_max: float = 1.05) -> None:
-    """Sets and mutable Params of a feeder: load forecasts per node (kW, kvar at nominal
-    voltage, initialised to the nominal loads), branch ratios (taps), voltage limits."""
+def parameters_feeder(b: pyo.Block, data: FeederData, periods: Iterable[int]) -> None:
+    """Sets, and the load forecasts per node as mutable Params (kW, kvar at nominal voltage,
+    initialised to the nominal loads). Branch ratios (taps) are kept as plain numbers in
+    b.ratio (see `set_ratios`)."""
     b.T = pyo.Set(initialize=list(periods), ordered=True)
     b.nodes = pyo.Set(initialize=data.nodes, dimen=2, ordered=True)
     b.flow_nodes = pyo.Set(initialize=[(br.to_bus, p) for br in data.branches for p in br.phases], dimen=2, ordered=True)
@@ -80,12 +85,8 @@ def parameters_feeder(b: pyo.Block, data: FeederData, periods: Iterable[int],
     q_nom = dict(zip(loaded, q_map.sum(axis=1)))
     b.p_load = pyo.Param(b.load_nodes, b.T, mutable=True, initialize=lambda _, bus, ph, t: p_nom[(bus, ph)])
     b.q_load = pyo.Param(b.load_nodes, b.T, mutable=True, initialize=lambda _, bus, ph, t: q_nom[(bus, ph)])
-    ratios = {(br.to_bus, p): float(r) for br in data.branches if br.kind in ("transformer", "regulator")
-              for p, r in zip(br.phases, br.ratio)}
-    b.ratio_nodes = pyo.Set(initialize=list(ratios), dimen=2, ordered=True)
-    b.ratio = pyo.Param(b.ratio_nodes, mutable=True, initialize=ratios)
-    b.v_min = pyo.Param(mutable=True, initialize=v_min)
-    b.v_max = pyo.Param(mutable=True, initialize=v_max)
+    b.ratio = {(br.to_bus, p): float(r) for br in data.branches if br.kind in ("transformer", "regulator")
+               for p, r in zip(br.phases, br.ratio)}
 
 
 def variables_lindist3flow(b: pyo.Block, data: FeederData) -> None:
@@ -113,6 +114,10 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
     if not voltage_dependent_loads:
         vdep_p = {n: 0.0 for n in vdep_p}
         vdep_q = {n: 0.0 for n in vdep_q}
+    nodes, p_map, q_map = data.load_matrix()
+    # Voltage sensitivity of the loads (kW and kvar per unit of w), from the nominal loads.
+    sens_p = {n: vdep_p[n] * p for n, p in zip(nodes, p_map.sum(axis=1))}
+    sens_q = {n: vdep_q[n] * q for n, q in zip(nodes, q_map.sum(axis=1))}
     cap_kvar: dict[Node, float] = {}
     for cap in data.capacitors:
         for ph, kvar in zip(cap.phases, cap.kvar):
@@ -123,8 +128,8 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
         n = (bus, ph)
         p, q = 0.0, 0.0
         if n in loaded:
-            p = b.p_load[bus, ph, t] * (1 - vdep_p[n] + vdep_p[n] * b.w[bus, ph, t])
-            q = b.q_load[bus, ph, t] * (1 - vdep_q[n] + vdep_q[n] * b.w[bus, ph, t])
+            p = b.p_load[bus, ph, t] + (sens_p[n] * (b.w[bus, ph, t] - 1) if sens_p[n] else 0.0)
+            q = b.q_load[bus, ph, t] + (sens_q[n] * (b.w[bus, ph, t] - 1) if sens_q[n] else 0.0)
         if n in cap_kvar:
             q = q - cap_kvar[n] * (b.w[bus, ph, t] if voltage_dependent_loads else 1.0)
         if n in p_injection:
@@ -161,20 +166,17 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
         parent[br.to_bus] = br.from_bus
         for i, ph in enumerate(br.phases):
             drop[(br.to_bus, ph)] = [(psi, 2.0 * zt[i, k].real, 2.0 * zt[i, k].imag) for k, psi in enumerate(br.phases)]
-    ratio_nodes = set(b.ratio_nodes)
-
     def voltage_drop(_, bus, ph, t):
-        upstream = b.w[parent[bus], ph, t]
-        if (bus, ph) in ratio_nodes:
-            upstream = b.ratio[bus, ph] ** 2 * upstream
-        return b.w[bus, ph, t] == upstream - sum(
+        ratio = b.ratio.get((bus, ph), 1.0)
+        return b.w[bus, ph, t] == ratio ** 2 * b.w[parent[bus], ph, t] - sum(
             cp * b.P[bus, psi, t] + cq * b.Q[bus, psi, t] for psi, cp, cq in drop[(bus, ph)])
 
     b.voltage_drop = pyo.Constraint(b.flow_nodes, b.T, rule=voltage_drop)
+    b.voltage_drop_rule = voltage_drop  # `set_ratios` rebuilds rows with it
 
 
-def constraints_voltage_limits(b: pyo.Block, data: FeederData, dt_hours: float = 1.0,
-                               exclude_buses: Iterable[str] = ()) -> None:
+def constraints_voltage_limits(b: pyo.Block, data: FeederData, v_min: float = 0.95, v_max: float = 1.05,
+                               dt_hours: float = 1.0, exclude_buses: Iterable[str] = ()) -> None:
     """Soft limits v_min^2 - s_lo <= w <= v_max^2 + s_hi on every node (the source bus, which
     belongs to the transmission side, excepted). b.voltage_violation sums the slacks (pu^2 h)."""
     skip = {data.source_bus, *exclude_buses}
@@ -182,9 +184,9 @@ def constraints_voltage_limits(b: pyo.Block, data: FeederData, dt_hours: float =
     b.s_v_hi = pyo.Var(b.limited_nodes, b.T, bounds=(0.0, None))
     b.s_v_lo = pyo.Var(b.limited_nodes, b.T, bounds=(0.0, None))
     b.v_upper = pyo.Constraint(b.limited_nodes, b.T,
-                               rule=lambda _, bus, ph, t: b.w[bus, ph, t] - b.s_v_hi[bus, ph, t] <= b.v_max ** 2)
+                               rule=lambda _, bus, ph, t: b.w[bus, ph, t] - b.s_v_hi[bus, ph, t] <= v_max ** 2)
     b.v_lower = pyo.Constraint(b.limited_nodes, b.T,
-                               rule=lambda _, bus, ph, t: b.w[bus, ph, t] + b.s_v_lo[bus, ph, t] >= b.v_min ** 2)
+                               rule=lambda _, bus, ph, t: b.w[bus, ph, t] + b.s_v_lo[bus, ph, t] >= v_min ** 2)
     b.voltage_violation = pyo.Expression(expr=dt_hours * pyo.quicksum(
         b.s_v_hi[n, t] + b.s_v_lo[n, t] for n in b.limited_nodes for t in b.T))
 
@@ -204,16 +206,38 @@ def polygon_sides(sides: int, half: bool = False) -> list[tuple[float, float, fl
     return out
 
 
+def downstream_kva(data: FeederData, extra_kva: Mapping[Node, float] | None = None) -> dict[Node, float]:
+    """Per branch phase (keyed by its child node), the sum of |S| of the nominal loads and of
+    `extra_kva` (e.g. DER ratings) at and below it: a bound on its flow at nominal load."""
+    total: dict[Node, float] = {n: 0.0 for n in data.nodes}
+    for ld in data.loads:
+        for k, ph in enumerate(ld.phases):
+            total[(ld.bus, ph)] += float(abs(complex(ld.p_kw[k], ld.q_kvar[k])))
+    for n, kva in (extra_kva or {}).items():
+        total[n] += kva
+    for br in reversed(data.branches):  # children before parents (breadth-first order reversed)
+        for ph in br.phases:
+            if (br.from_bus, ph) in total:
+                total[(br.from_bus, ph)] += total[(br.to_bus, ph)]
+    return {(br.to_bus, ph): total[(br.to_bus, ph)] for br in data.branches for ph in br.phases}
+
+
 def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt_hours: float = 1.0,
                               kinds: Iterable[str] = ("line", "transformer", "regulator"),
-                              scale: float = 1.0) -> None:
+                              screen: float | None = 2.0, extra_kva: Mapping[Node, float] | None = None) -> None:
     """Soft per-phase apparent-power limits |S| <= rating, as the regular polygon inscribed in
     the circle (HiGHS takes no quadratic constraints; see `polygon_sides`):
     P cos(a_k) + Q sin(a_k) <= r rating + slack. b.flow_violation sums the slacks (kVA h).
-    Switches are left out by default (their ratings are nominal)."""
+
+    Switches are left out by default (their ratings are nominal). With `screen`, a branch
+    phase is limited only if `screen` x its downstream nominal load plus DER ratings
+    (`downstream_kva`) reaches its rating: on a feeder most laterals can never be loaded
+    near their rating, and each limit costs `sides` rows per period."""
     kinds = set(kinds)
-    rating = {(br.to_bus, p): br.rating_kva * scale
-              for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases}
+    reach = downstream_kva(data, extra_kva) if screen is not None else {}
+    rating = {(br.to_bus, p): br.rating_kva
+              for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases
+              if screen is None or screen * reach[(br.to_bus, p)] >= br.rating_kva}
     polygon = polygon_sides(sides)
     b.limited_flows = pyo.Set(initialize=list(rating), dimen=2, ordered=True)
     b.sides = pyo.Set(initialize=range(len(polygon)), ordered=True)
@@ -247,15 +271,24 @@ def set_node_loads(b: pyo.Block, nodes: list[Node], p_kw: np.ndarray, q_kvar: np
             b.q_load[bus, ph, t] = float(q_kvar[i, k])
 
 
-def set_ratios(b: pyo.Block, data: FeederData) -> None:
-    """Copy the branch ratios (taps) in `data` into the model."""
+def set_ratios(b: pyo.Block, data: FeederData) -> list:
+    """Copy the branch ratios (taps) in `data` into the model; returns the voltage-drop
+    constraints that changed (a persistent solver must be told, see
+    `PersistentHighs.replace_constraints`)."""
+    changed = []
     for br in data.branches:
         for p, r in zip(br.phases, br.ratio):
-            if (br.to_bus, p) in b.ratio:
-                b.ratio[br.to_bus, p] = float(r)
+            key = (br.to_bus, p)
+            if key in b.ratio and b.ratio[key] != float(r):
+                b.ratio[key] = float(r)
+                for t in b.T:
+                    con = b.voltage_drop[br.to_bus, p, t]
+                    con.set_value(b.voltage_drop_rule(b, br.to_bus, p, t))
+                    changed.append(con)
+    return changed
 
 
-def voltages(b: pyo.Block, w_values: Mapping) -> dict[Node, np.ndarray]:
+def voltages(b: pyo.Block, w_values) -> dict[Node, np.ndarray]:
     """Voltage magnitudes (pu) per node and period from solved w values (keyed like b.w)."""
     periods = list(b.T)
     return {(bus, ph): np.sqrt(np.maximum([w_values[b.w[bus, ph, t]] for t in periods], 0.0)) for bus, ph in b.nodes}
@@ -285,7 +318,7 @@ def snapshot(data: FeederData, v_source: float = 1.0, load_levels: np.ndarray | 
     result = solver.solve()
     if not result.optimal:
         raise RuntimeError(f"LinDist3Flow snapshot of {data.name}: {result.status}")
-    solver.load([b.w, b.P, b.Q])
+    solver.load([b.w, b.P, b.Q])  # the head powers are expressions of these
     return {
         "v_pu": {(bus, ph): math.sqrt(max(pyo.value(b.w[bus, ph, 0]), 0.0)) for bus, ph in b.nodes},
         "p_head_kw": {ph: pyo.value(b.p_head[ph, 0]) for ph in b.head_phases},

@@ -31,7 +31,9 @@ def constraints_head_voltage(b: pyo.Block, data: FeederData) -> None:
 
 def parameters_multiplier(b: pyo.Block, multiplier: float = 1.0) -> None:
     """How many identical copies of the feeder stand behind its boundary bus (mutable: the
-    co-simulation fixes 'match_bus_load' multipliers only after the first feeder solve)."""
+    co-simulation fixes 'match_bus_load' multipliers only after the first feeder solve).
+    Cost terms use the Param; the boundary rows take its value as a constant coefficient
+    (see `set_multiplier`)."""
     b.multiplier = pyo.Param(mutable=True, initialize=multiplier)
 
 
@@ -40,13 +42,31 @@ def constraints_boundary_power(m: pyo.Block, transmission: pyo.Block,
     """Transmission boundary load (MW) = sum of multiplier x feeder substation P (kW) / 1000.
 
     `transmission.boundary_mw[bus, t]` are the boundary load variables of the DC-OPF
-    (see `coordination.transmission.variables_boundary_load`); every feeder block needs
-    b.multiplier and b.p_sub[t]."""
+    (see `coordination.transmission.variables_transmission`); every feeder block needs
+    b.multiplier and b.p_sub[t]. The multipliers enter as numbers, not as Params: a mutable
+    coefficient would be re-sent to HiGHS at every solve and cost it its factorisation."""
     def rule(_, bus, t):
         return transmission.boundary_mw[bus, t] == pyo.quicksum(
-            fb.multiplier * fb.p_sub[t] for fb in feeders_at_bus[bus]) / 1000.0
+            pyo.value(fb.multiplier) * fb.p_sub[t] for fb in feeders_at_bus[bus]) / 1000.0
 
     m.boundary_power = pyo.Constraint(transmission.boundary_buses, transmission.T, rule=rule)
+    m.boundary_power_rule = rule
+    m.feeders_at_bus = dict(feeders_at_bus)
+    m.boundary_power_periods = list(transmission.T)
+
+
+def set_multiplier(m: pyo.Block, fb: pyo.Block, multiplier: float) -> list:
+    """Change a feeder's multiplier; returns the boundary constraints rewritten with it (for
+    `PersistentHighs.replace_constraints`)."""
+    fb.multiplier = float(multiplier)
+    changed = []
+    for bus, blocks in m.feeders_at_bus.items():
+        if any(blk is fb for blk in blocks):
+            for t in m.boundary_power_periods:
+                con = m.boundary_power[bus, t]
+                con.set_value(m.boundary_power_rule(m, bus, t))
+                changed.append(con)
+    return changed
 
 
 def set_head_voltage(b: pyo.Block, v_pu) -> None:

@@ -119,7 +119,7 @@ def transmission_data(net, ramp_mw_per_h: dict[str, float] | None = None,
     work = copy.deepcopy(net)  # rundcpp writes result tables; the caller's net stays as it was
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pp.rundcpp(work)
+        pp.rundcpp(work, numba=False)
     ppc = work._ppc
     lookup_bus = work._pd2ppc_lookups["bus"]
     base_mva = float(ppc["baseMVA"])
@@ -157,7 +157,7 @@ def transmission_data(net, ramp_mw_per_h: dict[str, float] | None = None,
                 name=f"{element}:{index}",
                 from_bus=ppc_to_bus[int(br[0].real)],
                 to_bus=ppc_to_bus[int(br[1].real)],
-                x_pu=float(br[3].real) * tap,  # makeBdc: b = 1 / (x * tap)
+                x_pu=float(br[3].real * tap),  # makeBdc: b = 1 / (x * tap)
                 r_pu=float(br[2].real),
                 shift_rad=math.radians(float(br[9].real)),
                 rating_mw=rating,

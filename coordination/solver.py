@@ -1,17 +1,23 @@
 """HiGHS through pyomo's persistent interface: build once, update Params, re-solve.
 
 `pyomo.contrib.solver`'s "highs" (the successor of APPSI's appsi_highs; both work with
-pyomo 6.10.1 and highspy 1.15.1, this one is a little faster here) keeps the HiGHS model
-alive between solves. On a re-solve it only pushes the changed mutable Params (right-hand
-sides, bounds and coefficients) into HiGHS, which then warm-starts LPs from the last basis.
+pyomo 6.10.1 and highspy 1.15.1) turns the pyomo model into a live HiGHS model once,
+and records which row and column bounds depend on which mutable Params. Re-solves then
+need only those bounds re-sent; HiGHS warm-starts LPs from its last basis.
 
-Models built here change only through mutable Params, so the automatic checks for new or
-removed components, changed constraints, variables, named expressions and objectives are
-switched off: they walk the whole model on every solve. Call `PersistentHighs.rebuild()`
-after changing the model's structure.
+The interface's own re-solve path costs more than the solve itself on large LPs: every
+call re-indexes its constraint maps, and every Param-dependent bound is sent with its own
+call. `PersistentHighs` therefore lets the interface build the model (`set_instance`) and
+then drives the highspy object directly: the Param-dependent row and column bounds the
+interface recorded are re-evaluated and sent in one vectorised call each, HiGHS runs, and
+only the requested columns are read back, as numpy arrays or linear forms evaluated on
+the solution vector. This uses the interface's bookkeeping attributes (pinned pyomo
+6.10.1), checked by the tests against the interface's own results.
 
-Solutions are not loaded into the model wholesale: `load` and `values` read back only
-the variables asked for.
+Mutable Params are best kept out of constraint coefficients: HiGHS drops its
+factorisation when a coefficient changes, making warm re-solves several times slower
+(they are still supported, sent one by one). Params in right-hand sides, variable bounds
+and the objective are cheap. Rewritten constraints go through `replace_constraints`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import highspy
+import numpy as np
 import pyomo.environ as pyo
-from pyomo.common.timing import HierarchicalTimer
-from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
-from pyomo.contrib.solver.solvers.highs import Highs
+from pyomo.common.collections import ComponentMap
+from pyomo.contrib.solver.solvers.highs import Highs, _MutableConstraintBounds
+from pyomo.repn import generate_standard_repn
 
 
 @dataclass
@@ -31,20 +39,32 @@ class SolveStats:
     status: str  # "optimal", "infeasible", "unbounded", "time limit", ...
     optimal: bool
     objective: float | None
-    solve_s: float  # wall time of the whole solve call (update + HiGHS + result status)
-    highs_s: float  # time inside HiGHS' run
-    update_s: float  # pushing changed Params into HiGHS (or building the HiGHS model, first time)
+    solve_s: float  # the whole call: update + HiGHS + fetching the solution vector
+    highs_s: float  # inside HiGHS' run
+    update_s: float  # sending changed Params to HiGHS (first solve: building the HiGHS model)
     first: bool  # the solve that built the HiGHS model
 
 
 _STATUS = {
-    TerminationCondition.convergenceCriteriaSatisfied: "optimal",
-    TerminationCondition.provenInfeasible: "infeasible",
-    TerminationCondition.infeasibleOrUnbounded: "infeasible or unbounded",
-    TerminationCondition.unbounded: "unbounded",
-    TerminationCondition.maxTimeLimit: "time limit",
-    TerminationCondition.iterationLimit: "iteration limit",
+    highspy.HighsModelStatus.kOptimal: "optimal",
+    highspy.HighsModelStatus.kInfeasible: "infeasible",
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible or unbounded",
+    highspy.HighsModelStatus.kUnbounded: "unbounded",
+    highspy.HighsModelStatus.kTimeLimit: "time limit",
+    highspy.HighsModelStatus.kIterationLimit: "iteration limit",
 }
+
+
+@dataclass
+class LinearForm:
+    """A linear expression as columns, coefficients and a (possibly Param-dependent) constant."""
+
+    cols: np.ndarray
+    coefs: np.ndarray
+    constant: object
+
+    def value(self, x: np.ndarray) -> float:
+        return float(pyo.value(self.constant) + self.coefs @ x[self.cols])
 
 
 class PersistentHighs:
@@ -53,77 +73,181 @@ class PersistentHighs:
     def __init__(self, model: pyo.Block, time_limit: float | None = None, mip_rel_gap: float | None = None,
                  options: dict | None = None):
         self.model = model
-        self.solver = Highs()
-        config = self.solver.config
+        self.interface = Highs()
+        config = self.interface.config
         config.load_solutions = False
         config.raise_exception_on_nonoptimal_result = False
-        config.time_limit = time_limit
-        config.rel_gap = mip_rel_gap
-        config.solver_options = dict(options or {})
-        updates = config.auto_updates
-        for name in ("check_for_new_or_removed_constraints", "check_for_new_or_removed_vars",
-                     "check_for_new_or_removed_params", "check_for_new_objective", "update_constraints",
-                     "update_vars", "update_named_expressions", "update_objective"):
-            setattr(updates, name, False)
-        updates.update_parameters = True
-        self._built = False
-        self._results = None
+        self.options = {"output_flag": False, **(options or {})}
+        if time_limit is not None:
+            self.options["time_limit"] = float(time_limit)
+        if mip_rel_gap is not None:
+            self.options["mip_rel_gap"] = float(mip_rel_gap)
+        self.highs: highspy.Highs | None = None
+        self._x = np.empty(0)
+        self._row_dual = np.empty(0)
+        self._dual_valid = False
+
+    # -- building and updating --------------------------------------------------------------
+    def _build(self) -> None:
+        self.interface.set_instance(self.model)
+        self.highs = self.interface._solver_model
+        for key, value in self.options.items():
+            self.highs.setOptionValue(key, value)
+        self._index()
+
+    def _index(self) -> None:
+        """Where the Param-dependent bounds sit: rows and columns, with their expressions."""
+        it = self.interface
+        rows, row_lo, row_hi, others = [], [], [], []
+        for con, helpers in it._mutable_helpers.items():
+            for helper in helpers:
+                if isinstance(helper, _MutableConstraintBounds):
+                    rows.append(it._pyomo_con_to_solver_con_map[con])
+                    row_lo.append(helper.lower_expr)
+                    row_hi.append(helper.upper_expr)
+                else:  # Param-dependent coefficients: rare, sent one by one
+                    others.append(helper)
+        self._rows = np.array(rows, dtype=np.int32)
+        self._row_lo, self._other_helpers = row_lo, others
+        # Equality rows carry one expression for both bounds: evaluate it once.
+        self._row_split = np.array([lo is not hi for lo, hi in zip(row_lo, row_hi)], dtype=bool)
+        self._row_hi = [hi for hi, split in zip(row_hi, self._row_split) if split]
+        cols, col_lo, col_hi = [], [], []
+        for var_id, (_, helper) in it._mutable_bounds.items():
+            cols.append(it._pyomo_var_to_solver_var_map[var_id])
+            col_lo.append(helper.lower_expr)
+            col_hi.append(helper.upper_expr)
+        self._cols = np.array(cols, dtype=np.int32)
+        self._col_lo, self._col_hi = col_lo, col_hi
+
+    def push_parameters(self) -> None:
+        """Re-evaluate every Param-dependent bound and send them to HiGHS."""
+        if len(self._rows):
+            lo = _evaluate(self._row_lo)
+            hi = lo.copy()
+            hi[self._row_split] = _evaluate(self._row_hi)
+            self.highs.changeRowsBounds(len(self._rows), self._rows, lo, hi)
+        if len(self._cols):
+            self.highs.changeColsBounds(len(self._cols), self._cols, _evaluate(self._col_lo), _evaluate(self._col_hi))
+        for helper in self._other_helpers:
+            helper.update()
+        self.interface._mutable_objective.update()
+
+    def replace_constraints(self, constraints: list) -> None:
+        """Tell HiGHS about constraints whose expressions were rewritten (set_value)."""
+        if self.highs is not None and constraints:
+            self.interface.remove_constraints(constraints)
+            self.interface.add_constraints(constraints)
+            self._index()  # rows moved
+
+    def replace_objective(self) -> None:
+        """Tell HiGHS about a rewritten objective."""
+        if self.highs is not None:
+            self.interface.set_objective(self.model.component_data_objects(pyo.Objective, active=True).__next__())
+
+    def set_integer(self, variables, integer: bool = True) -> None:
+        """Make the given (continuous, bounded) variables integer in HiGHS or back again, without
+        touching the pyomo model (for relax-and-check: an LP first, a MIP only when needed)."""
+        cols = self.positions(variables).astype(np.int32)
+        kind = highspy.HighsVarType.kInteger if integer else highspy.HighsVarType.kContinuous
+        self.highs.changeColsIntegrality(len(cols), cols, np.array([kind] * len(cols)))
+
+    def set_bounds(self, variables, lower, upper) -> None:
+        """Change variable bounds in HiGHS only (the pyomo model keeps its own), e.g. to fix
+        a battery's direction for one re-solve."""
+        cols = self.positions(variables).astype(np.int32)
+        lo = np.broadcast_to(np.asarray(lower, dtype=float), cols.shape).copy()
+        hi = np.broadcast_to(np.asarray(upper, dtype=float), cols.shape).copy()
+        self.highs.changeColsBounds(len(cols), cols, lo, hi)
 
     def rebuild(self) -> None:
-        """Rebuild the HiGHS model on the next solve (after structural changes)."""
-        self._built = False
+        """Build the HiGHS model anew on the next solve (after other structural changes)."""
+        self.highs = None
 
-    def solve(self) -> SolveStats:
-        timer = HierarchicalTimer()
-        first = not self._built
+    # -- solving ------------------------------------------------------------------------------
+    def solve(self, push: bool = True) -> SolveStats:
+        """Solve; `push=False` skips re-sending the Params (nothing changed since the last solve)."""
         start = time.perf_counter()
+        first = self.highs is None
         if first:
-            self.solver.set_instance(self.model)  # timed as "update" below
-            self._built = True
-        built = time.perf_counter()
-        results = self.solver.solve(self.model, timer=timer)
-        wall = time.perf_counter() - start
-        self._results = results
-        highs = _timer_total(timer, "optimize")
-        update = (built - start) + _timer_total(timer, "update")
-        ok = results.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible)
-        status = _STATUS.get(results.termination_condition, str(results.termination_condition.name))
-        if status == "time limit" and ok:
-            status = "time limit (feasible)"
-        return SolveStats(status, results.termination_condition == TerminationCondition.convergenceCriteriaSatisfied,
-                          results.incumbent_objective, wall, highs, update, first)
+            self._build()
+        elif push:
+            self.push_parameters()
+        updated = time.perf_counter()
+        self.highs.run()
+        ran = time.perf_counter()
+        status = self.highs.getModelStatus()
+        info = self.highs.getInfo()
+        solution = self.highs.getSolution()
+        feasible = info.primal_solution_status == 2
+        self._x = np.asarray(solution.col_value) if feasible else np.empty(0)
+        self._dual_valid = bool(solution.dual_valid) and info.mip_node_count == -1
+        self._row_dual = np.asarray(solution.row_dual) if self._dual_valid else np.empty(0)
+        name = _STATUS.get(status, self.highs.modelStatusToString(status))
+        if name == "time limit" and feasible:
+            name = "time limit (feasible)"
+        optimal = status == highspy.HighsModelStatus.kOptimal
+        return SolveStats(name, optimal, info.objective_function_value if feasible else None,
+                          time.perf_counter() - start, ran - updated, updated - start, first)
 
-    def values(self, variables: Iterable) -> dict:
-        """Solution values of the given variables (VarData or indexed Vars), keyed by VarData."""
+    # -- reading the solution -------------------------------------------------------------------
+    def positions(self, variables: Iterable) -> np.ndarray:
+        """Column of each variable (a Var, or an iterable of VarData or Vars, flattened in order)."""
+        var_map = self.interface._pyomo_var_to_solver_var_map
+        return np.array([var_map[id(v)] for v in _flatten(variables)], dtype=np.int64)
+
+    def solution(self) -> np.ndarray:
+        """The whole solution vector (by column)."""
+        return self._x
+
+    def linear(self, expr) -> LinearForm:
+        """A linear expression of the model as a form to evaluate on solution vectors."""
+        repn = generate_standard_repn(expr, compute_values=False, quadratic=False)
+        if repn.nonlinear_expr is not None:
+            raise ValueError("not a linear expression")
+        var_map = self.interface._pyomo_var_to_solver_var_map
+        cols = np.array([var_map[id(v)] for v in repn.linear_vars], dtype=np.int64)
+        coefs = np.array([pyo.value(c) for c in repn.linear_coefs], dtype=float)
+        return LinearForm(cols, coefs, repn.constant)
+
+    def values(self, variables: Iterable) -> ComponentMap:
+        """Solution values of the given variables, keyed by VarData (which are not hashable)."""
         flat = list(_flatten(variables))
-        return dict(self._results.solution_loader.get_vars(flat).items()) if flat else {}
+        x = self._x[self.positions(flat)] if flat else []
+        return ComponentMap(zip(flat, (float(v) for v in x)))
 
     def load(self, variables: Iterable) -> None:
         """Load the solution values of only these variables into the model (so Expressions over
         them can be evaluated with pyo.value)."""
         flat = list(_flatten(variables))
-        if flat:
-            self._results.solution_loader.load_vars(flat)
+        for var, x in zip(flat, self._x[self.positions(flat)]):
+            var.set_value(float(x), skip_validation=True)
 
-    def duals(self, constraints: Iterable) -> dict:
-        """Duals of the given constraints (LPs only), keyed by ConstraintData: the change of the
-        objective per unit increase of the constraint's right-hand side."""
-        flat = []
+    def duals(self, constraints: Iterable) -> ComponentMap:
+        """Duals of the given constraints (LPs only): the change of the objective per unit
+        increase of the constraint's right-hand side."""
+        if not self._dual_valid:
+            raise RuntimeError("no duals: the last solve was not an LP solved to optimality")
+        con_map = self.interface._pyomo_con_to_solver_con_map
+        out = ComponentMap()
         for c in constraints:
-            flat.extend(c.values() if c.is_indexed() else [c])
-        return dict(self._results.solution_loader.get_duals(flat).items())
+            for con in (c.values() if c.is_indexed() else [c]):
+                out[con] = float(self._row_dual[con_map[con]])
+        return out
 
 
-def _flatten(variables: Iterable):
+def _evaluate(exprs: list) -> np.ndarray:
+    # Most bounds are a bare Param (or a number): read them without the expression walker.
+    return np.fromiter((e if e.__class__ is float else e.value if hasattr(e, "is_parameter_type")
+                        and e.is_parameter_type() else pyo.value(e) for e in exprs), dtype=float, count=len(exprs))
+
+
+def _flatten(variables):
+    """VarData from a Var (indexed or not) or an iterable of them."""
+    if hasattr(variables, "is_indexed"):
+        variables = [variables]
     for v in variables:
         if v.is_indexed():
             yield from v.values()
         else:
             yield v
-
-
-def _timer_total(timer: HierarchicalTimer, name: str) -> float:
-    try:
-        return float(timer.get_total_time(name))
-    except (KeyError, RuntimeError):
-        return 0.0

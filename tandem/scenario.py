@@ -20,11 +20,13 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -46,7 +48,7 @@ class ScenarioError(ValueError):
     """A scenario that cannot be run; the message is one line naming the culprit."""
 
 
-def _parse_duration(value: object) -> pd.Timedelta:
+def _parse_duration(value: object, allow_zero: bool = False) -> pd.Timedelta:
     """Durations must carry units ('5min', '300s', '2d'); bare numbers are ambiguous."""
     if isinstance(value, pd.Timedelta):
         return value
@@ -60,8 +62,8 @@ def _parse_duration(value: object) -> pd.Timedelta:
         parsed = pd.Timedelta(value)
     except ValueError:
         raise ValueError(f"cannot read {value!r} as a duration; use units such as '5min', '300s', '2d'") from None
-    if parsed <= pd.Timedelta(0):
-        raise ValueError(f"duration must be positive (got {value!r})")
+    if parsed < pd.Timedelta(0) or (parsed == pd.Timedelta(0) and not allow_zero):
+        raise ValueError(f"duration must be {'zero or ' if allow_zero else ''}positive (got {value!r})")
     return parsed
 
 
@@ -70,6 +72,21 @@ Duration = Annotated[
     BeforeValidator(_parse_duration),
     PlainSerializer(lambda td: td.isoformat(), return_type=str),
 ]
+NonNegativeDuration = Annotated[
+    pd.Timedelta,
+    BeforeValidator(lambda value: _parse_duration(value, allow_zero=True)),
+    PlainSerializer(lambda td: td.isoformat(), return_type=str),
+]
+
+
+def _check_time_zone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use IANA names such as 'Europe/Berlin' or 'UTC')") from None
+    return value
 
 
 def _check_profile(value: object) -> str:
@@ -96,7 +113,9 @@ class ProfileFile(_Strict):
     start: datetime | None = Field(None, description="for files of bare values: time of the first value")
     resolution: Duration | None = Field(None, description="for files of bare values: their spacing, with units")
     units: str | None = Field(None, description="units of the values, when the column name carries none (e.g. 'kW', 'W/m2', 'pu')")
-    tz: str | None = Field(None, description="time zone of naive timestamps in the file (e.g. 'Europe/Berlin')")
+    tz: Annotated[str | None, AfterValidator(_check_time_zone)] = Field(
+        None, description="time zone of naive timestamps in the file (e.g. 'Europe/Berlin')"
+    )
 
 
 class TransmissionSpec(_Strict):
@@ -189,7 +208,7 @@ class DiversitySpec(_Strict):
 
     enabled: bool = True
     scale_sigma: float = Field(0.1, ge=0, le=1, description="spread of the per-load scale factors (lognormal sigma)")
-    max_shift: Duration = Field(pd.Timedelta("30min"), description="largest time shift of a load's profile, with units")
+    max_shift: NonNegativeDuration = Field(pd.Timedelta("30min"), description="largest time shift of a load's profile, with units (0 for scaling only)")
 
 
 class FeederSpec(_Strict):
@@ -390,15 +409,21 @@ def _read_mapping(path: Path) -> dict:
 
 
 def describe_validation_error(source: str, exc: ValidationError) -> str:
-    """One line naming each offending key, e.g. `x.yaml: time.step: ...`."""
+    """One line naming each offending key, e.g. `x.yaml: time.step: ...`. For a key that takes
+    one of two forms (a profile name or a file), the form the value was not meant as is left out."""
+    errors = exc.errors()
+    if len(errors) > 1:
+        wrong_form = lambda e: e["type"] in ("model_type", "dict_type") or e["msg"] == "Value error, a built-in profile is named by a string"  # noqa: E731
+        errors = [e for e in errors if not wrong_form(e)] or errors
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+    for err in errors:
+        # pydantic names union branches in the location ('ProfileFile', 'function-before[...]'): not keys
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p[:1].isupper())))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return f"{source}: " + "; ".join(parts)
+    return f"{source}: " + "; ".join(dict.fromkeys(parts))
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:

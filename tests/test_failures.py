@@ -56,6 +56,8 @@ def _scenario_file(tmp_path: Path, **changes) -> Path:
         ({"coupling__max_iterations": 1}, "coupling.max_iterations"),
         ({"feeders__2__bus": "7"}, "feeders.2.bus_load: 'add' but feeders.0 at the same bus 6 says 'replace'"),
         ({"transmission__network": "broken.json"}, "transmission.network: cannot load"),
+        ({"feeders__0__load_profile": {"file": "x.csv", "tz": "Mars/Olympus"}}, "feeders.0.load_profile.tz: unknown time zone 'Mars/Olympus'"),
+        ({"feeders__0__load_profile": {"fil": "x.csv"}}, "feeders.0.load_profile.fil: unknown key"),
     ],
 )
 def test_bad_scenarios_are_rejected_before_anything_starts(tmp_path, changes, expected):

@@ -228,3 +228,12 @@ def test_network_summary_is_cached_and_follows_file_changes(tmp_path, monkeypatc
     net.load.loc[net.load.bus == 6, "p_mw"] = 50.0
     pp.to_json(net, str(path))  # a changed file is a new key
     assert network_summary(str(path)).load_at(6) == pytest.approx(50.0)
+
+
+def test_diversity_by_scaling_alone_and_clean_profile_errors():
+    scenario = load_scenario(SMALL, {"feeders": [{"name": "f", "model": "ieee13", "bus": 6,
+                                                  "load_diversity": {"max_shift": "0min"}}]})
+    assert scenario.feeders[0].load_diversity.max_shift == pd.Timedelta(0)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(SMALL, {"feeders": [{"name": "f", "model": "ieee13", "bus": 6, "load_profile": "lunar"}]})
+    assert str(err.value).endswith("feeders.0.load_profile: unknown load profile 'lunar'; built-in profiles: residential, commercial, system, flat")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Literal
 
 import numpy as np
@@ -210,6 +211,11 @@ def read_profile(
     The source unit is the bracketed unit in the column name or `units`; with
     `expected_units` the values are converted to it. `series.attrs` holds `units` and `source`.
     """
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ProfileError(f"{path}: unknown time zone {tz!r} (use IANA names such as 'Europe/Berlin')") from None
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"profile file not found: {path}")

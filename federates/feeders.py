@@ -99,14 +99,15 @@ class FeederGroupFederate:
             model.run(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
             p, q = model.substation_power()
             losses = model.losses()
-            stats = model.voltage_stats()
+            nodes = model.node_voltages()
+            stats = model.voltage_stats(nodes)
             ders = names.pack_ders(model.fleet.readings(k))
             self.dss_seconds += time.perf_counter() - started
             publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum(), *losses))
             publish_vector(self.pub_voltages[i], stats)
             publish_vector(self.pub_ders[i], ders)
             if self.record_nodes:
-                publish_vector(self.pub_nodes[i], model.node_voltages())
+                publish_vector(self.pub_nodes[i], nodes)
         publish_vector(self.pub_timing, (self.dss_seconds,))
 
     def _end_step(self) -> None:

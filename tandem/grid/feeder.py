@@ -145,10 +145,11 @@ class FeederModel:
         watts, vars_ = self.dss.Circuit.Losses()
         return watts / 1000.0, vars_ / 1000.0
 
-    def voltage_stats(self) -> tuple[float, int, float, int, int, float]:
+    def voltage_stats(self, v: np.ndarray | None = None) -> tuple[float, int, float, int, int, float]:
         """Lowest and highest node voltage (pu) with their indices into `node_names`, the count of
-        nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus."""
-        v = self.node_voltages()
+        nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus;
+        `v` is node_voltages() when the caller already has it."""
+        v = self.node_voltages() if v is None else v
         lo, hi = int(np.argmin(v)), int(np.argmax(v))
         outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
         self.dss.Circuit.SetActiveBus(self.head_bus)

@@ -28,6 +28,7 @@ from coordination.distribution import (
     constraints_voltage_limits,
     parameters_feeder,
     set_load_forecast,
+    set_held_voltage,
     set_node_loads,
     set_ratios,
     variables_lindist3flow,
@@ -76,6 +77,9 @@ class Options:
     #                   first LP's objective, a lower bound on the MIP's.
     battery_binaries: str = "relax-and-fix"
     voltage_dependent_loads: bool = True
+    # Regulators as fixed ratios ("fixed_ratio", updated with `update(ratios=...)`), or
+    # holding the voltage on their load side ("hold", set with `update(held_voltage=...)`).
+    regulators: str = "fixed_ratio"
     feeder_flow_limits: bool = True
     polygon_sides: int = 8
     flow_limit_screen: float | None = 2.0  # see distribution.constraints_branch_limits; None = limit every branch
@@ -133,7 +137,7 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
     variables_lindist3flow(fb, data)
     add_ders(fb, data, setup.ders, periods, options.dt_hours, options.battery_binaries != "mip", options.polygon_sides)
     p_inj, q_inj = der_injections(fb, data)
-    constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads)
+    constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
     constraints_head_voltage(fb, data)
     constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.dt_hours)
     if options.feeder_flow_limits:
@@ -172,6 +176,7 @@ def cost_terms(m: pyo.Block, options: Options) -> dict[str, object]:
         "curtailment": prices.curtailment / 1000.0 * _der_sum(m, "pv", "curtailed_kwh"),
         "battery_degradation": prices.battery_degradation / 1000.0 * _der_sum(m, "battery", "throughput_kwh"),
         "load_shift": prices.load_shift / 1000.0 * _der_sum(m, "flexible", "shifted_kwh"),
+        "reactive": prices.reactive / 1000.0 * (_der_sum(m, "pv", "reactive_kvarh") + _der_sum(m, "battery", "reactive_kvarh")),
         "penalty_unserved": pen.unserved * tb.unserved_mwh,
         "penalty_spilled": pen.spilled * tb.spilled_mwh,
         "penalty_transmission_overload": pen.transmission_overload * tb.flow_violation,
@@ -241,7 +246,8 @@ class CentralizedProblem:
                flexible_baseline_kw: Mapping[str, Mapping[str, object]] | None = None,
                head_voltage: Mapping[str, object] | None = None,
                multipliers: Mapping[str, float] | None = None,
-               ratios: Mapping[str, FeederData] | None = None) -> float:
+               ratios: Mapping[str, FeederData] | None = None,
+               held_voltage: Mapping[str, Mapping[tuple[str, int], float]] | None = None) -> float:
         """Write the latest data into the model's Params; returns the seconds it took.
 
         Per-period values are arrays over the horizon (or one number for all periods).
@@ -249,7 +255,8 @@ class CentralizedProblem:
         [load, period] in the order of `FeederData.loads` (as `FeederModel.load_levels`),
         `node_loads[feeder]` = (nodes, P kW [node, period], Q kvar [node, period]),
         `battery_soc` the measured SOC (0..1, clipped into the unit's limits),
-        `ratios[feeder]` a FeederData with the present regulator taps."""
+        `ratios[feeder]` a FeederData with the present regulator taps, `held_voltage[feeder]`
+        the voltage (pu) each regulator holds, by (bus, phase) (regulators="hold")."""
         start = time.perf_counter()
         m = self.model
         tb = m.transmission
@@ -262,7 +269,9 @@ class CentralizedProblem:
         for name, (nodes, p, q) in (node_loads or {}).items():
             set_node_loads(m.feeders[name], nodes, p, q)
         for name, data in (ratios or {}).items():
-            self.solver.replace_constraints(set_ratios(m.feeders[name], data))
+            self.solver.update_coefficients(set_ratios(m.feeders[name], data))
+        for name, v in (held_voltage or {}).items():
+            set_held_voltage(m.feeders[name], v)
         for name, v in (head_voltage or {}).items():
             set_head_voltage(m.feeders[name], v)
         if multipliers:
@@ -453,6 +462,8 @@ class CentralizedProblem:
                                   self.solver.positions([d.p_dis for d in units]))
         x = self.solver.solution()
         charge, discharge = self._battery_cols
+        if not x.size:
+            return np.zeros(len(charge), dtype=bool)
         return np.minimum(x[charge], x[discharge]) > tol_kw
 
     def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> dict[str, dict]:

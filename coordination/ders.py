@@ -116,8 +116,19 @@ def constraints_pv(d: pyo.Block, unit: PVData, sides: int = 8) -> None:
 
 
 def objective_pv(d: pyo.Block, dt_hours: float) -> None:
-    """d.curtailed_kwh: available energy not used over the horizon."""
+    """d.curtailed_kwh: available energy not used over the horizon; d.reactive_kvarh: see `reactive_use`."""
     d.curtailed_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.available[t] - d.p[t] for t in d.T))
+    reactive_use(d, dt_hours)
+
+
+def reactive_use(d: pyo.Block, dt_hours: float) -> None:
+    """d.reactive_kvarh = sum of |Q| dt over the horizon. Priced, even a little, it makes an
+    inverter's Q zero unless it helps: reactive power is otherwise free in the model, and
+    a free Q is an arbitrary Q, which the (DC) transmission side would not even see."""
+    d.q_abs = pyo.Var(d.T, bounds=(0.0, None))
+    d.q_abs_up = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= d.q[t])
+    d.q_abs_down = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= -d.q[t])
+    d.reactive_kvarh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.q_abs[t] for t in d.T))
 
 
 # -- batteries -----------------------------------------------------------------------------
@@ -158,6 +169,7 @@ def objective_battery(d: pyo.Block, unit: BatteryData, dt_hours: float) -> None:
     """d.throughput_kwh (charged + discharged, for degradation) and d.soc_shortfall_kwh."""
     d.throughput_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.p_ch[t] + d.p_dis[t] for t in d.T))
     d.soc_shortfall_kwh = pyo.Expression(expr=d.soc_short * unit.kwh_rated)
+    reactive_use(d, dt_hours)
 
 
 # -- flexible loads ------------------------------------------------------------------------

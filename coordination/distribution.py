@@ -99,8 +99,15 @@ def variables_lindist3flow(b: pyo.Block, data: FeederData) -> None:
 def constraints_lindist3flow(b: pyo.Block, data: FeederData,
                              p_injection: Mapping[Node, Mapping[int, object]] | None = None,
                              q_injection: Mapping[Node, Mapping[int, object]] | None = None,
-                             voltage_dependent_loads: bool = True) -> None:
+                             voltage_dependent_loads: bool = True, hold_regulated: bool = False) -> None:
     """Lossless per-phase power balance and the linearised voltage drop of every branch.
+
+    Regulators are fixed ratios; with `hold_regulated` they are instead ideal: the voltage
+    on their load side is held at b.w_held[bus, phase] (set with `set_held_voltage`, e.g.
+    from measurements), whatever happens upstream or downstream. That is what a regulator
+    does between its tap moves, and an OPF that instead took the taps as fixed would try to
+    move voltages the regulator then moves back (absorbing Q to lower a voltage makes it
+    tap up).
 
     `p_injection[(bus, phase)][t]` are pyomo expressions (kW, kvar) of what DERs feed in
     there (see `coordination.ders.der_injections`). Also adds the head-of-feeder power
@@ -166,7 +173,13 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
         parent[br.to_bus] = br.from_bus
         for i, ph in enumerate(br.phases):
             drop[(br.to_bus, ph)] = [(psi, 2.0 * zt[i, k].real, 2.0 * zt[i, k].imag) for k, psi in enumerate(br.phases)]
+    held = [(br.to_bus, p) for br in data.branches if br.kind == "regulator" for p in br.phases] if hold_regulated else []
+    b.held_nodes = pyo.Set(initialize=held, dimen=2, ordered=True)
+    b.w_held = pyo.Param(b.held_nodes, mutable=True, initialize=lambda _, bus, ph: b.ratio.get((bus, ph), 1.0) ** 2)
+
     def voltage_drop(_, bus, ph, t):
+        if (bus, ph) in b.held_nodes:
+            return b.w[bus, ph, t] == b.w_held[bus, ph]
         ratio = b.ratio.get((bus, ph), 1.0)
         return b.w[bus, ph, t] == ratio ** 2 * b.w[parent[bus], ph, t] - sum(
             cp * b.P[bus, psi, t] + cq * b.Q[bus, psi, t] for psi, cp, cq in drop[(bus, ph)])
@@ -286,6 +299,14 @@ def set_ratios(b: pyo.Block, data: FeederData) -> list:
                     con.set_value(b.voltage_drop_rule(b, br.to_bus, p, t))
                     changed.append(con)
     return changed
+
+
+def set_held_voltage(b: pyo.Block, v_pu: Mapping[Node, float]) -> None:
+    """The voltage (pu) held by each ideal regulator (see `constraints_lindist3flow`); nodes
+    that are not held are ignored."""
+    for node, v in v_pu.items():
+        if node in b.held_nodes:
+            b.w_held[node] = float(v) ** 2
 
 
 def voltages(b: pyo.Block, w_values) -> dict[Node, np.ndarray]:

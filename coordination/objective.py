@@ -24,6 +24,7 @@ class Prices:
     curtailment: float = 5.0  # PV energy available but not used
     battery_degradation: float = 10.0  # per MWh charged plus discharged
     load_shift: float = 5.0  # per MWh moved up or down
+    reactive: float = 0.5  # per Mvarh of |Q| from PV and battery inverters
 
 
 @dataclass

@@ -140,6 +140,23 @@ class PersistentHighs:
             self.interface.add_constraints(constraints)
             self._index()  # rows moved
 
+    def update_coefficients(self, constraints: list) -> None:
+        """Constraints rewritten (set_value) with new coefficients on the same variables, e.g. a
+        regulator's ratio: changed in place, so rows keep their places and HiGHS its basis
+        (removing and adding them would cost the warm start)."""
+        if self.highs is None or not constraints:
+            return
+        con_map = self.interface._pyomo_con_to_solver_con_map
+        var_map = self.interface._pyomo_var_to_solver_var_map
+        for con in constraints:
+            repn = generate_standard_repn(con.body, quadratic=False, compute_values=True)
+            if repn.constant or not repn.is_linear():
+                self.replace_constraints([con])  # the bounds move too: let pyomo redo the row
+                continue
+            row = con_map[con]
+            for var, coef in zip(repn.linear_vars, repn.linear_coefs):
+                self.highs.changeCoeff(row, var_map[id(var)], float(coef))
+
     def replace_objective(self) -> None:
         """Tell HiGHS about a rewritten objective."""
         if self.highs is not None:
@@ -173,6 +190,9 @@ class PersistentHighs:
             self._build()
         elif push:
             self.push_parameters()
+        if "time_limit" in self.options:
+            # HiGHS measures its time limit on a clock that keeps running across solves.
+            self.highs.setOptionValue("time_limit", self.highs.getRunTime() + self.options["time_limit"])
         updated = time.perf_counter()
         self.highs.run()
         ran = time.perf_counter()

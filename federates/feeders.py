@@ -47,7 +47,8 @@ class FeederGroupFederate:
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltages(m.name), vec, "") for m in self.models
         ]
         self.pub_ders = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_ders(m.name), vec, "") for m in self.models]
-        self.record_nodes = self.scenario.output.node_voltages
+        # The coordinator compares the voltages its OPF predicted with these.
+        self.record_nodes = self.scenario.output.node_voltages or self.scenario.coordination.coordinated
         self.pub_nodes = [
             h.helicsFederateRegisterGlobalPublication(fed, names.feeder_node_voltages(m.name), vec, "pu")
             for m in self.models
@@ -58,7 +59,7 @@ class FeederGroupFederate:
         ]
         self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.feeder_group_timing(self.group), vec, "s")
         self.sub_setpoints = []
-        if self.scenario.coordination.scheme == "external":
+        if self.scenario.coordination.scheme == "external" or self.scenario.coordination.coordinated:
             self.sub_setpoints = [
                 h.helicsFederateRegisterSubscription(fed, names.setpoints(m.name), "") for m in self.models
             ]
@@ -83,9 +84,11 @@ class FeederGroupFederate:
             text = h.helicsInputGetString(sub)
             try:
                 message = json.loads(text)
+                batteries = message.get("battery", {})
                 model.fleet.set_setpoints(
                     pv={name: tuple(v) for name, v in message.get("pv", {}).items()},
-                    batteries=message.get("battery", {}),
+                    batteries={name: v[0] if isinstance(v, list) else v for name, v in batteries.items()},
+                    battery_kvar={name: v[1] for name, v in batteries.items() if isinstance(v, list)},
                     evs=message.get("ev", {}),
                 )
             except (ValueError, KeyError, TypeError) as exc:

@@ -91,10 +91,20 @@ def feeder_group_timing(group: int) -> str:
 
 # Coordinator -> feeders
 def setpoints(feeder: str) -> str:
-    """JSON string {"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw or null},
+    """JSON string {"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw, [p_kw, q_kvar] or null},
     "ev": {name: p_kw}}: DER set-points, kept by the feeder until the next ones arrive. DER names
     are in the feeder's metadata; null returns a battery to its own schedule."""
     return f"coordinator/{feeder}/setpoints"
+
+
+COORDINATOR = "coordinator"
+# Coordinator -> transmission: MW of each row of the network's gen table (NaN: not dispatched).
+GENERATOR_DISPATCH = "coordinator/transmission/dispatch"
+# Coordinator -> recorder: one vector per solve, laid out by `coordinator_record_layout`.
+COORDINATOR_RECORD = "coordinator/record"
+COORDINATOR_METADATA = "coordinator/metadata"  # JSON {scheme, terms, slacks, layout, build_s, sizes}
+# Transmission -> recorder: [generation cost rate (currency/h) at the step's operating point]
+GENERATION_COST = "transmission/generation_cost"
 
 
 def feeder_metadata(feeder: str) -> str:

@@ -128,7 +128,8 @@ def plan_run(
     config_path = run_dir / "federation.json"
     config_path.write_text(config.model_dump_json(indent=2))
 
-    n_federates = 2 + len(groups) + observers
+    coordinated = scenario.coordination.coordinated
+    n_federates = 2 + len(groups) + int(coordinated) + observers
     commands = {
         "broker": [
             helics_broker_executable(),
@@ -144,6 +145,7 @@ def plan_run(
             names.feeder_group(g): [sys.executable, "-m", "federates.feeders", "--config", str(config_path), "--group", str(g)]
             for g in range(len(groups))
         },
+        **({names.COORDINATOR: [sys.executable, "-m", "federates.coordinator", "--config", str(config_path)]} if coordinated else {}),
         names.RECORDER: [sys.executable, "-m", "federates.recorder", "--config", str(config_path)],
     }
     runner_path = run_dir / "runner.json"

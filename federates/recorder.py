@@ -57,6 +57,11 @@ class RecorderFederate:
         self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
         self.sub_feeder_meta = [sub(names.feeder_metadata(f)) for f in self.labels]
         self.sub_nodes = [sub(names.feeder_node_voltages(f)) for f in self.labels] if self.scenario.output.node_voltages else []
+        self.sub_cost = sub(names.GENERATION_COST)
+        self.coordinated = self.scenario.coordination.coordinated
+        if self.coordinated:
+            self.sub_coordinator_meta = sub(names.COORDINATOR_METADATA)
+            self.sub_coordinator = sub(names.COORDINATOR_RECORD)
         h.helicsFederateEnterExecutingMode(fed)
 
     def _request_time(self, t: float) -> None:
@@ -120,12 +125,41 @@ class RecorderFederate:
             Series("transmission/vm_pu", (n_bus,), "pu", ("bus",), "transmission bus voltage magnitudes"),
             Series("transmission/va_deg", (n_bus,), "deg", ("bus",), "transmission bus voltage angles"),
             Series("transmission/loading_percent", (n_br,), "%", ("branch",), "branch loading (current over rating)"),
+            Series("transmission/generation_cost_per_h", (), "1/h", (), "generation cost rate of the step's operating point (network's polynomial costs, currency per hour)"),
             Series("coupling/iterations", (), "", (), "transmission solves in the step (1 in loose coupling)", "i4"),
             Series("coupling/mismatch_pu", (), "pu", (), "largest boundary voltage change between the voltage the feeders used and the final one"),
             Series("coupling/converged", (), "", (), "mismatch within the coupling tolerance", "u1"),
             Series("timing/transmission_power_flow_s", (), "s", (), "wall time of the step's transmission power flows"),
             Series("timing/transmission_wait_s", (), "s", (), "wall time the transmission federate waited on HELICS in the step (feeder solves and exchange)"),
             Series("timing/feeders_opendss_s", (len(self.config.feeder_groups),), "s", ("feeder_process",), "wall time of the step's feeder work in each feeder process: DER and load updates, OpenDSS solves, readings"),
+        ):
+            w.add_series(series)
+        if self.coordinated:
+            self._declare_coordinator()
+
+    def _declare_coordinator(self) -> None:
+        """One row per step; steps without a solve hold NaN (status -1)."""
+        w, meta = self.writer, json.loads(h.helicsInputGetString(self.sub_coordinator_meta))
+        self.coordinator_layout = meta["layout"]
+        terms, slacks = meta["terms"], meta["slacks"]
+        w.add_static("coordinator/term", terms, "", ("term",), "objective terms of the coordinator's OPF")
+        w.add_static("coordinator/slack", slacks, "", ("slack",), "soft limits of the OPF (unit in the name)")
+        for key in ("scheme", "build_s", "n_variables", "n_constraints", "interval_steps", "periods"):
+            w.file.attrs[f"coordinator_{key}"] = meta[key]
+        scalar = lambda name, units, text, dtype="f8": Series(f"coordinator/{name}", (), units, (), text, dtype)  # noqa: E731
+        for series in (
+            scalar("status", "", "solve status after this step: 0 optimal, 1 time limit with a solution, 2 failed (set-points kept), -1 no solve", "i1"),
+            scalar("objective", "", "objective of the solve over its horizon (currency)"),
+            Series("coordinator/cost", (len(terms),), "", ("term",), "each objective term over the solve's horizon (currency), as coordinator/term"),
+            scalar("solve_s", "s", "solver call: update push, HiGHS and status"),
+            scalar("highs_s", "s", "time inside HiGHS"),
+            scalar("update_s", "s", "writing the new forecasts and measurements into the model"),
+            scalar("plan_s", "s", "whole plan: forecasts, update, solve, reading set-points"),
+            scalar("n_variables", "", "variables of the OPF"),
+            scalar("n_constraints", "", "constraints of the OPF"),
+            Series("coordinator/slacks", (len(slacks),), "", ("slack",), "soft-limit use over the horizon, as coordinator/slack"),
+            scalar("voltage_error_max_pu", "pu", "largest |OPF-predicted - OpenDSS-realised (mean over the interval)| feeder node voltage of the previous plan's first interval"),
+            scalar("voltage_error_mean_pu", "pu", "mean of that error over modelled nodes and feeders"),
         ):
             w.add_series(series)
 
@@ -167,7 +201,7 @@ class RecorderFederate:
         iterations, mismatch, converged = vec(self.sub_coupling)
         timing = np.concatenate([vec(self.sub_timing), [vec(s)[0] for s in self.sub_group_timing]])
         step_timing, self._last_timing = timing - self._last_timing, timing
-        return {
+        row = {
             "boundary/vm_pu": vm[self.boundary_pos],
             "boundary/va_deg": va[self.boundary_pos],
             "boundary/p_mw": load[0],
@@ -201,7 +235,24 @@ class RecorderFederate:
             "timing/transmission_power_flow_s": step_timing[0],
             "timing/transmission_wait_s": step_timing[1],
             "timing/feeders_opendss_s": step_timing[2:],
+            "transmission/generation_cost_per_h": vec(self.sub_cost)[0],
         }
+        if self.coordinated:
+            row.update(self._coordinator_row())
+        return row
+
+    def _coordinator_row(self) -> dict[str, np.ndarray | float]:
+        layout = self.coordinator_layout
+        if h.helicsInputIsUpdated(self.sub_coordinator):
+            values = dict(zip(layout, h.helicsInputGetVector(self.sub_coordinator)))
+        else:
+            values = dict.fromkeys(layout, np.nan)
+            values["status"] = -1
+        group = lambda prefix: np.array([v for k, v in values.items() if k.startswith(prefix)])  # noqa: E731
+        row = {f"coordinator/{k}": v for k, v in values.items() if "/" not in k}
+        row["coordinator/cost"] = group("cost/")
+        row["coordinator/slacks"] = group("slack/")
+        return row
 
     def run(self) -> None:
         n_steps = self.scenario.time.n_steps

@@ -49,6 +49,12 @@ class TransmissionFederate:
         self.pf_seconds = self.wait_seconds = 0.0
         self.pub_multipliers = h.helicsFederateRegisterGlobalPublication(fed, names.MULTIPLIERS, vec, "")
         self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_METADATA, h.HELICS_DATA_TYPE_STRING, "")
+        self.pub_cost = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATION_COST, vec, "1/h")
+        coordination = self.scenario.coordination
+        self.sub_dispatch = (
+            h.helicsFederateRegisterSubscription(fed, names.GENERATOR_DISPATCH, "MW")
+            if coordination.coordinated and coordination.dispatch_generators else None
+        )
         labels = [f.label for f in self.scenario.feeders]
         self.sub_power = [h.helicsFederateRegisterSubscription(fed, names.feeder_power(f), "kW,kvar") for f in labels]
 
@@ -84,6 +90,8 @@ class TransmissionFederate:
             h.helicsFederateRequestTime(self.fed, t)
             self.wait_seconds += time.perf_counter() - waited
             label = f" at step {k} ({start[k]})"
+            if self.sub_dispatch is not None and h.helicsInputIsUpdated(self.sub_dispatch):
+                self.model.set_dispatch(np.asarray(h.helicsInputGetVector(self.sub_dispatch)))
             for n in range(1, coupling.max_iterations + 1):
                 p, q = self._feeder_totals(label)
                 solving = time.perf_counter()
@@ -115,6 +123,7 @@ class TransmissionFederate:
         publish_vector(self.pub_loading, self.model.branch_loading())
         publish_vector(self.pub_coupling, (iterations, mismatch, 1.0 if converged else 0.0))
         publish_vector(self.pub_timing, (self.pf_seconds, self.wait_seconds))
+        publish_vector(self.pub_cost, (self.model.generation_cost(),))
         if k == 0:
             publish_vector(self.pub_multipliers, self.model.multipliers)
 

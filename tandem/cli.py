@@ -34,6 +34,7 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--coupling", choices=["loose", "iterative"], help="override coupling.mode")
     run.add_argument("--tolerance", type=float, metavar="PU", help="override coupling.tolerance_pu (iterative coupling)")
     run.add_argument("--max-iterations", type=int, metavar="N", help="override coupling.max_iterations")
+    run.add_argument("--scheme", metavar="NAME", help="override coordination.scheme (none, local, centralized, external)")
     run.add_argument("--duration", metavar="D", help="override time.duration, with units (e.g. 6h, 2d)")
     run.add_argument("--step", metavar="S", help="override time.step, with units (e.g. 5min, 60s)")
     run.add_argument("--feeder-processes", metavar="N", help="override federation.feeder_processes (a number or 'auto')")
@@ -54,6 +55,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "coupling.mode": args.coupling,
         "coupling.tolerance_pu": args.tolerance,
         "coupling.max_iterations": args.max_iterations,
+        "coordination.scheme": args.scheme,
         "time.duration": args.duration,
         "time.step": args.step,
         "federation.broker_port": args.broker_port,

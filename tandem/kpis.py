@@ -297,6 +297,10 @@ def _transmission(r: _Reader, out: dict) -> None:
         out["overload_branch_h"] = float(over.sum() * r.step_hours)
         out["overload_branch_h.note"] = f"branch loading > {OVERLOAD_PCT:.0f} %: hours x branches"
         out["overloaded_branches"] = float(over.any(axis=0).sum())
+    if r.has("transmission/generation_cost_per_h"):
+        rate = r.read("transmission/generation_cost_per_h")
+        out["generation_cost"] = float(np.nansum(rate) * r.step_hours)
+        out["generation_cost.note"] = "the network's polynomial generator costs at each step's operating point, x step length"
 
 
 def _energy(r: _Reader, out: dict, name: str, per_step_kw: np.ndarray, what: str) -> None:
@@ -377,7 +381,12 @@ def _coupling_and_timing(r: _Reader, out: dict) -> None:
 
 def _coordinator(r: _Reader, out: dict) -> None:
     """Only when the coordinator wrote time series under `coordinator/`."""
-    series = sorted(n for n in r.series_names if n.startswith("coordinator/"))
+    series = sorted(n for n in r.series_names if n.startswith("coordinator/") and n != "coordinator/status")
+    if r.has("coordinator/status"):
+        status = r.read("coordinator/status")
+        out["coordinator_solves"] = float(np.sum(status >= 0))
+        out["coordinator_failed_solves"] = float(np.sum(status == 2))
+        out["coordinator_failed_solves.note"] = "no usable solution (failed or out of time): the last set-points stayed in force"
     for name in series:
         values = r.read(name).astype(float)
         leaf = name[len("coordinator/"):].replace("/", "_")

@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     PlainSerializer,
     Field,
+    NonNegativeInt,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -310,16 +311,58 @@ class SolarSpec(_Strict):
     file: ProfileFile | None = Field(None, description="measured irradiance (W/m2 or kW/m2) instead of the built-in model")
 
 
-class CoordinationSpec(_Strict):
-    """Who sets the DERs: nobody, their local inverter functions, or a coordinator federate."""
+COORDINATED_SCHEMES = ("centralized",)  # schemes run by the coordinator federate
 
-    scheme: Literal["none", "local", "external"] = Field(
+
+class CoordinationSpec(_Strict):
+    """Who sets the DERs: nobody, their local inverter functions, the coordinator federate's
+    look-ahead OPF, or a federate of your own."""
+
+    scheme: Literal["none", "local", "centralized", "external"] = Field(
         "none",
         description=(
             "none: DERs follow their own profiles and schedules; local: Volt-VAR and Volt-Watt on every PV; "
-            "external: a HELICS federate of your own (joined with --observers) publishes set-points"
+            "centralized: the coordinator federate solves the joint T&D look-ahead OPF and sends DER set-points "
+            "(and generator dispatch); external: a HELICS federate of your own (joined with --observers) publishes set-points"
         ),
     )
+    interval: Duration = Field(pd.Timedelta("15min"), description="time between coordinator solves (a whole number of steps); also the OPF's period length")
+    horizon: Duration = Field(pd.Timedelta("6h"), description="look-ahead of each solve (a whole number of intervals)")
+    forecast: Literal["perfect", "persistence", "noisy"] = Field(
+        "perfect", description="how the coordinator foresees loads and PV: the realised profiles, yesterday's (persistence, daily), or realised x (1 + error growing with lead time)"
+    )
+    forecast_error: float = Field(0.05, ge=0, le=1, description="noisy forecasts: relative standard deviation one interval ahead")
+    forecast_error_growth: float = Field(0.5, ge=0, le=2, description="noisy forecasts: error grows as lead ** this (0.5: like a random walk)")
+    forecast_seed: NonNegativeInt = Field(0, description="noisy forecasts: random seed")
+    voltage_limits: tuple[float, float] = Field((0.95, 1.05), description="feeder voltage band the OPF keeps to (pu; soft, penalised)")
+    regulators: Literal["hold", "fixed_ratio"] = Field(
+        "hold", description="how the OPF sees voltage regulators: holding their measured output voltage (they act between plans), or fixed at their measured taps"
+    )
+    dispatch_generators: bool = Field(True, description="send the OPF's generator dispatch to the transmission federate (else generation follows the load level)")
+    time_limit_s: float = Field(60.0, gt=0, description="HiGHS time limit per solve; a solve that fails or runs out keeps the last set-points")
+    battery_binaries: Literal["relax-and-fix", "relax-and-check", "mip", "relaxed"] = Field(
+        "relax-and-fix", description="no simultaneous charge and discharge: fix directions after an LP (fast), check and re-solve as a MIP, always a MIP, or LP only"
+    )
+    curtailment_price: float = Field(5.0, ge=0, description="cost of PV energy available but not used (per MWh)")
+    battery_degradation_price: float = Field(10.0, ge=0, description="battery wear per MWh charged plus discharged")
+
+    @model_validator(mode="after")
+    def _sensible_window(self) -> "CoordinationSpec":
+        lo, hi = self.voltage_limits
+        if not 0.5 < lo < hi < 1.5:
+            raise ValueError(f"voltage_limits: need 0.5 < low < high < 1.5 pu (got {lo}, {hi})")
+        if self.horizon < self.interval or self.horizon % self.interval != pd.Timedelta(0):
+            raise ValueError(f"horizon {self.horizon} is not a whole number of intervals of {self.interval}")
+        return self
+
+    @property
+    def coordinated(self) -> bool:
+        """Whether the coordinator federate runs."""
+        return self.scheme in COORDINATED_SCHEMES
+
+    @property
+    def periods(self) -> int:
+        return int(self.horizon / self.interval)
 
 
 class CouplingSpec(_Strict):
@@ -378,6 +421,10 @@ class Scenario(_Strict):
             raise ValueError(
                 "federation.feeder_processes: iterative coupling runs all feeders in one feeder federate "
                 f"(several OpenDSS contexts); set 1 or auto (got {self.federation.feeder_processes})"
+            )
+        if self.coordination.coordinated and self.coordination.interval % self.time.step != pd.Timedelta(0):
+            raise ValueError(
+                f"coordination.interval: {self.coordination.interval} is not a whole number of steps of {self.time.step}"
             )
         return self
 

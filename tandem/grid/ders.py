@@ -100,6 +100,23 @@ class EVCharger:
                 return s
         return None
 
+    def charge(self, k: int, step_hours: float) -> float:
+        """Set and return the charging power of step k: as fast as the set-point (or the
+        charger) allows until the connected EV has its energy. A session's energy is owed
+        from its arrival step; an EV that left owes nothing."""
+        session = self.plugged(k)
+        if session is not None and self.owed_kwh == 0.0 and session.arrive_step == k:
+            self.owed_kwh = session.energy_kwh
+        if session is None:
+            self.owed_kwh = 0.0
+        limit = self.max_kw if self.setpoint_kw is None else min(self.setpoint_kw, self.max_kw)
+        self.p_kw = min(limit, self.owed_kwh / step_hours) if session is not None else 0.0
+        return self.p_kw
+
+    def book(self, step_hours: float) -> None:
+        """The step's energy is delivered."""
+        self.owed_kwh = max(0.0, self.owed_kwh - self.p_kw * step_hours)
+
 
 def _in_window(hour: float, window: tuple[float, float]) -> bool:
     """Whether a local hour falls in [start, end), a window that may wrap midnight (22 -> 6)."""
@@ -330,28 +347,23 @@ class DerFleet:
                 state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
                 dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
                 self._battery_sent[unit.name] = sent
-        for unit in self.evs:
-            session = unit.plugged(k)
-            if session is not None and unit.owed_kwh == 0.0 and session.arrive_step == k:
-                unit.owed_kwh = session.energy_kwh
-            if session is None:
-                unit.owed_kwh = 0.0
-            limit = unit.max_kw if unit.setpoint_kw is None else min(unit.setpoint_kw, unit.max_kw)
-            unit.p_kw = min(limit, unit.owed_kwh / self.step_hours) if session is not None else 0.0
-        return np.array([unit.p_kw for unit in self.evs])
+        return np.array([unit.charge(k, self.step_hours) for unit in self.evs])
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
-                      batteries: dict[str, float] | None = None, evs: dict[str, float] | None = None) -> None:
+                      batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
+                      battery_kvar: dict[str, float] | None = None) -> None:
         """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
-        kvar), battery kW (+ discharge; None returns to the schedule) and EV charging kW."""
+        kvar), battery kW (+ discharge; None returns to the schedule) and kvar, EV charging kW."""
         by_name = {u.name: u for u in [*self.pv, *self.batteries, *self.evs]}
-        unknown = [n for n in [*(pv or {}), *(batteries or {}), *(evs or {})] if n not in by_name]
+        unknown = [n for n in [*(pv or {}), *(batteries or {}), *(evs or {}), *(battery_kvar or {})] if n not in by_name]
         if unknown:
             raise KeyError(f"unknown DER {unknown[0]!r}")
         for name, (cap, q) in (pv or {}).items():
             by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
         for name, p in (batteries or {}).items():
             by_name[name].setpoint_kw = p
+        for name, q in (battery_kvar or {}).items():
+            by_name[name].q_kvar = float(q)
         for name, p in (evs or {}).items():
             by_name[name].setpoint_kw = max(0.0, p)
 
@@ -361,7 +373,7 @@ class DerFleet:
         for unit in self.batteries:
             unit.advance(self.step_hours)
         for unit in self.evs:
-            unit.owed_kwh = max(0.0, unit.owed_kwh - unit.p_kw * self.step_hours)
+            unit.book(self.step_hours)
 
     @staticmethod
     def _delivered(batch) -> np.ndarray:

@@ -80,6 +80,8 @@ class TransmissionModel:
         self.system_level = load_shape(scenario.transmission.load_profile, scenario.time.index())
         self._scale_generation = scenario.transmission.scale_generation
         self._base_gen = net.gen.p_mw.to_numpy(copy=True)
+        self._dispatch = np.full(len(net.gen), np.nan)  # MW from a coordinator; NaN: follow the load level
+        self._costs = _cost_table(net)
         self._base_sgen = net.sgen.p_mw.to_numpy(copy=True)
         self._n_own_loads = len(net.load)
         self._boundary_pos = net.bus.index.get_indexer(self.boundary_buses)
@@ -126,9 +128,28 @@ class TransmissionModel:
         n = self._n_own_loads
         self._load_pq[:n] = self._base_load * level
         if self._scale_generation:
-            self.net.gen["p_mw"] = self._base_gen * level
+            self.net.gen["p_mw"] = np.where(np.isnan(self._dispatch), self._base_gen * level, self._dispatch)
             if len(self._base_sgen):
                 self.net.sgen["p_mw"] = self._base_sgen * level
+        elif not np.isnan(self._dispatch).all():
+            self.net.gen["p_mw"] = np.where(np.isnan(self._dispatch), self._base_gen, self._dispatch)
+
+    def set_dispatch(self, p_mw: np.ndarray) -> None:
+        """Generator set-points (MW per row of net.gen; NaN leaves a unit to the load level),
+        in force from the next `set_step` until replaced. The slack takes what they miss."""
+        p_mw = np.asarray(p_mw, dtype=float)
+        if p_mw.shape != self._dispatch.shape:
+            raise ValueError(f"generator dispatch has {p_mw.size} values for {self._dispatch.size} generators")
+        self._dispatch = p_mw.copy()
+
+    def generation_cost(self) -> float:
+        """Cost rate (currency per hour) of the solved operating point under the network's
+        polynomial costs (poly_cost); units without a cost row count zero."""
+        total = 0.0
+        for table, rows, c0, c1, c2 in self._costs:
+            p = self.net[f"res_{table}"].p_mw.to_numpy()[rows]
+            total += float(np.sum(c0 + c1 * p + c2 * p * p))
+        return total
 
     def _write_loads(self) -> None:
         # Whole-column assignment: per-cell .loc writes cost more than the power flow itself.
@@ -204,3 +225,18 @@ class TransmissionModel:
 
     def branch_loading(self) -> np.ndarray:
         return np.concatenate([self.net.res_line.loading_percent.to_numpy(), self.net.res_trafo.loading_percent.to_numpy()])
+
+
+def _cost_table(net) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per element table with costs: (table, result rows, c0, c1, c2), in-service units only."""
+    if "poly_cost" not in net or not len(net.poly_cost):
+        return []
+    out = []
+    for table in ("ext_grid", "gen", "sgen"):
+        costs = net.poly_cost[net.poly_cost.et == table]
+        elements = net[table]
+        costs = costs[costs.element.isin(elements.index[elements.in_service.astype(bool)])]
+        if len(costs):
+            rows = elements.index.get_indexer(costs.element.to_numpy())
+            out.append((table, rows, *(costs[c].to_numpy(dtype=float) for c in ("cp0_eur", "cp1_eur_per_mw", "cp2_eur_per_mw2"))))
+    return out

@@ -1,0 +1,106 @@
+"""Coordinator OPF: re-solving the built model against building it anew (issue #4).
+
+IEEE 118 with 10 IEEE 123 feeders carrying PV (50 %) and batteries (20 %), a 96-period
+horizon (24 h at 15 min): the joint T&D look-ahead problem the `centralized` coordinator
+solves. Printed, all measured in this run:
+
+- first build + solve: pyomo model, HiGHS model, first solve;
+- re-solve: one receding-horizon step (new forecasts, measured state, HiGHS warm start,
+  set-points read back), mean over several steps;
+- HiGHS's own time inside the re-solve, and the share of the re-solve spent outside it;
+- rebuild from scratch: a new model with the same data, built and solved, as a
+  coordinator without a persistent model would do every step;
+- ratio rebuild / re-solve.
+
+Targets: re-solve at least 5x faster than rebuilding; time outside HiGHS at most 25 % of
+a re-solve.
+
+    python benchmarks/coordinator_resolve.py [--feeders 10] [--periods 96] [--resolves 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+TARGET_RATIO = 5.0
+TARGET_OUTSIDE = 0.25
+BUSES = [15, 20, 42, 46, 54, 70, 82, 94, 100, 117, 11, 33]
+
+
+def scenario(feeders: int, periods: int):
+    from tandem.scenario import Scenario
+
+    return Scenario.model_validate({
+        "name": "coordinator_benchmark",
+        "transmission": {"network": "case118"},
+        "feeders": [{"name": f"ieee123_{b}", "model": "ieee123", "bus": b, "multiplier": 5, "bus_load": "add",
+                     "load_profile": "residential", "pv": {"penetration": 0.5, "count": 10},
+                     "battery": {"penetration": 0.2, "count": 5, "schedule": "idle"}, "seed": i}
+                    for i, b in enumerate(BUSES[:feeders])],
+        "time": {"start": "2024-07-01T00:00:00", "duration": "3d", "step": "15min"},
+        "coordination": {"scheme": "centralized", "interval": "15min", "horizon": f"{periods * 15}min",
+                         "time_limit_s": 3600},
+        "output": {"node_voltages": False},
+    })
+
+
+def measured(rh):
+    from coordination.receding_horizon import Measurements
+
+    return Measurements(
+        battery_soc={n: np.array([u.soc for u in m.fleet.batteries]) for n, m in rh.models.items()},
+        head_voltage_pu={n: 1.0 for n in rh.labels},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--feeders", type=int, default=10)
+    parser.add_argument("--periods", type=int, default=96)
+    parser.add_argument("--resolves", type=int, default=3)
+    args = parser.parse_args()
+
+    from coordination.receding_horizon import RecedingHorizon
+
+    scen = scenario(args.feeders, args.periods)
+    started = time.perf_counter()
+    rh = RecedingHorizon(scen)
+    build_s = time.perf_counter() - started
+    first = rh.plan(1, measured(rh))
+    first_s = time.perf_counter() - started
+    print(f"problem: {rh.problem.n_variables:,} variables, {rh.problem.n_constraints:,} constraints "
+          f"({args.feeders} IEEE 123 feeders + IEEE 118, {args.periods} periods)")
+    print(f"first build + solve:  {first_s:8.2f} s  (feeders and pyomo model {build_s:.2f} s, "
+          f"HiGHS model + first solve {first.result.solve_s:.2f} s, {first.result.status})")
+
+    plans, highs = [], []
+    for step in range(2, 2 + args.resolves):
+        started = time.perf_counter()
+        plan = rh.plan(step, measured(rh))
+        plans.append(time.perf_counter() - started)
+        highs.append(plan.result.highs_s)
+        assert not plan.failed, plan.result.status
+    resolve_s, highs_s = float(np.mean(plans)), float(np.mean(highs))
+    outside = (resolve_s - highs_s) / resolve_s
+    print(f"re-solve (mean of {args.resolves}): {resolve_s:8.2f} s  (HiGHS {highs_s:.2f} s; outside HiGHS "
+          f"{100 * outside:.0f} %, target <= {100 * TARGET_OUTSIDE:.0f} %)")
+
+    # A coordinator without a persistent model: build the problem anew and solve it, for one step.
+    step = 2 + args.resolves
+    started = time.perf_counter()
+    fresh = type(rh.problem)(rh.problem.transmission_data, rh.problem.feeders, rh.problem.options)
+    rh.problem = fresh
+    again = rh.plan(step, measured(rh))
+    rebuild_s = time.perf_counter() - started
+    print(f"rebuild from scratch: {rebuild_s:8.2f} s  ({again.result.status})")
+    ratio = rebuild_s / resolve_s
+    print(f"ratio rebuild / re-solve: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x): "
+          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}; outside HiGHS "
+          f"{'met' if outside <= TARGET_OUTSIDE else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Receding-horizon coordination of a scenario: a look-ahead problem (`centralized` or a
+TSO-DSO scheme) fed with the scenario's forecasts and the measured state, one plan per
+coordination interval.
+
+No HELICS here. The coordinator federate passes measurements in and sends each plan's
+set-points out; tests and other drivers can run the same code. The OPF's periods are
+the coordination intervals: a plan made before step s covers steps s .. s + H*K - 1
+(K steps per interval, H intervals), and only its first period is applied before the
+next plan replaces it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result
+from coordination.ders import ders_from_fleet, ev_horizon
+from coordination.network_data import feeder_data, transmission_data, update_ratios
+from coordination.objective import Prices
+from timeseries import forecasts
+
+# The schemes the coordinator federate runs, by `coordination.scheme`.
+SCHEMES: dict[str, type] = {"centralized": CentralizedProblem}
+
+STATUS_CODES = {"optimal": 0, "time limit (feasible)": 1}  # anything else: 2 (failed, set-points kept)
+SLACKS = ("unserved_mwh", "spilled_mwh", "transmission_overload_mwh", "feeder_overload_kvah",
+          "voltage_violation_pu2h", "soc_shortfall_kwh", "ev_unmet_kwh")
+
+
+@dataclass
+class Measurements:
+    """The federation's state after the step before a plan."""
+
+    battery_soc: dict[str, np.ndarray]  # feeder -> SOC of each battery (fleet order) at the step's end
+    head_voltage_pu: dict[str, float]  # feeder -> boundary voltage magnitude
+    regulator_taps: dict[str, np.ndarray] = field(default_factory=dict)  # feeder -> tap per regulator
+    multipliers: np.ndarray | None = None  # copies behind each feeder, scenario order
+    node_vm: dict[str, np.ndarray] = field(default_factory=dict)  # feeder -> voltage of every node (node_names order)
+
+
+@dataclass
+class Plan:
+    step: int  # first step the set-points apply to
+    result: Result
+    failed: bool  # no usable solution: the feeders keep the last set-points
+    setpoints: dict[str, dict]  # feeder -> set-point message (empty when failed)
+    dispatch_mw: np.ndarray | None  # MW per row of the network's gen table (NaN: not dispatched)
+    predicted_vm: dict[str, np.ndarray]  # feeder -> first-period voltage per node (NaN: not modelled)
+
+
+class RecedingHorizon:
+    """The coordinator's model of the study and its plan-by-plan use."""
+
+    def __init__(self, scenario, scheme_class: type | None = None):
+        from tandem.grid.feeder import build_feeder
+        from tandem.grid.networks import load_network
+        from timeseries.profiles import load_shape
+
+        spec = scenario.coordination
+        self.scenario = scenario
+        self.K = int(spec.interval / scenario.time.step)
+        self.H = spec.periods
+        self.step_hours = scenario.time.step_seconds / 3600.0
+        self.n_steps = scenario.time.n_steps
+        self.labels = [f.label for f in scenario.feeders]
+
+        # The feeders as the feeder federates build them: same models, profiles and DERs.
+        self.models = {f.label: build_feeder(f, scenario) for f in scenario.feeders}
+        self.data = {}
+        for name, model in self.models.items():
+            model.solve(f" (coordinator's copy of feeder {name})")
+            self.data[name] = feeder_data(model)
+        self.node_index = {name: _node_positions(model.node_names) for name, model in self.models.items()}
+
+        net = load_network(scenario.transmission.network)
+        replaced = {int(f.bus) for f in scenario.feeders if f.bus_load == "replace"}
+        net.load.loc[net.load.bus.isin(replaced), "in_service"] = False  # as the transmission federate does
+        self.gen_rows = list(net.gen.index)
+        self.transmission = transmission_data(net)
+        self.bus_base_mw = self.transmission.bus_load_mw()
+        self.system_level = load_shape(scenario.transmission.load_profile, scenario.time.index())
+
+        self.multipliers = np.array([1.0 if f.multiplier == "match_bus_load" else float(f.multiplier)
+                                     for f in scenario.feeders])
+        lo, hi = spec.voltage_limits
+        setups = {
+            name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet), lo, hi)
+            for name, f, k in zip(self.labels, scenario.feeders, self.multipliers)
+        }
+        options = Options(
+            horizon=self.H, dt_hours=spec.interval.total_seconds() / 3600.0,
+            battery_binaries=spec.battery_binaries, time_limit_s=spec.time_limit_s, regulators=spec.regulators,
+            # Constant-power loads: with voltage-dependent ones the OPF buys "savings" by absorbing
+            # Q to lower feeder voltages (conservation voltage reduction), which the feeders'
+            # regulators then undo by tapping up (measured on the default study: more violations).
+            voltage_dependent_loads=False,
+            prices=Prices(curtailment=spec.curtailment_price, battery_degradation=spec.battery_degradation_price),
+        )
+        self.problem = (scheme_class or SCHEMES[spec.scheme])(self.transmission, setups, options)
+        self.term_names = list(self.problem.model.cost_terms)
+        self.held = {name: set(self.problem.model.feeders[name].held_nodes) for name in self.labels}
+        self._taps = {name: None for name in self.labels}
+        self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
+        self.last_plan: Plan | None = None
+
+    # -- forecasts --------------------------------------------------------------------------
+    def forecast(self, actual: np.ndarray, step: int, series: int = 0) -> np.ndarray:
+        """Per-period means [..., H] over steps step .. step + H*K - 1 of a realised profile,
+        as the scenario's forecaster sees them from step - 1."""
+        spec = self.scenario.coordination
+        n = self.H * self.K
+        t = step - 1
+        if spec.forecast == "perfect":
+            values = forecasts.perfect(actual, t, n)
+        elif spec.forecast == "persistence":
+            values = forecasts.persistence(actual, t, n, period_steps=int(round(24 / self.step_hours)))
+        else:
+            # The error is set one interval (K steps) ahead; every series gets its own, reproducibly.
+            per_step = spec.forecast_error / self.K**spec.forecast_error_growth
+            values = forecasts.noisy(actual, t, n, error_at_1_step=per_step, error_growth=spec.forecast_error_growth,
+                                     seed=spec.forecast_seed * 100_003 + series)
+        return values.reshape(*values.shape[:-1], self.H, self.K).mean(axis=-1)
+
+    # -- one plan ---------------------------------------------------------------------------
+    def plan(self, step: int, measured: Measurements) -> Plan:
+        """Update the problem with forecasts from `step` on and the measured state, solve,
+        and return the first period's set-points (step >= 1: something must be measured)."""
+        if not 1 <= step < self.n_steps:
+            raise ValueError(f"a plan starts at a step within 1..{self.n_steps - 1} (got {step})")
+        data = self._update_data(step, measured)
+        self.problem.update(**data)
+        result = self.problem.solve()
+        failed = result.status not in STATUS_CODES
+        plan = Plan(step, result, failed, {}, None, {})
+        if not failed:
+            plan.setpoints = {name: self._setpoint_message(result, name) for name in self.labels}
+            plan.dispatch_mw = self._dispatch(result)
+            plan.predicted_vm = {name: self._predicted(result, name) for name in self.labels}
+            self.last_plan = plan
+            self._apply_ev_setpoints(plan)
+        return plan
+
+    def _update_data(self, step: int, measured: Measurements) -> dict:
+        level = self.forecast(self.system_level, step, series=0)
+        data: dict = {
+            "bus_load_mw": {bus: base * level for bus, base in self.bus_base_mw.items()},
+            "load_levels": {},
+            "pv_available_kw": {},
+            "battery_soc": {},
+            "head_voltage": {},
+            "ev_plugged": {},
+            "ev_energy_kwh": {},
+        }
+        self._book_evs(step)
+        for i, name in enumerate(self.labels):
+            model, fleet = self.models[name], self.models[name].fleet
+            data["load_levels"][name] = self.forecast(model.load_levels, step, series=1 + 3 * i)
+            if fleet.pv:
+                sun = self.forecast(fleet.irradiance_kw_m2, step, series=2 + 3 * i)
+                data["pv_available_kw"][name] = {u.name: u.pmpp_kw * sun for u in fleet.pv}
+            soc = measured.battery_soc.get(name)
+            if fleet.batteries and soc is not None:
+                data["battery_soc"][name] = {u.name: float(s) for u, s in zip(fleet.batteries, soc)}
+            if name in measured.head_voltage_pu:
+                data["head_voltage"][name] = float(measured.head_voltage_pu[name])
+            if fleet.evs:
+                plugged, energy = {}, {}
+                for unit in fleet.evs:
+                    steps, energy[unit.name] = ev_horizon(unit, step, self.H * self.K, self.step_hours)
+                    plugged[unit.name] = steps.reshape(self.H, self.K).mean(axis=1)
+                data["ev_plugged"][name], data["ev_energy_kwh"][name] = plugged, energy
+        if self.scenario.coordination.regulators == "hold":
+            data["held_voltage"] = {
+                name: {node: float(vm[at]) for node, at in self.node_index[name].items() if node in self.held[name]}
+                for name, vm in measured.node_vm.items()
+            }
+        else:
+            ratios = self._new_ratios(measured.regulator_taps)
+            if ratios:
+                data["ratios"] = ratios
+        if measured.multipliers is not None and not np.allclose(measured.multipliers, self.multipliers, rtol=1e-12):
+            self.multipliers = np.asarray(measured.multipliers, dtype=float).copy()
+            data["multipliers"] = dict(zip(self.labels, self.multipliers.tolist()))
+        return data
+
+    def _new_ratios(self, taps: dict[str, np.ndarray]) -> dict:
+        """Feeders whose regulators moved since the last plan, with their new ratios."""
+        changed = {}
+        for name, values in taps.items():
+            values = np.asarray(values, dtype=float)
+            if not len(values) or (self._taps[name] is not None and np.array_equal(values, self._taps[name])):
+                continue
+            self._taps[name] = values
+            dss = self.models[name].dss
+            for reg, tap in zip(self.models[name].fleet.regulators, values):
+                dss.RegControls.Name(reg)
+                dss.RegControls.TapNumber(int(round(tap)))
+            update_ratios(self.data[name], self.models[name])
+            changed[name] = self.data[name]
+        return changed
+
+    def _book_evs(self, step: int) -> None:
+        """Bring the coordinator's EV chargers to `step` the way the feeders charge them: the
+        feeders apply the same rule to the same sessions and set-points, so what each EV still
+        needs is known here without being sent."""
+        for model in self.models.values():
+            for unit in model.fleet.evs:
+                for k in range(self._ev_step, step):
+                    unit.charge(k, self.step_hours)
+                    unit.book(self.step_hours)
+        self._ev_step = step
+
+    def _apply_ev_setpoints(self, plan: Plan) -> None:
+        for name, message in plan.setpoints.items():
+            for unit in self.models[name].fleet.evs:
+                unit.setpoint_kw = message["ev"][unit.name]
+
+    # -- reading a result -------------------------------------------------------------------
+    def _setpoint_message(self, result: Result, name: str) -> dict:
+        """The first period's set-points in the feeders' message form. PV using all it was
+        forecast to have is sent uncapped, so a sunnier period than forecast is not curtailed."""
+        units = result.setpoints[name]
+        fleet = self.models[name].fleet
+        pv = {}
+        for u in fleet.pv:
+            r = units[u.name]
+            full = r["p_kw"][0] >= r["available_kw"][0] - 1e-6 * max(1.0, u.pmpp_kw)
+            pv[u.name] = [1.0 if full else float(r["p_cap_pu"][0]), float(r["q_kvar"][0])]
+        battery = {u.name: [float(units[u.name]["p_kw"][0]), float(units[u.name]["q_kvar"][0])] for u in fleet.batteries}
+        ev = {u.name: float(max(0.0, units[u.name]["p_kw"][0])) for u in fleet.evs}
+        return {"pv": pv, "battery": battery, "ev": ev}
+
+    def _dispatch(self, result: Result) -> np.ndarray:
+        out = np.full(len(self.gen_rows), np.nan)
+        for i, row in enumerate(self.gen_rows):
+            values = result.dispatch_mw.get(f"gen:{row}")
+            if values is not None:
+                out[i] = float(values[0])
+        return out
+
+    def _predicted(self, result: Result, name: str) -> np.ndarray:
+        out = np.full(len(self.models[name].node_names), np.nan)
+        positions = self.node_index[name]
+        for node, values in result.voltages[name].items():
+            at = positions.get(node)
+            if at is not None:
+                out[at] = values[0]
+        return out
+
+
+def voltage_error(predicted: np.ndarray, realised_mean: np.ndarray) -> tuple[float, float]:
+    """Largest and mean absolute difference (pu) over the nodes the OPF models."""
+    diff = np.abs(predicted - realised_mean)
+    diff = diff[np.isfinite(diff)]
+    return (float(diff.max()), float(diff.mean())) if diff.size else (math.nan, math.nan)
+
+
+def _node_positions(node_names: list[str]) -> dict[tuple[str, int], int]:
+    """(bus, phase) of every OpenDSS node name ('bus.phase') -> its position."""
+    out = {}
+    for i, node in enumerate(node_names):
+        bus, _, phase = node.lower().rpartition(".")
+        if phase.isdigit():
+            out[(bus, int(phase))] = i
+    return out

@@ -1,0 +1,143 @@
+"""Coordinator federate: receding-horizon look-ahead OPF over transmission and feeders.
+
+After every step it reads the feeders' node voltages (to compare with what its last plan
+predicted); every K steps it also reads the measured state (battery SOC, regulator taps,
+boundary voltages, the feeder multipliers), solves the scheme's look-ahead problem over
+H intervals, and publishes the first interval's DER set-points to the feeders and the
+generator dispatch to the transmission federate. It runs a quarter step after each
+step's exchange, so what it sends applies from the next step, and the recorder (half a
+step after) records each solve in the row of the step after which it ran.
+
+A solve that fails or runs out of time without a solution sends nothing: the federates
+keep the last set-points, and the record says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import helics as h
+import numpy as np
+
+from coordination.receding_horizon import SLACKS, STATUS_CODES, Measurements, RecedingHorizon, voltage_error
+from federates import interfaces as names
+from federates.base import (
+    FederationConfig,
+    close_federate,
+    create_value_federate,
+    federate_main,
+    metadata_json,
+    publish_vector,
+)
+
+FAILED = 2  # status code of a solve without a usable solution
+
+
+def record_layout(terms: list[str]) -> list[str]:
+    """Names of the entries of one COORDINATOR_RECORD vector, in order."""
+    return [
+        "status", "objective", *(f"cost/{t}" for t in terms), "solve_s", "highs_s", "update_s", "plan_s",
+        "n_variables", "n_constraints", *(f"slack/{s}" for s in SLACKS), "voltage_error_max_pu", "voltage_error_mean_pu",
+    ]
+
+
+class CoordinatorFederate:
+    def __init__(self, config: FederationConfig):
+        self.config = config
+        self.scenario = config.scenario
+        self.fed: h.HelicsFederate | None = None
+
+    def setup(self) -> None:
+        scenario = self.scenario
+        fed = self.fed = create_value_federate(names.COORDINATOR, self.config)
+        sub = lambda key, units="": h.helicsFederateRegisterSubscription(fed, key, units)  # noqa: E731
+        self.labels = [f.label for f in scenario.feeders]
+        self.feeder_bus = [int(f.bus) for f in scenario.feeders]
+        self.sub_voltage = {b: sub(names.boundary_voltage(b), "pu") for b in sorted(set(self.feeder_bus))}
+        self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
+        self.sub_nodes = [sub(names.feeder_node_voltages(f), "pu") for f in self.labels]
+        self.sub_multipliers = sub(names.MULTIPLIERS)
+        string, vec = h.HELICS_DATA_TYPE_STRING, h.HELICS_DATA_TYPE_VECTOR
+        self.pub_setpoints = [h.helicsFederateRegisterGlobalPublication(fed, names.setpoints(f), string, "") for f in self.labels]
+        self.pub_dispatch = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATOR_DISPATCH, vec, "MW")
+        self.pub_record = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_RECORD, vec, "")
+        self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_METADATA, string, "")
+
+        # Connected first, then the model: the broker sees this federate at once, and the
+        # others wait for the build in initialization instead of timing out on a connection.
+        started = time.perf_counter()
+        self.horizon = RecedingHorizon(scenario)
+        self.build_s = time.perf_counter() - started
+        self.layout = record_layout(self.horizon.term_names)
+        h.helicsFederateEnterInitializingMode(fed)
+        h.helicsPublicationPublishString(self.pub_meta, metadata_json(
+            scheme=scenario.coordination.scheme, terms=self.horizon.term_names, slacks=list(SLACKS),
+            layout=self.layout, build_s=self.build_s, n_variables=self.horizon.problem.n_variables,
+            n_constraints=self.horizon.problem.n_constraints, interval_steps=self.horizon.K, periods=self.horizon.H,
+        ))
+        h.helicsFederateEnterExecutingMode(fed)
+        counts = []
+        for model in self.horizon.models.values():
+            fleet = model.fleet
+            counts.append({"battery_soc": len(fleet.batteries), "battery_dispatch_kw": len(fleet.batteries),
+                           "regulator_taps": len(fleet.regulators), "capacitor_steps": len(fleet.capacitors)})
+        self.device_counts = counts
+
+    def _measure(self) -> Measurements:
+        soc, taps, head = {}, {}, {}
+        for label, bus, s, counts in zip(self.labels, self.feeder_bus, self.sub_ders, self.device_counts):
+            ders = names.unpack_ders(np.asarray(h.helicsInputGetVector(s)), counts)
+            soc[label] = np.asarray(ders["battery_soc"])
+            taps[label] = np.asarray(ders["regulator_taps"])
+            head[label] = abs(h.helicsInputGetComplex(self.sub_voltage[bus]))
+        multipliers = np.asarray(h.helicsInputGetVector(self.sub_multipliers))
+        nodes = {label: np.asarray(h.helicsInputGetVector(s)) for label, s in zip(self.labels, self.sub_nodes)}
+        return Measurements(soc, head, taps, multipliers if len(multipliers) == len(self.labels) else None, nodes)
+
+    def run(self) -> None:
+        n_steps = self.scenario.time.n_steps
+        dt = self.scenario.time.step_seconds
+        K = self.horizon.K
+        plan = None
+        realised = {label: [] for label in self.labels}
+        for k in range(n_steps - 1):
+            h.helicsFederateRequestTime(self.fed, self.config.step_time(k) + dt / 4)
+            for label, s in zip(self.labels, self.sub_nodes):
+                realised[label].append(np.asarray(h.helicsInputGetVector(s)))
+            step = k + 1  # the step the next set-points would apply to
+            if (step - 1) % K:
+                continue
+            errors = (np.nan, np.nan)
+            if plan is not None and not plan.failed:
+                worst = [voltage_error(plan.predicted_vm[f], np.mean(realised[f], axis=0)) for f in self.labels]
+                errors = (max(e[0] for e in worst), float(np.mean([e[1] for e in worst])))
+            realised = {label: [] for label in self.labels}
+            started = time.perf_counter()
+            plan = self.horizon.plan(step, self._measure())
+            if not plan.failed:
+                for pub, label in zip(self.pub_setpoints, self.labels):
+                    h.helicsPublicationPublishString(pub, json.dumps(plan.setpoints[label]))
+                if self.scenario.coordination.dispatch_generators and plan.dispatch_mw is not None and len(plan.dispatch_mw):
+                    publish_vector(self.pub_dispatch, plan.dispatch_mw)
+            self._publish_record(plan, time.perf_counter() - started, errors)
+
+    def _publish_record(self, plan, plan_s: float, errors: tuple[float, float]) -> None:
+        r = plan.result
+        terms = [r.terms.get(t, np.nan) for t in self.horizon.term_names]
+        slacks = [r.slacks.get(s, np.nan) for s in SLACKS]
+        objective = r.objective if r.objective is not None else np.nan
+        values = [
+            STATUS_CODES.get(r.status, FAILED), objective, *terms, r.solve_s, r.highs_s, r.update_s, plan_s,
+            r.n_variables, r.n_constraints, *slacks, *errors,
+        ]
+        publish_vector(self.pub_record, values)
+        if plan.failed:
+            print(f"step {plan.step}: solve {r.status}; the last set-points stay in force", flush=True)
+
+    def finish(self, error: str = "", own_error: bool = False) -> None:
+        close_federate(self.fed, error, own_error)
+
+
+if __name__ == "__main__":
+    federate_main(CoordinatorFederate, "Tandem coordinator federate (look-ahead OPF)")

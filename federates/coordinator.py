@@ -34,11 +34,12 @@ from federates.base import (
 FAILED = 2  # status code of a solve without a usable solution
 
 
-def record_layout(terms: list[str]) -> list[str]:
+def record_layout(terms: list[str], feeders: list[str]) -> list[str]:
     """Names of the entries of one COORDINATOR_RECORD vector, in order."""
     return [
         "status", "objective", *(f"cost/{t}" for t in terms), "solve_s", "highs_s", "update_s", "plan_s",
         "n_variables", "n_constraints", *(f"slack/{s}" for s in SLACKS), "voltage_error_max_pu", "voltage_error_mean_pu",
+        *(f"planned_kw/{f}" for f in feeders),
     ]
 
 
@@ -69,7 +70,7 @@ class CoordinatorFederate:
         started = time.perf_counter()
         self.horizon = RecedingHorizon(scenario)
         self.build_s = time.perf_counter() - started
-        self.layout = record_layout(self.horizon.term_names)
+        self.layout = record_layout(self.horizon.term_names, self.labels)
         h.helicsFederateEnterInitializingMode(fed)
         h.helicsPublicationPublishString(self.pub_meta, metadata_json(
             scheme=scenario.coordination.scheme, terms=self.horizon.term_names, slacks=list(SLACKS),
@@ -127,9 +128,10 @@ class CoordinatorFederate:
         terms = [r.terms.get(t, np.nan) for t in self.horizon.term_names]
         slacks = [r.slacks.get(s, np.nan) for s in SLACKS]
         objective = r.objective if r.objective is not None else np.nan
+        planned = [r.feeder_p_kw[f][0] if f in r.feeder_p_kw else np.nan for f in self.labels]
         values = [
             STATUS_CODES.get(r.status, FAILED), objective, *terms, r.solve_s, r.highs_s, r.update_s, plan_s,
-            r.n_variables, r.n_constraints, *slacks, *errors,
+            r.n_variables, r.n_constraints, *slacks, *errors, *planned,
         ]
         publish_vector(self.pub_record, values)
         if plan.failed:

@@ -160,6 +160,7 @@ class RecorderFederate:
             Series("coordinator/slacks", (len(slacks),), "", ("slack",), "soft-limit use over the horizon, as coordinator/slack"),
             scalar("voltage_error_max_pu", "pu", "largest |OPF-predicted - OpenDSS-realised (mean over the interval)| feeder node voltage of the previous plan's first interval"),
             scalar("voltage_error_mean_pu", "pu", "mean of that error over modelled nodes and feeders"),
+            Series("coordinator/planned_feeder_kw", (len(self.labels),), "kW", ("feeder",), "substation P of one feeder copy the plan schedules for its first interval"),
         ):
             w.add_series(series)
 
@@ -252,6 +253,7 @@ class RecorderFederate:
         row = {f"coordinator/{k}": v for k, v in values.items() if "/" not in k}
         row["coordinator/cost"] = group("cost/")
         row["coordinator/slacks"] = group("slack/")
+        row["coordinator/planned_feeder_kw"] = group("planned_kw/")
         return row
 
     def run(self) -> None:

@@ -135,6 +135,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tandem.compare import NOTES, compare
+
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    overrides = {key: value for key, value in (("time.duration", args.duration), ("time.step", args.step)) if value}
+    name = Path(args.scenario).stem if args.scenario else "default"
+    out_dir = Path(args.output or Path("runs/output") / f"compare_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def on_run(scheme: str, output: Path) -> None:
+        if not args.quiet:
+            console.print(f"running [bold]{scheme}[/] -> {output}")
+
+    frame, errors = compare(args.scenario, schemes, out_dir, overrides, on_run)
+    pd.set_option("display.width", 200)
+    print(frame.to_string(float_format=lambda v: f"{v:,.3f}"))
+    for column, note in NOTES.items():
+        print(f"  {column}: {note}")
+    print(f"table: {out_dir / 'compare.csv'}")
+    for scheme, message in errors.items():
+        console.print(f"[bold red]error[/] ({scheme}): {message}", highlight=False, soft_wrap=True)
+    return EXIT_RUN_FAILED if errors else 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tandem.results import describe
 
@@ -162,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             "they are compared side by side and their time series overlaid."
         ),
     )
+    compare_cmd = commands.add_parser(
+        "compare", help="run a study once per coordination scheme and compare KPIs",
+        description="Run SCENARIO once per scheme (same profiles and seeds), print the KPI table and save it as compare.csv.",
+    )
+    compare_cmd.add_argument("scenario", nargs="?", help="scenario file (default: the built-in study)")
+    compare_cmd.add_argument("--schemes", default="none,local,centralized", help="comma-separated coordination schemes (default: none,local,centralized)")
+    compare_cmd.add_argument("-o", "--output", help="folder for the runs and compare.csv (default: runs/output/compare_<name>_<time>)")
+    compare_cmd.add_argument("--duration", metavar="D", help="override time.duration, with units")
+    compare_cmd.add_argument("--step", metavar="S", help="override time.step, with units")
+    compare_cmd.add_argument("-q", "--quiet", action="store_true", help="only the table and errors")
     report.add_argument("results", nargs="+", help="HDF5 files of runs")
     report.add_argument("-o", "--output", help="HTML file to write (default: beside the first run, .html)")
     args = parser.parse_args(argv)
@@ -174,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             return main_report(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "compare":
+            return cmd_compare(args)
     except ScenarioError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

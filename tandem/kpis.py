@@ -387,6 +387,8 @@ def _coordinator(r: _Reader, out: dict) -> None:
         out["coordinator_solves"] = float(np.sum(status >= 0))
         out["coordinator_failed_solves"] = float(np.sum(status == 2))
         out["coordinator_failed_solves.note"] = "no usable solution (failed or out of time): the last set-points stayed in force"
+    if r.has("coordinator/planned_feeder_kw") and r.has("feeders/p_total_kw"):
+        _schedule_deviation(r, out)
     for name in series:
         values = r.read(name).astype(float)
         leaf = name[len("coordinator/"):].replace("/", "_")
@@ -413,6 +415,22 @@ def _coordinator(r: _Reader, out: dict) -> None:
             elif "iteration" in name.lower():
                 out[f"coordinator_{key}_mean"] = float(np.nanmean(col))
                 out[f"coordinator_{key}_max"] = float(np.nanmax(col))
+
+
+def _schedule_deviation(r: _Reader, out: dict) -> None:
+    """Interface energy against its schedule: each plan's first-interval feeder power against
+    the mean realised over the steps it applied to, times the copies."""
+    planned, realised = r.read("coordinator/planned_feeder_kw"), r.read("feeders/p_total_kw")
+    status = r.read("coordinator/status")
+    steps = int(r.results.run.attr("coordinator_interval_steps", 1))
+    deviation = 0.0
+    for k in np.flatnonzero(status >= 0):
+        applied = realised[k + 1: k + 1 + steps]
+        if status[k] == 2 or not len(applied):
+            continue
+        deviation += float(np.sum(np.abs(applied.mean(axis=0) - planned[k]) * r.multipliers()) * len(applied) * r.step_hours)
+    out["interface_schedule_deviation_MWh"] = deviation / 1000.0
+    out["interface_schedule_deviation_MWh.note"] = "|scheduled - realised mean| feeder power per plan interval x copies, summed"
 
 
 def _kpis(r: _Reader) -> dict[str, KpiValue]:

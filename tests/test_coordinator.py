@@ -175,3 +175,26 @@ def test_default_study_with_high_pv(tmp_path):
     assert alone["voltage_violation_node_h"] > 10.0  # the PV does push voltages out of the band
     assert coordinated["voltage_violation_node_h"] < alone["voltage_violation_node_h"]
     assert coordinated["coordinator_failed_solves"] == 0
+
+
+def test_compare_schemes(tmp_path):
+    """`tandem compare` runs the study once per scheme and tabulates the KPIs; an unknown
+    scheme is refused before anything runs."""
+    import pandas as pd
+
+    done = tandem("compare", str(PV_CENTRALIZED), "--schemes", "none,centralized", "--duration", "1h",
+                  "-o", str(tmp_path), "-q", timeout=600)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(tmp_path / "compare.csv", index_col=0)
+    assert list(frame.columns) == ["none", "centralized"]
+    np.testing.assert_allclose(frame.loc["total_cost"], frame.loc["tso_cost"] + frame.loc["dso_cost"])
+    assert frame.at["coordinator_solves", "centralized"] == 4 and frame.at["coordinator_solves", "none"] == 0
+    for scheme in ("none", "centralized"):
+        with RunFile(tmp_path / f"pv_centralized_{scheme}.h5") as r:
+            assert r.complete
+        assert kpis(tmp_path / f"pv_centralized_{scheme}.h5")["generation_cost"] == pytest.approx(frame.at["tso_cost", scheme])
+    assert "voltage_violation_node_h [node h]" in frame.index and "centralized" in done.stdout
+
+    bad = tandem("compare", str(PV_CENTRALIZED), "--schemes", "none,magic", "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "coordination.scheme" in bad.stderr
+    assert not (tmp_path / "bad").exists()

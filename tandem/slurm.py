@@ -115,14 +115,15 @@ def submit(folder: SweepFolder, script: Path, indices: list[int]) -> str:
     return job_id
 
 
-def submitted_tasks(folder: SweepFolder) -> dict[int, str]:
-    """Case index -> the Slurm array task it was last submitted as ('123_4')."""
+def submitted_tasks(folder: SweepFolder) -> dict[int, dict]:
+    """Case index -> the Slurm array task it was last submitted as and when
+    ({'task': '123_4', 'submitted_at': '2026-...'})."""
     record = folder.path / SUBMISSIONS
     try:
         submissions = json.loads(record.read_text())
     except (OSError, ValueError):
         return {}
-    return {i: f"{s['job_id']}_{i}" for s in submissions for i in s["indices"]}
+    return {i: {"task": f"{s['job_id']}_{i}", "submitted_at": s["submitted_at"]} for s in submissions for i in s["indices"]}
 
 
 def queue_states() -> dict[str, str] | None:

@@ -31,6 +31,8 @@ from tandem.sweep import SweepFolder
 
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
 STATES = (DONE, RUNNING, FAILED, PENDING)
+QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING")  # Slurm job states
+ACTIVE = ("RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT")
 
 
 def _now() -> str:
@@ -159,13 +161,16 @@ class CaseState:
     where: str = ""  # host / pid / Slurm task while running or queued
 
 
-def _pid_runs_case(pid: int, case_id: str) -> bool:
+def _pid_runs_case(pid: int, case: dict) -> bool:
+    """Whether `pid` is a live runner of this case (pids are reused)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-    return "tandem.sweep_cases" in cmdline and case_id in cmdline and "State:\tZ" not in status
+    argv = [a for a in argv if a]
+    return ("tandem.sweep_cases" in argv and bool(argv) and argv[-1] in (case["id"], str(case["index"]))
+            and "State:\tZ" not in status)
 
 
 def _read_results(path: Path) -> dict | None:
@@ -185,9 +190,10 @@ def _read_results(path: Path) -> dict | None:
 
 
 def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = None,
-               submitted: dict[int, str] | None = None) -> CaseState:
+               submitted: dict[int, dict] | None = None) -> CaseState:
     """The state of one case. `queue`: Slurm state by task ('123_4' -> 'RUNNING'), None when
-    Slurm cannot be asked; `submitted`: the Slurm task each case was last submitted as."""
+    Slurm cannot be asked; `submitted`: the Slurm task each case was last submitted as and when
+    ({'task': '123_4', 'submitted_at': ...})."""
     out = CaseState(case["id"], case["index"], case["parameters"], PENDING)
     results = _read_results(folder.results(case))
     if results:
@@ -202,11 +208,11 @@ def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = N
     if marker:
         task = marker.get("slurm")
         if marker.get("host") == socket.gethostname() and not (task and queue is not None):
-            alive = _pid_runs_case(int(marker.get("pid", -1)), case["id"])
+            alive = _pid_runs_case(int(marker.get("pid", -1)), case)
             why = f"its runner (pid {marker.get('pid')}) is gone"
         elif task and queue is not None:
             slurm_state = queue.get(task, "")
-            alive = slurm_state in ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED")
+            alive = slurm_state in ACTIVE
             why = f"Slurm task {task} ended ({slurm_state or 'no longer known to Slurm'})"
         else:
             alive, why = True, ""  # another host and no Slurm to ask: trust the marker
@@ -217,6 +223,27 @@ def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = N
         out.state = FAILED
         out.error = f"stopped without finishing: {why}" + (f"; see logs/slurm-{task}.out" if task else "")
         return out
+    submission = (submitted or {}).get(case["index"])
+    if submission:
+        task = submission["task"]
+        # The runner clears the exit record when it starts: one older than the submission is
+        # from an earlier attempt, and this task has not started the case (yet).
+        started = record is not None and str(record.get("finished_at", "")) >= submission["submitted_at"]
+        slurm_state = queue.get(task) if queue is not None else None
+        if slurm_state in QUEUED:
+            out.state, out.where = PENDING, f"queued as Slurm task {task}"
+            return out
+        if slurm_state in ACTIVE:
+            out.state, out.where = RUNNING, f"Slurm task {task} (starting)"
+            return out
+        if not started and queue is None:
+            out.where = f"submitted as Slurm task {task} (Slurm cannot be asked here)"
+            return out
+        if not started:
+            out.state = FAILED
+            out.error = (f"Slurm task {task} ended ({slurm_state or 'no longer known to Slurm'}) before the case "
+                         f"started; see logs/slurm-{task}.out")
+            return out
     if record and record.get("code") != 0:  # a run that ended well but whose file is gone runs again
         out.state = FAILED
         out.error = record.get("error") or (results or {}).get("error") or f"exit code {record.get('code')}"
@@ -226,20 +253,6 @@ def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = N
         out.error = results["error"] or (
             f"incomplete: {results['steps']} of {results['planned']} steps recorded and no error or exit record"
         )
-        return out
-    task = (submitted or {}).get(case["index"])
-    if task and queue is not None:
-        slurm_state = queue.get(task)
-        if slurm_state in ("PENDING", "REQUEUED", "RESIZING", "CONFIGURING"):
-            out.where = f"queued as Slurm task {task}"
-        elif slurm_state in ("RUNNING", "COMPLETING"):
-            out.state, out.where = RUNNING, f"Slurm task {task} (starting)"
-        else:
-            out.state = FAILED
-            out.error = (f"Slurm task {task} ended ({slurm_state or 'no longer known to Slurm'}) before the case "
-                         f"started; see logs/slurm-{task}.out")
-    elif task:
-        out.where = f"submitted as Slurm task {task}"
     return out
 
 

@@ -186,7 +186,8 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
+        deadline = started + 300  # a loaded machine starts federates slowly
         seen: list[dict] = []
         while time.monotonic() < deadline:
             if (out / "manifest.json").exists():
@@ -194,7 +195,7 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
                 if sum(s["state"] == "running" for s in seen) == 2 and all(s["steps"] for s in seen[:2]):
                     break
             time.sleep(0.5)
-        assert [s["state"] for s in seen] == ["running", "running", "pending"], seen
+        assert [s["state"] for s in seen] == ["running", "running", "pending"], (time.monotonic() - started, seen)
         assert all(s["where"].startswith("pid ") for s in seen[:2])
         driver.send_signal(signal.SIGINT)
         _, stderr = driver.communicate(timeout=60)

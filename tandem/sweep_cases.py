@@ -15,6 +15,7 @@ lives (this host: the pid; another host: Slurm's word); `failed` when it stopped
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from typing import Callable
 from tandem.sweep import SweepFolder
 
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
+EXIT_BUSY = 3  # the runner's exit code when another runner has the case
 STATES = (DONE, RUNNING, FAILED, PENDING)
 QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING")  # Slurm job states
 ACTIVE = ("RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT")
@@ -103,6 +105,15 @@ def run_case(folder: SweepFolder, case: dict) -> int:
     Slurm time limit, Ctrl-C) stop the run the way Ctrl-C stops `tandem run`: results kept."""
     (folder.path / "state").mkdir(exist_ok=True)
     (folder.path / "logs").mkdir(exist_ok=True)
+    # Held until this process ends: two sweeps started on one folder never run a case twice at once.
+    lock = open(folder.path / "state" / f"{case['id']}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"error: {case['id']} is already running (another runner holds its lock)", file=sys.stderr)
+        return EXIT_BUSY
+    except OSError:
+        pass  # a file system without locks: go on without
     results = folder.results(case)
     exit_record(folder, case).unlink(missing_ok=True)
     results.unlink(missing_ok=True)  # a stale file of an earlier attempt must not decide the state
@@ -304,6 +315,11 @@ def run_local(
                 if code is None:
                     continue
                 del live[case_id]
+                if code == EXIT_BUSY:
+                    finished.append(Finished(case, code, 0.0, "already running in another runner: not started"))
+                    if on_finished:
+                        on_finished(finished[-1])
+                    continue
                 record = _read_json(exit_record(folder, case))
                 if record is None:  # the runner itself died: say so where the state is read
                     why = f"the case runner was killed by {signal.Signals(-code).name}" if code < 0 else f"the case runner exited with code {code}"

@@ -108,7 +108,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _run_local(folder, todo: list[dict], parallel: int) -> int:
-    from tandem.sweep_cases import run_local
+    from tandem.sweep_cases import EXIT_BUSY, run_local
 
     console.print(f"running {len(todo)} case{'s' * (len(todo) != 1)}, {parallel} at a time")
     started = time.monotonic()
@@ -120,12 +120,15 @@ def _run_local(folder, todo: list[dict], parallel: int) -> int:
         head = f"[{count[0]}/{len(todo)}] {f.case['id']}"
         if f.code == 0:
             console.print(f"{head} [green]done[/] in {f.wall_s:.1f} s  ({label})")
+        elif f.code == EXIT_BUSY:
+            console.print(f"{head} skipped: {f.error}")
         else:
             console.print(f"{head} [bold red]failed[/] after {f.wall_s:.1f} s  ({label}): {f.error}")
 
     results = run_local(folder, todo, parallel, on_finished=finished)
-    failed = [f for f in results if f.code != 0]
-    console.print(f"{len(results) - len(failed)} done, {len(failed)} failed in {time.monotonic() - started:.1f} s; "
+    failed = [f for f in results if f.code not in (0, EXIT_BUSY)]
+    skipped = sum(f.code == EXIT_BUSY for f in results)
+    console.print(f"{len(results) - len(failed) - skipped} done, {len(failed)} failed{f', {skipped} skipped' if skipped else ''} in {time.monotonic() - started:.1f} s; "
                   f"state: tandem sweep status {folder.path}; KPIs: tandem sweep collect {folder.path}")
     return EXIT_RUN_FAILED if failed else 0
 

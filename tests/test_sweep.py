@@ -178,7 +178,7 @@ def test_local_sweep_records_failures_reruns_only_unfinished_and_collects(tmp_pa
 
 
 def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
-    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "2d", "step": "5min"}}
+    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"}}  # 2016 steps
     path = write_sweep(tmp_path, {"name": "long", "grid": {"feeders.0.seed": [1, 2, 3]}}, base)
     out = tmp_path / "out"
     driver = subprocess.Popen(
@@ -197,6 +197,11 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
             time.sleep(0.5)
         assert [s["state"] for s in seen] == ["running", "running", "pending"], (time.monotonic() - started, seen)
         assert all(s["where"].startswith("pid ") for s in seen[:2])
+        # a second runner of a running case (another sweep on the same folder) leaves it alone
+        second = subprocess.run([sys.executable, "-m", "tandem.sweep_cases", str(out), "case_000"],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert second.returncode == 3 and "case_000 is already running" in second.stderr
+        assert states(out)[0]["state"] == "running"
         driver.send_signal(signal.SIGINT)
         _, stderr = driver.communicate(timeout=60)
     finally:
@@ -206,7 +211,7 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
     after = states(out)
     assert [s["state"] for s in after] == ["failed", "failed", "pending"]
     for s in after[:2]:
-        assert s["error"].startswith("stopped by SIGTERM") and 0 < s["steps"] < 576
+        assert s["error"].startswith("stopped by SIGTERM") and 0 < s["steps"] < 2016
         with RunFile(out / "results" / f"{s['id']}.h5") as run:
             assert not run.complete and run.n_steps == s["steps"]
     assert not processes_mentioning(str(out))

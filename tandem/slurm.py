@@ -17,10 +17,14 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from tandem.sweep_folder import SweepFolder
 
-from tandem.sweep import SlurmSpec, SweepFolder
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tandem.sweep import SlurmSpec
 
 SCRIPT = Path("slurm") / "sweep.sbatch"
 SUBMISSIONS = Path("slurm") / "submissions.json"

@@ -37,8 +37,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from tandem.scenario import Duration, Scenario, ScenarioError, _read_mapping, _resolve_paths, check_files, describe_validation_error
+from tandem.sweep_folder import MANIFEST, SweepFolder
 
-MANIFEST = "manifest.json"
 SWEEP_COPY = "sweep.yaml"
 SAFE_NAME = r"[A-Za-z0-9_.-]+"
 # Set by the sweep itself: every case writes its own file, and cases that run side by side need
@@ -382,40 +382,3 @@ def prepare(path: str | Path, output: str | Path | None = None) -> tuple[SweepSp
     spec = load_sweep(path)
     cases = expand(spec, path)
     return spec, write_folder(spec, path, cases, Path(output) if output else default_folder(spec, path))
-
-
-class SweepFolder:
-    """A sweep folder, read through its manifest."""
-
-    def __init__(self, folder: str | Path):
-        self.path = Path(folder).resolve()
-        manifest = self.path / MANIFEST
-        if self.path.is_file() and self.path.suffix.lower() in (".yaml", ".yml", ".toml", ".json"):
-            raise ScenarioError(f"{folder}: give the sweep folder (the one holding {MANIFEST}), not a file")
-        if not manifest.is_file():
-            raise ScenarioError(f"{folder}: not a sweep folder (no {MANIFEST})")
-        try:
-            self.manifest = json.loads(manifest.read_text())
-            self.cases: list[dict] = list(self.manifest["cases"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ScenarioError(f"{manifest}: unreadable manifest ({exc})") from None
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest.get("name", self.path.name))
-
-    @property
-    def parameters(self) -> list[str]:
-        return list(self.manifest.get("parameters", []))
-
-    def case(self, key: str | int) -> dict:
-        for case in self.cases:
-            if case["id"] == key or case["index"] == key or str(case["index"]) == str(key):
-                return case
-        raise ScenarioError(f"{self.path}: no case {key!r} in the manifest")
-
-    def results(self, case: dict) -> Path:
-        return self.path / case["results"]
-
-    def scenario(self, case: dict) -> Path:
-        return self.path / case["scenario"]

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from tandem.sweep import SweepFolder
+from tandem.sweep_folder import SweepFolder
 
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
 EXIT_BUSY = 3  # the runner's exit code when another runner has the case
@@ -351,12 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m tandem.sweep_cases FOLDER CASE", file=sys.stderr)
         return 2
-    from tandem.scenario import ScenarioError
-
     try:
         folder = SweepFolder(args[0])
         case = folder.case(args[1])
-    except ScenarioError as exc:
+    except ValueError as exc:  # ScenarioError, raised by SweepFolder
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return run_case(folder, case)

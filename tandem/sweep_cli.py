@@ -152,7 +152,7 @@ def _submit(folder, spec, todo: list[dict], dry_run: bool) -> int:
 def _status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from tandem.sweep import SweepFolder
+    from tandem.sweep_folder import SweepFolder
     from tandem.sweep_cases import STATES, sweep_states
 
     folder = SweepFolder(args.folder)
@@ -174,7 +174,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from tandem.sweep import SweepFolder
+    from tandem.sweep_folder import SweepFolder
     from tandem.sweep_table import collect, write_tables
 
     folder = SweepFolder(args.folder)

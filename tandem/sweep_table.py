@@ -1,6 +1,6 @@
 """One table of a sweep: a row per case, the swept parameters and every KPI as columns.
 
-    from tandem.sweep import SweepFolder
+    from tandem.sweep_folder import SweepFolder
     from tandem.sweep_table import collect
     table = collect(SweepFolder("runs/sweeps/pv_study"))    # pandas DataFrame, index: case id
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tandem.sweep import SweepFolder
+from tandem.sweep_folder import SweepFolder
 from tandem.sweep_cases import sweep_states
 
 

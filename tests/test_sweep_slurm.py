@@ -43,6 +43,11 @@ def test_slurm_job_array_runs_every_case_and_collects(tmp_path, slurm_cluster): 
         "slurm": SLURM,
     })
     out = tmp_path / "out"
+    refused = tandem("sweep", str(path), "-o", str(out), "--slurm", "--partition", "nosuchpartition", timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: sbatch refused the job: ")
+    assert "partition" in refused.stderr and not (out / "slurm" / "submissions.json").exists()
+
     job = _submit(path, out)
     first = states(out)
     assert all(s["state"] in ("pending", "running") and s["where"] for s in first), first

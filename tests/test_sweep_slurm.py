@@ -30,7 +30,8 @@ def _wait_until_settled(out: Path, timeout: float, cluster) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = states(out)
-        if all(s["state"] in ("done", "failed") for s in now):
+        # done as soon as the file is complete; the runner writes its exit record just after
+        if all(s["state"] in ("done", "failed") for s in now) and not list((out / "state").glob("*.running")):
             return now
         time.sleep(1.0)
     raise AssertionError(f"the sweep did not finish in {timeout:.0f} s: {now}\n{cluster.logs()}")

@@ -146,22 +146,23 @@ def _short(value: Any) -> str:
 # -- dotted keys ------------------------------------------------------------------------------
 
 
-def _branches(annotation: Any) -> tuple[list[type[BaseModel]], list[Any], bool]:
-    """(models, list element types, has a plain value) an annotation allows."""
+def _branches(annotation: Any) -> tuple[list[type[BaseModel]], list[Any]]:
+    """The models and the list element types an annotation allows (anything else is a plain value)."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _branches(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        models, lists, plain = [], [], False
+        models: list[type[BaseModel]] = []
+        lists: list[Any] = []
         for arg in typing.get_args(annotation):
-            m, l, p = _branches(arg)
-            models, lists, plain = models + m, lists + l, plain or p
-        return models, lists, plain
+            m, items = _branches(arg)
+            models, lists = models + m, lists + items
+        return models, lists
     if origin is list:
-        return [], [typing.get_args(annotation)[0]], False
+        return [], [typing.get_args(annotation)[0]]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation], [], False
-    return [], [], True
+        return [annotation], []
+    return [], []
 
 
 def check_key(key: str, base: dict, where: str) -> None:
@@ -176,7 +177,7 @@ def check_key(key: str, base: dict, where: str) -> None:
     node: Any = base
     for i, part in enumerate(parts):
         done = ".".join(parts[:i])
-        models, lists, _ = _branches(annotation)
+        models, lists = _branches(annotation)
         if lists:
             length = len(node) if isinstance(node, list) else 0
             if part == "*":

@@ -143,6 +143,8 @@ def test_local_sweep_records_failures_reruns_only_unfinished_and_collects(tmp_pa
         with RunFile(out / "results" / f"{case}.h5") as run:
             assert run.complete and run.n_steps == 8 and run.error == ""
         assert by_id[case]["steps"] == 8 and by_id[case]["steps_planned"] == 8
+    ports = {json.loads((out / "results" / f"case_00{i}_run" / "federation.json").read_text())["broker"]["port"] for i in range(4)}
+    assert len(ports) == 4, "every case has its own broker port"
     text = tandem("sweep", "status", str(out), timeout=60).stdout
     assert text.splitlines()[0] == "sweep local: 4 cases: 2 done, 0 running, 2 failed, 0 pending"
     assert "error: federate 'transmission' failed" in text

@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     compare_cmd.add_argument("-q", "--quiet", action="store_true", help="only the table and errors")
     report.add_argument("results", nargs="+", help="HDF5 files of runs")
     report.add_argument("-o", "--output", help="HTML file to write (default: beside the first run, .html)")
+    from tandem.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -209,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "sweep":
+            from tandem.sweep_cli import cmd_sweep
+
+            return cmd_sweep(args)
     except ScenarioError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

@@ -82,7 +82,9 @@ def feeder_groups(n_feeders: int, processes: int | str, iterative: bool) -> list
     left after the transmission federate and the recorder; in iterative coupling always one,
     since HELICS iterations must stay between two federates."""
     if processes == "auto":
-        n = 1 if iterative else max(1, min(n_feeders, (os.cpu_count() or 1) - 2))
+        # The CPUs this process may use (a Slurm job's allocation), not the host's.
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = 1 if iterative else max(1, min(n_feeders, cpus - 2))
     else:
         n = min(int(processes), n_feeders)
     return [list(range(g, n_feeders, n)) for g in range(n)]

@@ -244,8 +244,31 @@ class DerFleet:
                 f"%stored={unit.soc * 100:.6g} %reserve=0 %EffCharge=100 %EffDischarge=100 %IdlingkW=0 "
                 f"DispMode=External State=IDLING kW=0"
             )
-        self._battery_sent: dict[str, tuple[float, float]] = {}
         self._pv_sent: dict[str, tuple[float, float]] = {unit.name: (1.0, 0.0) for unit in self.pv}
+        self._pv_setpoints_changed = False
+        self._pv_pmpp = np.array([u.pmpp_kw for u in self.pv])
+        self._irradiance_sent = 0.0  # what the PV systems hold now (created with none)
+        self._pvsystems = dss.PVsystems
+
+        # Every step handles all batteries at once: their parameters and state as arrays, and the
+        # units kept up to date from them (the same arithmetic, element by element, as the units').
+        units = self.batteries
+        self._bat_kw_rated = np.array([u.kw_rated for u in units])
+        self._bat_kwh = np.array([u.kwh_rated for u in units])
+        self._bat_eta_charge = np.array([u.eta_charge for u in units])
+        self._bat_eta_discharge = np.array([u.eta_discharge for u in units])
+        self._bat_soc_min = np.array([u.soc_min for u in units])
+        self._bat_soc_max = np.array([u.soc_max for u in units])
+        self._bat_soc = np.array([u.soc for u in units])
+        self._bat_p = np.zeros(len(units))
+        self._bat_soc_next = self._bat_soc.copy()  # at the end of the step as dispatched
+        self._bat_setpoint = np.full(len(units), np.nan)  # NaN: the default schedule
+        self._bat_index = {u.name: i for i, u in enumerate(units)}
+        self._bat_sent = np.full(len(units), np.nan)  # kW each Storage element was last given
+        # The time-of-day schedule's powers, constant per battery (time_of_day_dispatch's arithmetic).
+        usable = (self._bat_soc_max - self._bat_soc_min) * self._bat_kwh
+        self._bat_charge_kw = -np.minimum(self._bat_kw_rated, usable / (self._bat_eta_charge * _window_hours(bat.charge_hours)))
+        self._bat_discharge_kw = np.minimum(self._bat_kw_rated, usable * self._bat_eta_discharge / _window_hours(bat.discharge_hours))
 
         ev = spec.ev
         if ev.penetration > 0:
@@ -305,31 +328,29 @@ class DerFleet:
     def apply(self, k: int) -> np.ndarray:
         """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
         (loads, written by the feeder with its own loads)."""
-        dss = self.dss
         irradiance = float(self.irradiance_kw_m2[k])
-        dss.PVsystems.First()  # creation order, as self.pv; this interface keeps the Y matrix valid
-        for _ in self.pv:
-            dss.PVsystems.Irradiance(irradiance)
-            dss.PVsystems.Next()
-        for unit in self.pv:
-            sent = (unit.p_cap_pu, unit.q_kvar)
-            if self._pv_sent[unit.name] != sent:  # set-points change rarely; text commands only then
-                dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
-                self._pv_sent[unit.name] = sent
-        hour = float(self.local_hours[k])
-        for unit in self.batteries:
-            if unit.setpoint_kw is not None:
-                wanted = unit.setpoint_kw
-            elif self.battery_spec.schedule == "time_of_day":
-                wanted = time_of_day_dispatch(unit, hour, self.battery_spec.charge_hours, self.battery_spec.discharge_hours)
-            else:
-                wanted = 0.0
-            unit.p_kw = unit.feasible_power(wanted, self.step_hours)
-            sent = (unit.p_kw, unit.q_kvar)
-            if self._battery_sent.get(unit.name) != sent:
-                state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
-                dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
-                self._battery_sent[unit.name] = sent
+        if self.pv and irradiance != self._irradiance_sent:  # the night's zeros are written once
+            # The classic interface keeps the Y matrix valid (a batch write would not); its C
+            # functions directly, one error check for the lot: 60 writes cost 25 us through the wrappers.
+            pvsystems = self._pvsystems
+            lib = pvsystems._lib
+            lib.PVSystems_Get_First()  # creation order, as self.pv
+            for _ in self.pv:
+                lib.PVSystems_Set_Irradiance(irradiance)
+                lib.PVSystems_Get_Next()
+            pvsystems._check_for_error()
+            self._irradiance_sent = irradiance
+        if self._pv_setpoints_changed:
+            for unit in self.pv:
+                sent = (unit.p_cap_pu, unit.q_kvar)
+                if self._pv_sent[unit.name] != sent:  # text commands only for the units that changed
+                    self.dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
+                    self._pv_sent[unit.name] = sent
+            self._pv_setpoints_changed = False
+        if self.batteries:
+            self._dispatch_batteries(float(self.local_hours[k]))
+        if not self.evs:
+            return np.empty(0)
         for unit in self.evs:
             session = unit.plugged(k)
             if session is not None and unit.owed_kwh == 0.0 and session.arrive_step == k:
@@ -339,6 +360,33 @@ class DerFleet:
             limit = unit.max_kw if unit.setpoint_kw is None else min(unit.setpoint_kw, unit.max_kw)
             unit.p_kw = min(limit, unit.owed_kwh / self.step_hours) if session is not None else 0.0
         return np.array([unit.p_kw for unit in self.evs])
+
+    def _dispatch_batteries(self, hour: float) -> None:
+        """Every battery's power this step (set-point, else schedule; BatteryUnit.feasible_power
+        for all at once), the SOC it leads to, and a Storage edit for each one that changed."""
+        spec, hours, soc = self.battery_spec, self.step_hours, self._bat_soc
+        if spec.schedule == "time_of_day" and _in_window(hour, spec.charge_hours):
+            wanted = self._bat_charge_kw
+        elif spec.schedule == "time_of_day" and _in_window(hour, spec.discharge_hours):
+            wanted = self._bat_discharge_kw
+        else:
+            wanted = np.zeros(len(soc))
+        wanted = np.where(np.isnan(self._bat_setpoint), wanted, self._bat_setpoint)
+        p = np.minimum(np.maximum(wanted, -self._bat_kw_rated), self._bat_kw_rated)
+        discharge_limit = (soc - self._bat_soc_min) * self._bat_kwh * self._bat_eta_discharge / hours
+        charge_limit = -(self._bat_soc_max - soc) * self._bat_kwh / (self._bat_eta_charge * hours)
+        p = np.where(p > 0, np.minimum(p, discharge_limit), np.where(p < 0, np.maximum(p, charge_limit), p))
+        p = np.where(wanted >= 0, np.maximum(p, 0.0), np.minimum(p, 0.0))
+        stored = np.where(p >= 0, -p / self._bat_eta_discharge * hours, -p * self._bat_eta_charge * hours)
+        self._bat_p, self._bat_soc_next = p, soc + stored / self._bat_kwh
+        for unit, p_kw in zip(self.batteries, p.tolist()):
+            unit.p_kw = p_kw
+        changed = np.flatnonzero(p != self._bat_sent)  # the first step writes them all
+        for i in changed.tolist():
+            unit = self.batteries[i]
+            state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
+            self.dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
+        self._bat_sent[changed] = p[changed]
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
                       batteries: dict[str, float] | None = None, evs: dict[str, float] | None = None) -> None:
@@ -350,39 +398,41 @@ class DerFleet:
             raise KeyError(f"unknown DER {unknown[0]!r}")
         for name, (cap, q) in (pv or {}).items():
             by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
+            self._pv_setpoints_changed = True
         for name, p in (batteries or {}).items():
             by_name[name].setpoint_kw = p
+            self._bat_setpoint[self._bat_index[name]] = np.nan if p is None else float(p)
         for name, p in (evs or {}).items():
             by_name[name].setpoint_kw = max(0.0, p)
 
     # -- after the solve --------------------------------------------------
     def advance(self) -> None:
         """Book the step's energy: battery SOC and the energy EVs still need."""
-        for unit in self.batteries:
-            unit.advance(self.step_hours)
+        self._bat_soc = self._bat_soc_next
+        for unit, soc in zip(self.batteries, self._bat_soc.tolist()):
+            unit.soc = soc
         for unit in self.evs:
             unit.owed_kwh = max(0.0, unit.owed_kwh - unit.p_kw * self.step_hours)
 
-    @staticmethod
-    def _delivered(batch) -> np.ndarray:
-        """Power delivered into the grid by each element of a class: [element, (kW, kvar)]."""
-        s = -np.asarray(batch.TotalPowers(), dtype=complex).reshape(-1)
-        return np.column_stack([s.real, s.imag])
-
     def readings(self, k: int) -> dict[str, np.ndarray]:
         """What the record needs about the DERs and controls after the solve of step k."""
-        pv = self._delivered(self.alt.PVSystem) if self.pv else np.empty((0, 2))
-        bat = self._delivered(self.alt.Storage) if self.batteries else np.empty((0, 2))
-        taps = np.array(list(self.alt.RegControl.TapNum), dtype=float) if self.regulators else np.empty(0)
-        caps = [float(np.sum(states)) for states in self.alt.Capacitor.States] if self.capacitors else []
+        pv = -self.alt.PVSystem.TotalPowers() if self.pv else np.empty(0, dtype=complex)  # delivered
+        bat = -self.alt.Storage.TotalPowers() if self.batteries else np.empty(0, dtype=complex)
+        taps = self.alt.RegControl.TapNum.to_array().astype(float) if self.regulators else np.empty(0)
+        caps = []
+        if self.capacitors:  # the classic interface, by index (all banks): a fifth of AltDSS's time
+            capacitors = self.dss.Capacitors
+            for i in range(1, len(self.capacitors) + 1):
+                capacitors.Idx(i)
+                caps.append(sum(capacitors.States()))
         return {
-            "pv_available_kw": np.array([u.pmpp_kw * self.irradiance_kw_m2[k] for u in self.pv]),
-            "pv_kw": pv[:, 0],
-            "pv_kvar": pv[:, 1],
-            "battery_kw": bat[:, 0],
-            "battery_kvar": bat[:, 1],
-            "battery_dispatch_kw": np.array([u.p_kw for u in self.batteries]),
-            "battery_soc": np.array([u.soc_after(self.step_hours) for u in self.batteries]),  # at the step's end
+            "pv_available_kw": self._pv_pmpp * self.irradiance_kw_m2[k],
+            "pv_kw": pv.real,
+            "pv_kvar": pv.imag,
+            "battery_kw": bat.real,
+            "battery_kvar": bat.imag,
+            "battery_dispatch_kw": self._bat_p.copy(),
+            "battery_soc": self._bat_soc_next.copy(),  # at the step's end
             "ev_kw": np.array([u.p_kw for u in self.evs]),
             "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
             "regulator_taps": taps,

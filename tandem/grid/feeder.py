@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import opendssdirect
 import pandas as pd
+from altdss.enums import SetterFlags
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
@@ -91,6 +92,7 @@ class FeederModel:
         self.load_levels: np.ndarray | None = None  # [load, step], set by build_feeder
         self.fleet: DerFleet | None = None
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
+        self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -118,12 +120,13 @@ class FeederModel:
         """Each load at its own level (per unit of its nominal power); EV chargers, created
         after the feeder's own loads, at their charging power.
 
-        Written one by one through the Loads interface: a batch property write would be one
-        call, but it invalidates the system admittance matrix and doubles the solve."""
-        loads = self.dss.Loads
-        for i, kw in enumerate(np.concatenate([self._load_kw * levels, ev_kw])):
-            loads.Idx(i + 1)
-            loads.kW(kw)
+        One batch write for all loads. A plain batch write invalidates the system admittance
+        matrix and doubles the solve; AvoidFullRecalc updates the loads as the classic Loads
+        interface does, leaving the matrix valid."""
+        kw = self._load_kw * levels
+        if len(ev_kw):
+            kw = np.concatenate([kw, ev_kw])
+        self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
     def solve(self, label: str = "") -> None:
         self.dss.Solution.Solve()
@@ -138,7 +141,7 @@ class FeederModel:
 
     def node_voltages(self) -> np.ndarray:
         """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
-        return np.asarray(self.dss.Circuit.AllBusMagPu())[self._feeder_nodes]
+        return self._circuit.AllBusVmagPu[self._feeder_nodes]
 
     def losses(self) -> tuple[float, float]:
         """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""

@@ -260,10 +260,12 @@ class DerFleet:
         self._bat_soc_min = np.array([u.soc_min for u in units])
         self._bat_soc_max = np.array([u.soc_max for u in units])
         self._bat_soc = np.array([u.soc for u in units])
+        self._bat_idle = np.zeros(len(units))
         self._bat_p = np.zeros(len(units))
         self._bat_soc_next = self._bat_soc.copy()  # at the end of the step as dispatched
         self._bat_setpoint = np.full(len(units), np.nan)  # NaN: the default schedule
         self._bat_index = {u.name: i for i, u in enumerate(units)}
+        self._bat_any_setpoint = False
         self._bat_sent = np.full(len(units), np.nan)  # kW each Storage element was last given
         # The time-of-day schedule's powers, constant per battery (time_of_day_dispatch's arithmetic).
         usable = (self._bat_soc_max - self._bat_soc_min) * self._bat_kwh
@@ -291,6 +293,8 @@ class DerFleet:
         self._configure_controls(spec.controls)
         self.regulators = list(dss.RegControls.AllNames()) if dss.RegControls.Count() else []
         self.capacitors = list(dss.Capacitors.AllNames()) if dss.Capacitors.Count() else []
+        self._capacitors_switch = dss.CapControls.Count() > 0
+        self._capacitor_steps: np.ndarray | None = None if self.capacitors else np.empty(0)
 
     def _configure_controls(self, controls) -> None:
         dss = self.dss
@@ -369,9 +373,15 @@ class DerFleet:
             wanted = self._bat_charge_kw
         elif spec.schedule == "time_of_day" and _in_window(hour, spec.discharge_hours):
             wanted = self._bat_discharge_kw
-        else:
+        elif self._bat_any_setpoint:
             wanted = np.zeros(len(soc))
-        wanted = np.where(np.isnan(self._bat_setpoint), wanted, self._bat_setpoint)
+        else:  # all idle, as the arithmetic below would find: nothing moves
+            if self._bat_p is not self._bat_idle:
+                self._bat_p, self._bat_soc_next = self._bat_idle, soc
+                self._send_batteries()
+            return
+        if self._bat_any_setpoint:
+            wanted = np.where(np.isnan(self._bat_setpoint), wanted, self._bat_setpoint)
         p = np.minimum(np.maximum(wanted, -self._bat_kw_rated), self._bat_kw_rated)
         discharge_limit = (soc - self._bat_soc_min) * self._bat_kwh * self._bat_eta_discharge / hours
         charge_limit = -(self._bat_soc_max - soc) * self._bat_kwh / (self._bat_eta_charge * hours)
@@ -379,6 +389,11 @@ class DerFleet:
         p = np.where(wanted >= 0, np.maximum(p, 0.0), np.minimum(p, 0.0))
         stored = np.where(p >= 0, -p / self._bat_eta_discharge * hours, -p * self._bat_eta_charge * hours)
         self._bat_p, self._bat_soc_next = p, soc + stored / self._bat_kwh
+        self._send_batteries()
+
+    def _send_batteries(self) -> None:
+        """The units' dispatch from the arrays; a Storage edit for each battery whose power changed."""
+        p = self._bat_p
         for unit, p_kw in zip(self.batteries, p.tolist()):
             unit.p_kw = p_kw
         changed = np.flatnonzero(p != self._bat_sent)  # the first step writes them all
@@ -402,29 +417,40 @@ class DerFleet:
         for name, p in (batteries or {}).items():
             by_name[name].setpoint_kw = p
             self._bat_setpoint[self._bat_index[name]] = np.nan if p is None else float(p)
+            self._bat_any_setpoint = not np.isnan(self._bat_setpoint).all()
         for name, p in (evs or {}).items():
             by_name[name].setpoint_kw = max(0.0, p)
 
     # -- after the solve --------------------------------------------------
     def advance(self) -> None:
         """Book the step's energy: battery SOC and the energy EVs still need."""
-        self._bat_soc = self._bat_soc_next
-        for unit, soc in zip(self.batteries, self._bat_soc.tolist()):
-            unit.soc = soc
+        if self._bat_soc_next is not self._bat_soc:  # idle steps leave the SOC as it was
+            self._bat_soc = self._bat_soc_next
+            for unit, soc in zip(self.batteries, self._bat_soc.tolist()):
+                unit.soc = soc
         for unit in self.evs:
             unit.owed_kwh = max(0.0, unit.owed_kwh - unit.p_kw * self.step_hours)
+
+    def _read_capacitor_steps(self) -> list[int]:
+        """Energised steps of each capacitor bank; the classic interface, by index (all banks,
+        enabled or not), takes a fifth of AltDSS's time for a few banks."""
+        capacitors = self.dss.Capacitors
+        steps = []
+        for i in range(1, len(self.capacitors) + 1):
+            capacitors.Idx(i)
+            steps.append(sum(capacitors.States()))
+        return steps
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
         """What the record needs about the DERs and controls after the solve of step k."""
         pv = -self.alt.PVSystem.TotalPowers() if self.pv else np.empty(0, dtype=complex)  # delivered
         bat = -self.alt.Storage.TotalPowers() if self.batteries else np.empty(0, dtype=complex)
         taps = self.alt.RegControl.TapNum.to_array().astype(float) if self.regulators else np.empty(0)
-        caps = []
-        if self.capacitors:  # the classic interface, by index (all banks): a fifth of AltDSS's time
-            capacitors = self.dss.Capacitors
-            for i in range(1, len(self.capacitors) + 1):
-                capacitors.Idx(i)
-                caps.append(sum(capacitors.States()))
+        caps = self._capacitor_steps
+        if caps is None:
+            caps = np.array(self._read_capacitor_steps(), dtype=float)
+            if not self._capacitors_switch:  # without a CapControl no bank switches: read once
+                self._capacitor_steps = caps
         return {
             "pv_available_kw": self._pv_pmpp * self.irradiance_kw_m2[k],
             "pv_kw": pv.real,
@@ -436,5 +462,5 @@ class DerFleet:
             "ev_kw": np.array([u.p_kw for u in self.evs]),
             "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
             "regulator_taps": taps,
-            "capacitor_steps": np.array(caps, dtype=float),
+            "capacitor_steps": caps.copy(),
         }

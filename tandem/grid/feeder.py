@@ -7,6 +7,7 @@ boundary voltage; its terminal powers are the substation P and Q per phase.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -77,6 +78,10 @@ class FeederModel:
         # The source bus stands for the transmission side; feeder statistics are about the feeder.
         self._feeder_nodes = np.array([n.split(".")[0].lower() != source_bus for n in names])
         self.node_names = [n for n, keep in zip(names, self._feeder_nodes) if keep]
+        kept = np.flatnonzero(self._feeder_nodes)
+        contiguous = len(kept) and kept[-1] - kept[0] + 1 == len(kept)
+        # The source bus's nodes usually come first: a slice then, no copy.
+        self._feeder_node_index = slice(int(kept[0]), int(kept[-1]) + 1) if contiguous else kept
         # The substation bus: the first three-phase bus downstream of the source.
         self.head_bus = next(
             (b for b in self.dss.Circuit.AllBusNames() if b.lower() != source_bus and self._bus_phases(b) == 3), source_bus
@@ -93,6 +98,7 @@ class FeederModel:
         self.fleet: DerFleet | None = None
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
+        self._source = self.alt.Vsource["source"]  # its powers in one call, complex
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -100,7 +106,7 @@ class FeederModel:
 
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
-        self.set_source(abs(voltage_pu), float(np.degrees(np.angle(voltage_pu))))
+        self.set_source(abs(voltage_pu), math.degrees(np.angle(voltage_pu)))
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
         self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
@@ -135,13 +141,15 @@ class FeederModel:
 
     def substation_power(self) -> tuple[np.ndarray, np.ndarray]:
         """Power drawn from the source per phase: P (kW) and Q (kvar), phases a, b, c."""
-        self.dss.Circuit.SetActiveElement("Vsource.source")
-        powers = np.asarray(self.dss.CktElement.Powers()[:6])
-        return -powers[0::2], -powers[1::2]
+        drawn = -self._source.Powers()[:3]
+        return drawn.real, drawn.imag
 
     def node_voltages(self) -> np.ndarray:
         """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
-        return self._circuit.AllBusVmagPu[self._feeder_nodes]
+        v = self._circuit.AllBusVmagPu
+        if len(v) != len(self._feeder_nodes):  # readings go by position: a new node would shift them
+            raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
+        return v[self._feeder_node_index]
 
     def losses(self) -> tuple[float, float]:
         """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""
@@ -153,8 +161,10 @@ class FeederModel:
         nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus;
         `v` is node_voltages() when the caller already has it."""
         v = self.node_voltages() if v is None else v
-        lo, hi = int(np.argmin(v)), int(np.argmax(v))
-        outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
+        lo, hi = int(v.argmin()), int(v.argmax())
+        outside = 0
+        if v[lo] < VOLTAGE_BAND[0] or v[hi] > VOLTAGE_BAND[1]:  # else no node can be outside
+            outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
         self.dss.Circuit.SetActiveBus(self.head_bus)
         _, v1, v2 = self.dss.Bus.SeqVoltages()
         return float(v[lo]), lo, float(v[hi]), hi, outside, float(v2 / v1) if v1 else 0.0

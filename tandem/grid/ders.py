@@ -193,6 +193,15 @@ def choose_connections(dss, loads: list[LoadPoint], buses: list[str] | None, pha
     return chosen
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """The fleet's state handed out without copies: callers cannot change it."""
+    values.flags.writeable = False
+    return values
+
+
+_NONE = _read_only(np.empty(0))
+
+
 def _curve(dss, name: str, points: tuple[tuple[float, float], ...]) -> None:
     xs = " ".join(f"{x:g}" for x, _ in points)
     ys = " ".join(f"{y:g}" for _, y in points)
@@ -259,10 +268,10 @@ class DerFleet:
         self._bat_eta_discharge = np.array([u.eta_discharge for u in units])
         self._bat_soc_min = np.array([u.soc_min for u in units])
         self._bat_soc_max = np.array([u.soc_max for u in units])
-        self._bat_soc = np.array([u.soc for u in units])
-        self._bat_idle = np.zeros(len(units))
-        self._bat_p = np.zeros(len(units))
-        self._bat_soc_next = self._bat_soc.copy()  # at the end of the step as dispatched
+        self._bat_soc = _read_only(np.array([u.soc for u in units]))
+        self._bat_soc_next = self._bat_soc  # at the end of the step as dispatched
+        self._bat_idle = _read_only(np.zeros(len(units)))
+        self._bat_p = _read_only(np.zeros(len(units)))  # not the idle array: the first step sends all
         self._bat_setpoint = np.full(len(units), np.nan)  # NaN: the default schedule
         self._bat_index = {u.name: i for i, u in enumerate(units)}
         self._bat_any_setpoint = False
@@ -329,9 +338,8 @@ class DerFleet:
             )
 
     # -- before the solve -------------------------------------------------
-    def apply(self, k: int) -> np.ndarray:
-        """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
-        (loads, written by the feeder with its own loads)."""
+    def set_irradiance(self, k: int) -> None:
+        """Every PV system at the irradiance of step k (written only when it changed)."""
         irradiance = float(self.irradiance_kw_m2[k])
         if self.pv and irradiance != self._irradiance_sent:  # the night's zeros are written once
             # The classic interface keeps the Y matrix valid (a batch write would not); its C
@@ -344,6 +352,11 @@ class DerFleet:
                 lib.PVSystems_Get_Next()
             pvsystems._check_for_error()
             self._irradiance_sent = irradiance
+
+    def apply(self, k: int) -> np.ndarray:
+        """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
+        (loads, written by the feeder with its own loads)."""
+        self.set_irradiance(k)
         if self._pv_setpoints_changed:
             for unit in self.pv:
                 sent = (unit.p_cap_pu, unit.q_kvar)
@@ -388,7 +401,7 @@ class DerFleet:
         p = np.where(p > 0, np.minimum(p, discharge_limit), np.where(p < 0, np.maximum(p, charge_limit), p))
         p = np.where(wanted >= 0, np.maximum(p, 0.0), np.minimum(p, 0.0))
         stored = np.where(p >= 0, -p / self._bat_eta_discharge * hours, -p * self._bat_eta_charge * hours)
-        self._bat_p, self._bat_soc_next = p, soc + stored / self._bat_kwh
+        self._bat_p, self._bat_soc_next = _read_only(p), _read_only(soc + stored / self._bat_kwh)
         self._send_batteries()
 
     def _send_batteries(self) -> None:
@@ -442,13 +455,14 @@ class DerFleet:
         return steps
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
-        """What the record needs about the DERs and controls after the solve of step k."""
+        """What the record needs about the DERs and controls after the solve of step k (arrays
+        that belong to the fleet are read-only)."""
         pv = -self.alt.PVSystem.TotalPowers() if self.pv else np.empty(0, dtype=complex)  # delivered
         bat = -self.alt.Storage.TotalPowers() if self.batteries else np.empty(0, dtype=complex)
         taps = self.alt.RegControl.TapNum.to_array().astype(float) if self.regulators else np.empty(0)
         caps = self._capacitor_steps
         if caps is None:
-            caps = np.array(self._read_capacitor_steps(), dtype=float)
+            caps = _read_only(np.array(self._read_capacitor_steps(), dtype=float))
             if not self._capacitors_switch:  # without a CapControl no bank switches: read once
                 self._capacitor_steps = caps
         return {
@@ -457,10 +471,10 @@ class DerFleet:
             "pv_kvar": pv.imag,
             "battery_kw": bat.real,
             "battery_kvar": bat.imag,
-            "battery_dispatch_kw": self._bat_p.copy(),
-            "battery_soc": self._bat_soc_next.copy(),  # at the step's end
-            "ev_kw": np.array([u.p_kw for u in self.evs]),
-            "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
+            "battery_dispatch_kw": self._bat_p,
+            "battery_soc": self._bat_soc_next,  # at the step's end
+            "ev_kw": np.array([u.p_kw for u in self.evs]) if self.evs else _NONE,
+            "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]) if self.evs else _NONE,
             "regulator_taps": taps,
-            "capacitor_steps": caps.copy(),
+            "capacitor_steps": caps,
         }

@@ -69,6 +69,7 @@ class FeederModel:
         # Regulators with several taps to travel need more than the default 10 control rounds.
         self.dss.Solution.MaxControlIterations(100)
         self.dss.Vsources.Name("source")
+        self._only_vsource = self.dss.Vsources.Count() == 1
         self._base_angle = self.dss.Vsources.AngleDeg()
         self.dss.Circuit.SetActiveElement("Vsource.source")
         if self.dss.CktElement.NumPhases() != 3:
@@ -99,17 +100,46 @@ class FeederModel:
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
         self._source = self.alt.Vsource["source"]  # its powers in one call, complex
+        self._own_batch = self._ev_batch = None  # made at first use, once the DERs exist
+        self._prepared: int | None = None  # the step whose loads prepare() wrote
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
         return self.dss.Bus.NumNodes()
 
+    def prepare(self, k: int) -> None:
+        """Write what step k needs that depends neither on the boundary voltage nor on set-points:
+        every load's level and the PV irradiance. The next run() of step k then leaves them as
+        they are. The feeder federate calls this right after the previous step, while the
+        feeder's data are still in the processor's caches: the same writes cost several times
+        more after the wait for the other federates."""
+        self._own_loads()._set_kW(self._load_kw * self.load_levels[:, k], SetterFlags.AvoidFullRecalc)
+        if self.fleet is not None:
+            self.fleet.set_irradiance(k)
+        self._prepared = k
+
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
-        self.set_source(abs(voltage_pu), math.degrees(np.angle(voltage_pu)))
+        self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))  # np.angle's own
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
-        self.set_load_levels(self.load_levels[:, k], ev_kw)
+        if self._prepared == k:  # own loads written by prepare(k); a further run of step k writes all again
+            self._prepared = None
+            if len(ev_kw):
+                self._ev_loads()._set_kW(ev_kw, SetterFlags.AvoidFullRecalc)
+        else:
+            self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
+
+    def _own_loads(self):
+        """AltDSS batch of the feeder's own loads (EV chargers, created later, follow them)."""
+        if self._own_batch is None:
+            self._own_batch = self.alt.Load.batch(idx=np.arange(len(self.loads)))
+        return self._own_batch
+
+    def _ev_loads(self):
+        if self._ev_batch is None:
+            self._ev_batch = self.alt.Load.batch(idx=np.arange(len(self.loads), len(self.alt.Load)))
+        return self._ev_batch
 
     def end_step(self) -> None:
         """The step's solution is final: book battery and EV energy."""
@@ -118,9 +148,11 @@ class FeederModel:
 
     def set_source(self, vm_pu: float, va_deg: float) -> None:
         """Drive the source with the boundary voltage; the model's own angle offset is kept."""
-        self.dss.Vsources.Name("source")
-        self.dss.Vsources.PU(vm_pu)
-        self.dss.Vsources.AngleDeg(self._base_angle + va_deg)
+        vsources = self.dss.Vsources
+        if not self._only_vsource:  # with one Vsource it stays the active one
+            vsources.Name("source")
+        vsources.PU(vm_pu)
+        vsources.AngleDeg(self._base_angle + va_deg)
 
     def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = np.empty(0)) -> None:
         """Each load at its own level (per unit of its nominal power); EV chargers, created

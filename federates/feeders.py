@@ -110,12 +110,6 @@ class FeederGroupFederate:
                 publish_vector(self.pub_nodes[i], nodes)
         publish_vector(self.pub_timing, (self.dss_seconds,))
 
-    def _prepare(self, k: int) -> None:
-        started = time.perf_counter()
-        for model in self.models:
-            model.prepare(k)
-        self.dss_seconds += time.perf_counter() - started
-
     def _end_step(self) -> None:
         for model in self.models:
             model.end_step()
@@ -139,11 +133,7 @@ class FeederGroupFederate:
                 self._end_step()
                 k += 1
                 if k < n_steps:
-                    # The next step's loads and irradiance are written while the others work,
-                    # and while this process's caches still hold the feeder (timed as its step).
-                    h.helicsFederateRequestTimeAsync(self.fed, self.config.step_time(k))
-                    self._prepare(k)
-                    h.helicsFederateRequestTimeComplete(self.fed)
+                    h.helicsFederateRequestTime(self.fed, self.config.step_time(k))
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
         close_federate(self.fed, error, own_error)

@@ -338,8 +338,9 @@ class DerFleet:
             )
 
     # -- before the solve -------------------------------------------------
-    def set_irradiance(self, k: int) -> None:
-        """Every PV system at the irradiance of step k (written only when it changed)."""
+    def apply(self, k: int) -> np.ndarray:
+        """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
+        (loads, written by the feeder with its own loads)."""
         irradiance = float(self.irradiance_kw_m2[k])
         if self.pv and irradiance != self._irradiance_sent:  # the night's zeros are written once
             # The classic interface keeps the Y matrix valid (a batch write would not); its C
@@ -352,11 +353,6 @@ class DerFleet:
                 lib.PVSystems_Get_Next()
             pvsystems._check_for_error()
             self._irradiance_sent = irradiance
-
-    def apply(self, k: int) -> np.ndarray:
-        """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
-        (loads, written by the feeder with its own loads)."""
-        self.set_irradiance(k)
         if self._pv_setpoints_changed:
             for unit in self.pv:
                 sent = (unit.p_cap_pu, unit.q_kvar)

@@ -100,46 +100,17 @@ class FeederModel:
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
         self._source = self.alt.Vsource["source"]  # its powers in one call, complex
-        self._own_batch = self._ev_batch = None  # made at first use, once the DERs exist
-        self._prepared: int | None = None  # the step whose loads prepare() wrote
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
         return self.dss.Bus.NumNodes()
 
-    def prepare(self, k: int) -> None:
-        """Write what step k needs that depends neither on the boundary voltage nor on set-points:
-        every load's level and the PV irradiance. The next run() of step k then leaves them as
-        they are. The feeder federate calls this right after the previous step, while the
-        feeder's data are still in the processor's caches: the same writes cost several times
-        more after the wait for the other federates."""
-        self._own_loads()._set_kW(self._load_kw * self.load_levels[:, k], SetterFlags.AvoidFullRecalc)
-        if self.fleet is not None:
-            self.fleet.set_irradiance(k)
-        self._prepared = k
-
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
         self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))  # np.angle's own
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
-        if self._prepared == k:  # own loads written by prepare(k); a further run of step k writes all again
-            self._prepared = None
-            if len(ev_kw):
-                self._ev_loads()._set_kW(ev_kw, SetterFlags.AvoidFullRecalc)
-        else:
-            self.set_load_levels(self.load_levels[:, k], ev_kw)
+        self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
-
-    def _own_loads(self):
-        """AltDSS batch of the feeder's own loads (EV chargers, created later, follow them)."""
-        if self._own_batch is None:
-            self._own_batch = self.alt.Load.batch(idx=np.arange(len(self.loads)))
-        return self._own_batch
-
-    def _ev_loads(self):
-        if self._ev_batch is None:
-            self._ev_batch = self.alt.Load.batch(idx=np.arange(len(self.loads), len(self.alt.Load)))
-        return self._ev_batch
 
     def end_step(self) -> None:
         """The step's solution is final: book battery and EV energy."""

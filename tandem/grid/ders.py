@@ -210,6 +210,15 @@ def choose_connections(dss, loads: list[LoadPoint], buses: list[str] | None, pha
     return chosen
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """The fleet's state handed out without copies: callers cannot change it."""
+    values.flags.writeable = False
+    return values
+
+
+_NONE = _read_only(np.empty(0))
+
+
 def _curve(dss, name: str, points: tuple[tuple[float, float], ...]) -> None:
     xs = " ".join(f"{x:g}" for x, _ in points)
     ys = " ".join(f"{y:g}" for _, y in points)
@@ -261,8 +270,33 @@ class DerFleet:
                 f"%stored={unit.soc * 100:.6g} %reserve=0 %EffCharge=100 %EffDischarge=100 %IdlingkW=0 "
                 f"DispMode=External State=IDLING kW=0"
             )
-        self._battery_sent: dict[str, tuple[float, float]] = {}
         self._pv_sent: dict[str, tuple[float, float]] = {unit.name: (1.0, 0.0) for unit in self.pv}
+        self._pv_setpoints_changed = False
+        self._pv_pmpp = np.array([u.pmpp_kw for u in self.pv])
+        self._irradiance_sent = 0.0  # what the PV systems hold now (created with none)
+        self._pvsystems = dss.PVsystems
+
+        # Every step handles all batteries at once: their parameters and state as arrays, and the
+        # units kept up to date from them (the same arithmetic, element by element, as the units').
+        units = self.batteries
+        self._bat_kw_rated = np.array([u.kw_rated for u in units])
+        self._bat_kwh = np.array([u.kwh_rated for u in units])
+        self._bat_eta_charge = np.array([u.eta_charge for u in units])
+        self._bat_eta_discharge = np.array([u.eta_discharge for u in units])
+        self._bat_soc_min = np.array([u.soc_min for u in units])
+        self._bat_soc_max = np.array([u.soc_max for u in units])
+        self._bat_soc = _read_only(np.array([u.soc for u in units]))
+        self._bat_soc_next = self._bat_soc  # at the end of the step as dispatched
+        self._bat_idle = _read_only(np.zeros(len(units)))
+        self._bat_p = _read_only(np.zeros(len(units)))  # not the idle array: the first step sends all
+        self._bat_setpoint = np.full(len(units), np.nan)  # NaN: the default schedule
+        self._bat_index = {u.name: i for i, u in enumerate(units)}
+        self._bat_any_setpoint = False
+        self._bat_sent = np.full(len(units), np.nan)  # kW each Storage element was last given
+        # The time-of-day schedule's powers, constant per battery (time_of_day_dispatch's arithmetic).
+        usable = (self._bat_soc_max - self._bat_soc_min) * self._bat_kwh
+        self._bat_charge_kw = -np.minimum(self._bat_kw_rated, usable / (self._bat_eta_charge * _window_hours(bat.charge_hours)))
+        self._bat_discharge_kw = np.minimum(self._bat_kw_rated, usable * self._bat_eta_discharge / _window_hours(bat.discharge_hours))
 
         ev = spec.ev
         if ev.penetration > 0:
@@ -285,6 +319,8 @@ class DerFleet:
         self._configure_controls(spec.controls)
         self.regulators = list(dss.RegControls.AllNames()) if dss.RegControls.Count() else []
         self.capacitors = list(dss.Capacitors.AllNames()) if dss.Capacitors.Count() else []
+        self._capacitors_switch = dss.CapControls.Count() > 0
+        self._capacitor_steps: np.ndarray | None = None if self.capacitors else np.empty(0)
 
     def _configure_controls(self, controls) -> None:
         dss = self.dss
@@ -322,32 +358,68 @@ class DerFleet:
     def apply(self, k: int) -> np.ndarray:
         """Irradiance, battery dispatch and EV charging of step k; returns the EV chargers' kW
         (loads, written by the feeder with its own loads)."""
-        dss = self.dss
         irradiance = float(self.irradiance_kw_m2[k])
-        dss.PVsystems.First()  # creation order, as self.pv; this interface keeps the Y matrix valid
-        for _ in self.pv:
-            dss.PVsystems.Irradiance(irradiance)
-            dss.PVsystems.Next()
-        for unit in self.pv:
-            sent = (unit.p_cap_pu, unit.q_kvar)
-            if self._pv_sent[unit.name] != sent:  # set-points change rarely; text commands only then
-                dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
-                self._pv_sent[unit.name] = sent
-        hour = float(self.local_hours[k])
-        for unit in self.batteries:
-            if unit.setpoint_kw is not None:
-                wanted = unit.setpoint_kw
-            elif self.battery_spec.schedule == "time_of_day":
-                wanted = time_of_day_dispatch(unit, hour, self.battery_spec.charge_hours, self.battery_spec.discharge_hours)
-            else:
-                wanted = 0.0
-            unit.p_kw = unit.feasible_power(wanted, self.step_hours)
-            sent = (unit.p_kw, unit.q_kvar)
-            if self._battery_sent.get(unit.name) != sent:
-                state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
-                dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
-                self._battery_sent[unit.name] = sent
+        if self.pv and irradiance != self._irradiance_sent:  # the night's zeros are written once
+            # The classic interface keeps the Y matrix valid (a batch write would not); its C
+            # functions directly, one error check for the lot: 60 writes cost 25 us through the wrappers.
+            pvsystems = self._pvsystems
+            lib = pvsystems._lib
+            lib.PVSystems_Get_First()  # creation order, as self.pv
+            for _ in self.pv:
+                lib.PVSystems_Set_Irradiance(irradiance)
+                lib.PVSystems_Get_Next()
+            pvsystems._check_for_error()
+            self._irradiance_sent = irradiance
+        if self._pv_setpoints_changed:
+            for unit in self.pv:
+                sent = (unit.p_cap_pu, unit.q_kvar)
+                if self._pv_sent[unit.name] != sent:  # text commands only for the units that changed
+                    self.dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
+                    self._pv_sent[unit.name] = sent
+            self._pv_setpoints_changed = False
+        if self.batteries:
+            self._dispatch_batteries(float(self.local_hours[k]))
+        if not self.evs:
+            return np.empty(0)
         return np.array([unit.charge(k, self.step_hours) for unit in self.evs])
+
+    def _dispatch_batteries(self, hour: float) -> None:
+        """Every battery's power this step (set-point, else schedule; BatteryUnit.feasible_power
+        for all at once), the SOC it leads to, and a Storage edit for each one that changed."""
+        spec, hours, soc = self.battery_spec, self.step_hours, self._bat_soc
+        if spec.schedule == "time_of_day" and _in_window(hour, spec.charge_hours):
+            wanted = self._bat_charge_kw
+        elif spec.schedule == "time_of_day" and _in_window(hour, spec.discharge_hours):
+            wanted = self._bat_discharge_kw
+        elif self._bat_any_setpoint:
+            wanted = np.zeros(len(soc))
+        else:  # all idle, as the arithmetic below would find: nothing moves
+            if self._bat_p is not self._bat_idle or np.isnan(self._bat_sent).any():
+                self._bat_p, self._bat_soc_next = self._bat_idle, soc
+                self._send_batteries()
+            return
+        if self._bat_any_setpoint:
+            wanted = np.where(np.isnan(self._bat_setpoint), wanted, self._bat_setpoint)
+        p = np.minimum(np.maximum(wanted, -self._bat_kw_rated), self._bat_kw_rated)
+        discharge_limit = (soc - self._bat_soc_min) * self._bat_kwh * self._bat_eta_discharge / hours
+        charge_limit = -(self._bat_soc_max - soc) * self._bat_kwh / (self._bat_eta_charge * hours)
+        p = np.where(p > 0, np.minimum(p, discharge_limit), np.where(p < 0, np.maximum(p, charge_limit), p))
+        p = np.where(wanted >= 0, np.maximum(p, 0.0), np.minimum(p, 0.0))
+        stored = np.where(p >= 0, -p / self._bat_eta_discharge * hours, -p * self._bat_eta_charge * hours)
+        self._bat_p, self._bat_soc_next = _read_only(p), _read_only(soc + stored / self._bat_kwh)
+        self._send_batteries()
+
+    def _send_batteries(self) -> None:
+        """The units' dispatch from the arrays; a Storage edit for each battery whose power changed."""
+        p = self._bat_p
+        for unit, p_kw in zip(self.batteries, p.tolist()):
+            unit.p_kw = p_kw
+        changed = np.flatnonzero(p != self._bat_sent)  # the first step writes them all
+        for i in changed.tolist():
+            unit = self.batteries[i]
+            state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
+            self.dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
+        self._bat_sent[changed] = p[changed]
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
                       batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
@@ -360,43 +432,58 @@ class DerFleet:
             raise KeyError(f"unknown DER {unknown[0]!r}")
         for name, (cap, q) in (pv or {}).items():
             by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
+            self._pv_setpoints_changed = True
         for name, p in (batteries or {}).items():
             by_name[name].setpoint_kw = p
+            self._bat_setpoint[self._bat_index[name]] = np.nan if p is None else float(p)
+            self._bat_any_setpoint = not np.isnan(self._bat_setpoint).all()
         for name, q in (battery_kvar or {}).items():
             by_name[name].q_kvar = float(q)
+            self._bat_sent[self._bat_index[name]] = np.nan  # Q alone changed: edit the element again
         for name, p in (evs or {}).items():
             by_name[name].setpoint_kw = max(0.0, p)
 
     # -- after the solve --------------------------------------------------
     def advance(self) -> None:
         """Book the step's energy: battery SOC and the energy EVs still need."""
-        for unit in self.batteries:
-            unit.advance(self.step_hours)
+        if self._bat_soc_next is not self._bat_soc:  # idle steps leave the SOC as it was
+            self._bat_soc = self._bat_soc_next
+            for unit, soc in zip(self.batteries, self._bat_soc.tolist()):
+                unit.soc = soc
         for unit in self.evs:
             unit.book(self.step_hours)
 
-    @staticmethod
-    def _delivered(batch) -> np.ndarray:
-        """Power delivered into the grid by each element of a class: [element, (kW, kvar)]."""
-        s = -np.asarray(batch.TotalPowers(), dtype=complex).reshape(-1)
-        return np.column_stack([s.real, s.imag])
+    def _read_capacitor_steps(self) -> list[int]:
+        """Energised steps of each capacitor bank; the classic interface, by index (all banks,
+        enabled or not), takes a fifth of AltDSS's time for a few banks."""
+        capacitors = self.dss.Capacitors
+        steps = []
+        for i in range(1, len(self.capacitors) + 1):
+            capacitors.Idx(i)
+            steps.append(sum(capacitors.States()))
+        return steps
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
-        """What the record needs about the DERs and controls after the solve of step k."""
-        pv = self._delivered(self.alt.PVSystem) if self.pv else np.empty((0, 2))
-        bat = self._delivered(self.alt.Storage) if self.batteries else np.empty((0, 2))
-        taps = np.array(list(self.alt.RegControl.TapNum), dtype=float) if self.regulators else np.empty(0)
-        caps = [float(np.sum(states)) for states in self.alt.Capacitor.States] if self.capacitors else []
+        """What the record needs about the DERs and controls after the solve of step k (arrays
+        that belong to the fleet are read-only)."""
+        pv = -self.alt.PVSystem.TotalPowers() if self.pv else np.empty(0, dtype=complex)  # delivered
+        bat = -self.alt.Storage.TotalPowers() if self.batteries else np.empty(0, dtype=complex)
+        taps = self.alt.RegControl.TapNum.to_array().astype(float) if self.regulators else np.empty(0)
+        caps = self._capacitor_steps
+        if caps is None:
+            caps = _read_only(np.array(self._read_capacitor_steps(), dtype=float))
+            if not self._capacitors_switch:  # without a CapControl no bank switches: read once
+                self._capacitor_steps = caps
         return {
-            "pv_available_kw": np.array([u.pmpp_kw * self.irradiance_kw_m2[k] for u in self.pv]),
-            "pv_kw": pv[:, 0],
-            "pv_kvar": pv[:, 1],
-            "battery_kw": bat[:, 0],
-            "battery_kvar": bat[:, 1],
-            "battery_dispatch_kw": np.array([u.p_kw for u in self.batteries]),
-            "battery_soc": np.array([u.soc_after(self.step_hours) for u in self.batteries]),  # at the step's end
-            "ev_kw": np.array([u.p_kw for u in self.evs]),
-            "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]),
+            "pv_available_kw": self._pv_pmpp * self.irradiance_kw_m2[k],
+            "pv_kw": pv.real,
+            "pv_kvar": pv.imag,
+            "battery_kw": bat.real,
+            "battery_kvar": bat.imag,
+            "battery_dispatch_kw": self._bat_p,
+            "battery_soc": self._bat_soc_next,  # at the step's end
+            "ev_kw": np.array([u.p_kw for u in self.evs]) if self.evs else _NONE,
+            "ev_owed_kwh": np.array([max(0.0, u.owed_kwh - u.p_kw * self.step_hours) for u in self.evs]) if self.evs else _NONE,
             "regulator_taps": taps,
-            "capacitor_steps": np.array(caps, dtype=float),
+            "capacitor_steps": caps,
         }

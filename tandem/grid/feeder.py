@@ -7,6 +7,7 @@ boundary voltage; its terminal powers are the substation P and Q per phase.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import opendssdirect
 import pandas as pd
+from altdss.enums import SetterFlags
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
@@ -67,6 +69,7 @@ class FeederModel:
         # Regulators with several taps to travel need more than the default 10 control rounds.
         self.dss.Solution.MaxControlIterations(100)
         self.dss.Vsources.Name("source")
+        self._only_vsource = self.dss.Vsources.Count() == 1
         self._base_angle = self.dss.Vsources.AngleDeg()
         self.dss.Circuit.SetActiveElement("Vsource.source")
         if self.dss.CktElement.NumPhases() != 3:
@@ -76,6 +79,10 @@ class FeederModel:
         # The source bus stands for the transmission side; feeder statistics are about the feeder.
         self._feeder_nodes = np.array([n.split(".")[0].lower() != source_bus for n in names])
         self.node_names = [n for n, keep in zip(names, self._feeder_nodes) if keep]
+        kept = np.flatnonzero(self._feeder_nodes)
+        contiguous = len(kept) and kept[-1] - kept[0] + 1 == len(kept)
+        # The source bus's nodes usually come first: a slice then, no copy.
+        self._feeder_node_index = slice(int(kept[0]), int(kept[-1]) + 1) if contiguous else kept
         # The substation bus: the first three-phase bus downstream of the source.
         self.head_bus = next(
             (b for b in self.dss.Circuit.AllBusNames() if b.lower() != source_bus and self._bus_phases(b) == 3), source_bus
@@ -91,6 +98,8 @@ class FeederModel:
         self.load_levels: np.ndarray | None = None  # [load, step], set by build_feeder
         self.fleet: DerFleet | None = None
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
+        self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
+        self._source = self.alt.Vsource["source"]  # its powers in one call, complex
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -98,7 +107,7 @@ class FeederModel:
 
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
-        self.set_source(abs(voltage_pu), float(np.degrees(np.angle(voltage_pu))))
+        self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))  # np.angle's own
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
         self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
@@ -110,20 +119,23 @@ class FeederModel:
 
     def set_source(self, vm_pu: float, va_deg: float) -> None:
         """Drive the source with the boundary voltage; the model's own angle offset is kept."""
-        self.dss.Vsources.Name("source")
-        self.dss.Vsources.PU(vm_pu)
-        self.dss.Vsources.AngleDeg(self._base_angle + va_deg)
+        vsources = self.dss.Vsources
+        if not self._only_vsource:  # with one Vsource it stays the active one
+            vsources.Name("source")
+        vsources.PU(vm_pu)
+        vsources.AngleDeg(self._base_angle + va_deg)
 
     def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = np.empty(0)) -> None:
         """Each load at its own level (per unit of its nominal power); EV chargers, created
         after the feeder's own loads, at their charging power.
 
-        Written one by one through the Loads interface: a batch property write would be one
-        call, but it invalidates the system admittance matrix and doubles the solve."""
-        loads = self.dss.Loads
-        for i, kw in enumerate(np.concatenate([self._load_kw * levels, ev_kw])):
-            loads.Idx(i + 1)
-            loads.kW(kw)
+        One batch write for all loads. A plain batch write invalidates the system admittance
+        matrix and doubles the solve; AvoidFullRecalc updates the loads as the classic Loads
+        interface does, leaving the matrix valid."""
+        kw = self._load_kw * levels
+        if len(ev_kw):
+            kw = np.concatenate([kw, ev_kw])
+        self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
     def solve(self, label: str = "") -> None:
         self.dss.Solution.Solve()
@@ -132,13 +144,15 @@ class FeederModel:
 
     def substation_power(self) -> tuple[np.ndarray, np.ndarray]:
         """Power drawn from the source per phase: P (kW) and Q (kvar), phases a, b, c."""
-        self.dss.Circuit.SetActiveElement("Vsource.source")
-        powers = np.asarray(self.dss.CktElement.Powers()[:6])
-        return -powers[0::2], -powers[1::2]
+        drawn = -self._source.Powers()[:3]
+        return drawn.real, drawn.imag
 
     def node_voltages(self) -> np.ndarray:
         """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
-        return np.asarray(self.dss.Circuit.AllBusMagPu())[self._feeder_nodes]
+        v = self._circuit.AllBusVmagPu
+        if len(v) != len(self._feeder_nodes):  # readings go by position: a new node would shift them
+            raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
+        return v[self._feeder_node_index]
 
     def losses(self) -> tuple[float, float]:
         """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""
@@ -150,8 +164,10 @@ class FeederModel:
         nodes outside VOLTAGE_BAND, and the voltage unbalance factor (V2/V1) at the head bus;
         `v` is node_voltages() when the caller already has it."""
         v = self.node_voltages() if v is None else v
-        lo, hi = int(np.argmin(v)), int(np.argmax(v))
-        outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
+        lo, hi = int(v.argmin()), int(v.argmax())
+        outside = 0
+        if v[lo] < VOLTAGE_BAND[0] or v[hi] > VOLTAGE_BAND[1]:  # else no node can be outside
+            outside = int(np.count_nonzero((v < VOLTAGE_BAND[0]) | (v > VOLTAGE_BAND[1])))
         self.dss.Circuit.SetActiveBus(self.head_bus)
         _, v1, v2 = self.dss.Bus.SeqVoltages()
         return float(v[lo]), lo, float(v[hi]), hi, outside, float(v2 / v1) if v1 else 0.0

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.add_argument("results", nargs="+", help="HDF5 files of runs")
     report.add_argument("-o", "--output", help="HTML file to write (default: beside the first run, .html)")
+    from tandem.flex import add_parser as add_flex_parser
+
+    add_flex_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -172,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return main_report(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "flex":
+            from tandem.flex import main_flex
+
+            return main_flex(args)
     except ScenarioError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

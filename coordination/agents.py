@@ -45,16 +45,20 @@ class DsoAgent:
         if scheme == "dso_managed":
             self.models["robust"] = FeederProblem(setup, options, directions=True, robust=True)
         self.validator = DerValidator(self.models["main"]) if scheme == "hybrid" else None
+        self._admm_data_pushed = False
 
     # -- data -------------------------------------------------------------------------------
     def update(self, data: Mapping[str, object]) -> None:
+        self._admm_data_pushed = False  # the next ADMM solve re-sends everything
         for model in self.models.values():
             model.update(**data)
         if self.validator is not None and data.get("ratios") is not None:
             self.validator.set_ratios(data["ratios"])
 
-    def _solve(self, model: str, full: bool) -> FeederSolve:
-        out = self.models[model].solve(full)
+    def _solve(self, model: str, full: bool, changed: str = "all") -> FeederSolve:
+        out = self.models[model].solve(full, changed)
+        if model == "admm":
+            self._admm_data_pushed = True
         if not out.optimal and out.status != "time limit (feasible)":
             raise RuntimeError(f"DSO {self.name}: {model} problem {out.status}")
         return out
@@ -107,7 +111,7 @@ class DsoAgent:
     def admm(self, center_kw: np.ndarray, kappa: float, full: bool = False) -> FeederSolve:
         """admm: the DSO's update, min own cost + kappa |p - center|^2 (kappa per MW^2)."""
         self.models["admm"].set_params(center=np.asarray(center_kw, dtype=float) / 1000.0, kappa=kappa)
-        return self._solve("admm", full=full)
+        return self._solve("admm", full=full, changed="proximal" if self._admm_data_pushed else "all")
 
     def reread(self, model: str) -> FeederSolve:
         """The last solution of one of the agent's models, read in full."""

@@ -37,7 +37,7 @@ from coordination.distribution import set_load_forecast, set_node_loads, set_rat
 from coordination.interface import set_head_voltage
 from coordination.network_data import FeederData
 from coordination.objective import objective_terms
-from coordination.proximal import add_proximal
+from coordination.proximal import add_proximal, set_center
 from coordination.solver import PersistentHighs, SolveStats
 
 # The DSO's share of the centralized objective's terms (per copy of the feeder).
@@ -248,11 +248,14 @@ class FeederProblem:
 
     def set_params(self, **values) -> None:
         """Write role data: price, target_p, target_q, weight_target, weight_der, dir_p, dir_q,
-        cap_voltage, cap_flow, cap_soc, cap_ev, kappa, center (arrays over the horizon or
+        cap_voltage, cap_flow, cap_soc, cap_ev, kappa, center (MW) (arrays over the horizon or
         numbers); der_target and band_lo/band_hi as {unit key: array}."""
         m = self.model
         H = len(m.T)
         for name, value in values.items():
+            if name == "center":
+                set_center(m, value)
+                continue
             param = getattr(m, name)
             if name in ("der_target", "band_lo", "band_hi"):
                 for unit, row in value.items():
@@ -265,10 +268,19 @@ class FeederProblem:
                 param.set_value(float(value))
 
     # -- solving ----------------------------------------------------------------------------
-    def solve(self, full: bool = True) -> FeederSolve:
-        """Solve with the data in the model now; `full` also reads set-points and voltages."""
+    def solve(self, full: bool = True, changed: str = "all") -> FeederSolve:
+        """Solve with the data in the model now; `full` also reads set-points and voltages.
+        `changed` says what changed since the last solve, so only that is re-sent to HiGHS:
+        "all", "objective" (directions, prices, weights, kappa) or "proximal" (the ADMM
+        center and kappa)."""
         start = time.perf_counter()
-        stats = self.solver.solve()
+        if changed == "all" or self.solver.highs is None:
+            stats = self.solver.solve()
+        else:
+            if changed == "proximal":
+                self.solver.push_rows([self.model.prox_cut])
+            self.solver.push_objective()
+            stats = self.solver.solve(push=False)
         fallback = False
         mode = self.options.battery_binaries
         batteries = list(self.model.feeder.battery.values())

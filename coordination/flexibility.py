@@ -176,7 +176,7 @@ def region_at(problem: FeederProblem, period: int, n_directions: int = 16) -> Re
             weights_p, weights_q = np.zeros(H), np.zeros(H)
             weights_p[period], weights_q[period] = DIRECTION_WEIGHT * dp, DIRECTION_WEIGHT * dq
             problem.set_params(dir_p=weights_p, dir_q=weights_q)
-            out = problem.solve(full=False)
+            out = problem.solve(full=False, changed="all" if k == 0 else "objective")  # the caps are new at k = 0
             if not out.optimal:
                 raise RuntimeError(f"feeder {problem.setup.data.name}: direction {k} {out.status}")
             points[k] = out.p_kw[period], out.q_kvar[period]
@@ -254,7 +254,7 @@ def robust_regions(problem: FeederProblem, bands: tuple[Mapping[str, np.ndarray]
         ref_costs = problem.period_costs()
         for k, (dp, dq) in enumerate(dirs):
             problem.set_params(dir_p=np.full(H, DIRECTION_WEIGHT * dp), dir_q=np.full(H, DIRECTION_WEIGHT * dq))
-            out = problem.solve(full=False)
+            out = problem.solve(full=False, changed="objective")
             if not out.optimal:
                 raise RuntimeError(f"feeder {problem.setup.data.name}: direction {k} {out.status}")
             points[:, k, 0], points[:, k, 1] = out.p_kw, out.q_kvar

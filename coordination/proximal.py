@@ -31,13 +31,25 @@ def breakpoints() -> np.ndarray:
 
 
 def add_proximal(b: pyo.Block, value_mw: Callable[[int], object]) -> None:
-    """b.kappa (currency per MW^2), b.center[t] (MW) and b.proximal, the envelope of
-    kappa sum_t (value_mw(t) - center[t])^2 over b.T."""
+    """b.kappa (currency per MW^2) and b.proximal, the envelope of kappa sum_t (value_mw(t) -
+    center[t])^2 over b.T, the center set by `set_center` (MW; 0 at first)."""
     cuts = breakpoints()
     b.kappa = pyo.Param(mutable=True, initialize=0.0)
-    b.center = pyo.Param(b.T, mutable=True, initialize=0.0)
     b.prox = pyo.Var(b.T, bounds=(0.0, None))
     b.prox_points = pyo.Set(initialize=range(len(cuts)), ordered=True)
+    # Right-hand sides -2 d_k center - d_k^2 as bare Params: re-sent without evaluating expressions.
+    b.prox_rhs = pyo.Param(b.prox_points, b.T, mutable=True, initialize=lambda _, k, t: -cuts[k] ** 2)
     b.prox_cut = pyo.Constraint(b.prox_points, b.T, rule=lambda _, k, t: b.prox[t] - 2.0 * cuts[k] * value_mw(t)
-                                >= -2.0 * cuts[k] * b.center[t] - cuts[k] ** 2)
+                                >= b.prox_rhs[k, t])
     b.proximal = pyo.Expression(expr=b.kappa * pyo.quicksum(b.prox[t] for t in b.T))
+
+
+def set_center(b: pyo.Block, center_mw) -> None:
+    """The center of a block's proximal term, per period (MW) or one number."""
+    cuts = breakpoints()
+    periods = list(b.T)
+    center = np.broadcast_to(np.asarray(center_mw, dtype=float), (len(periods),))
+    rhs = -2.0 * cuts[:, None] * center[None, :] - cuts[:, None] ** 2
+    for k in range(len(cuts)):
+        for j, t in enumerate(periods):
+            b.prox_rhs[k, t] = float(rhs[k, j])

@@ -50,7 +50,7 @@ from coordination.ders import (
 )
 from coordination.network_data import TransmissionData
 from coordination.objective import objective_terms
-from coordination.proximal import add_proximal
+from coordination.proximal import add_proximal, set_center
 from coordination.solver import PersistentHighs
 from coordination.transmission import add_dcopf, lmps, set_bus_load, set_generator_limits
 
@@ -306,7 +306,7 @@ class TransmissionProblem:
         for name, k in kappa.items():
             ib = self.model.interfaces[name]
             ib.kappa.set_value(float(k))
-            _set_series(ib.center, np.asarray(center_kw[name], dtype=float) / 1000.0, len(ib.T))
+            set_center(ib, np.asarray(center_kw[name], dtype=float) / 1000.0)
 
     # -- solving ----------------------------------------------------------------------------
     def solve(self) -> TsoSolve:

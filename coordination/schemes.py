@@ -199,9 +199,12 @@ class _Scheme:
             for name in FEEDER_SLACKS:
                 slacks[name] += out.slacks[name]
         optimal = settled.optimal and all(out.optimal for out in dispatch.values())
+        status = "optimal" if optimal else "time limit (feasible)"
+        if exchange.converged is False:  # ADMM stopped at its iteration cap: a feasible dispatch, not the optimum
+            optimal, status = False, "iteration limit (feasible)"
         highs_s = self._tso_highs + self.pool.highs_seconds()
         result = SchemeResult(
-            status="optimal" if optimal else "time limit (feasible)",
+            status=status,
             optimal=optimal,
             objective=float(sum(terms.values())),
             terms=terms,

@@ -257,7 +257,7 @@ class HybridProblem(_Scheme):
         offers = self.pool.call("validate", {name: {} for name in names})
         for name, offer in offers.items():
             exchange.send(dso(name), TSO, "validated DER ranges, DSO reactive powers, head-power base and "
-                          "sensitivities, DER state", dataclasses.replace(offer, rows=0))
+                          "sensitivities, DER state", (offer.lo, offer.hi, offer.q, offer.base_kw, offer.sens, offer.state))
             self.tso.set_ders(name, offer.lo, offer.hi, offer.q, offer.base_kw, offer.sens, offer.state)
         planned = self._tso_solve(self.tso)
         for name in names:

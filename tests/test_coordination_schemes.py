@@ -307,8 +307,14 @@ def test_exchange_counts(results):
     dso_first = results["dso_first"][1].exchange
     assert (dso_first.values_up(), dso_first.values_down(), dso_first.n_messages) == (2 * 2 * H, 2 * H, 6)
     hybrid = results["hybrid"][1].exchange
-    # Down: every unit's active power per period (feeder a: 4 units, b: 4 units).
+    # Down: every unit's active power per period (feeder a: 4 units, b: 4 units). Up: lo and hi of
+    # every unit and q of PV and batteries per period, base per period, one sensitivity per unit,
+    # the state (PV available per period; SOC and target; EV plugged per period and energy;
+    # load baseline per period), the realised P.
     assert hybrid.values_down() == (4 + 4) * H
+    up_a = 4 * 2 * H + 4 * H + H + 4 + (2 * H + 2 * 2)
+    up_b = 4 * 2 * H + 2 * H + H + 4 + (H + 2 + (H + 1) + H)
+    assert hybrid.values_up() == up_a + up_b + 2 * H
     central = results["tso_managed"][1].exchange
     assert central.values_up() > hybrid.values_up() > 0
 

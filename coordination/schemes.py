@@ -317,9 +317,11 @@ class AdmmProblem(_Scheme):
     In MW of boundary load, x[f, t] = multiplier p_TSO / 1000 is the TSO's copy and
     y[f, t] = multiplier p_DSO / 1000 the DSO's; with u the scaled dual (price / rho):
 
-        x <- argmin c_TSO(x) + rho/2 |x - y + u|^2          (one TSO QP)
-        y <- argmin sum_f c_f(y_f) + rho/2 |x - y + u|^2    (one QP per DSO, in parallel)
+        x <- argmin c_TSO(x) + rho/2 |x - y + u|^2          (the TSO's problem)
+        y <- argmin sum_f c_f(y_f) + rho/2 |x - y + u|^2    (one problem per DSO, in parallel)
         u <- u + x - y
+
+    (the squares as the LP envelopes of `coordination.proximal`: HiGHS' QP solver stalls on them).
 
     primal residual r = |x - y|, dual residual s = rho |y - y_previous|; stop when
     r <= sqrt(n) eps_abs + eps_rel max(|x|, |y|) and s <= sqrt(n) eps_abs + eps_rel rho |u|.
@@ -354,7 +356,6 @@ class AdmmProblem(_Scheme):
         n_values = len(names) * H
         sqrt_n = np.sqrt(n_values)
         converged = False
-        out = {}
         for it in range(1, opts.admm_max_iterations + 1):
             # TSO: min c_T + rho/2 |mult p / 1000 - (y - u)|^2 = c_T + kappa |p / 1000 - center|^2
             self.tso.set_proximal({n: rho / 2 * mult[n] ** 2 for n in names},
@@ -376,8 +377,8 @@ class AdmmProblem(_Scheme):
             dual = float(rho * np.linalg.norm(ys - np.concatenate([y_previous[n] for n in names])))
             eps_pri = sqrt_n * opts.admm_eps_abs + opts.admm_eps_rel * max(np.linalg.norm(xs), np.linalg.norm(ys))
             eps_dual = sqrt_n * opts.admm_eps_abs + opts.admm_eps_rel * rho * float(np.linalg.norm(us))
-            exchange.residuals.append({"iteration": it, "primal": primal, "dual": dual, "eps_primal": eps_pri,
-                                       "eps_dual": eps_dual, "rho": rho,
+            exchange.residuals.append({"iteration": it, "primal": primal, "dual": dual, "eps_primal": float(eps_pri),
+                                       "eps_dual": float(eps_dual), "rho": rho,
                                        "tso_cost": sum(planned.terms[k] for k in TRANSMISSION_TERMS),
                                        "dso_cost": sum(mult[n] * out[n].cost for n in names)})
             if primal <= eps_pri and dual <= eps_dual:

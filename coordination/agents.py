@@ -24,7 +24,7 @@ from coordination.dso import FeederProblem, FeederSolve
 from coordination.flexibility import FLOW_TOLERANCE, VOLTAGE_TOLERANCE, robust_bands, robust_regions
 from coordination.validation import DerOffer, DerValidator
 
-DEVIATION_PENALTY = 1e5  # currency per MWh (Mvarh) a DSO misses a target by: above every other marginal cost
+DEVIATION_PENALTY = 1e5  # currency per MWh (Mvarh) a DSO misses a target by: ten times the value of lost load
 
 
 class DsoAgent:

@@ -12,6 +12,14 @@ to a pyomo Block), so every coordination scheme composes the same pieces:
 * `objective`     penalty weights, named cost terms and the objective
 * `solver`        persistent HiGHS: solve, re-solve, read back selected values
 * `centralized`   the joint T&D look-ahead problem: built once, updated and re-solved
+* `dso`, `tso`    each operator's own problem: a feeder with interface roles; the DC-OPF
+                  with feeders seen only through their interfaces
+* `flexibility`   P-Q regions at a feeder interface by optimising in many directions
+* `validation`    DER ranges a feeder absorbs in every combination (hybrid scheme)
+* `proximal`      ADMM's augmented-Lagrangian term as an LP
+* `agents`        the DSOs of a scheme, in this process or in worker processes
+* `exchange`      the record of what crosses the TSO-DSO interface
+* `schemes`       the coordination schemes with the interface of `centralized`, by name
 
 Nothing here talks to HELICS: a coordination federate owns the time loop and messaging.
 """

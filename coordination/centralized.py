@@ -33,6 +33,7 @@ from coordination.distribution import (
     set_ratios,
     variables_lindist3flow,
 )
+from coordination.exchange import Exchange, centralized_exchange
 from coordination.interface import (
     constraints_boundary_power,
     constraints_head_voltage,
@@ -121,6 +122,7 @@ class Result:
     lmp: dict[int, np.ndarray] | None = None  # bus -> currency/MWh (LPs only)
     mip_fallback: bool = False  # "relax-and-check" re-solved as a MIP / "relax-and-fix" fixed directions
     lp_bound: float | None = None  # objective of the first LP (a lower bound) when that was not final
+    exchange: Exchange | None = None  # what crossed the TSO-DSO interface (`coordination.exchange`)
 
     def voltage_range(self, feeder: str) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest predicted node voltage per period (source bus excluded)."""
@@ -447,6 +449,7 @@ class CentralizedProblem:
             mip_fallback=fallback,
             lp_bound=lp_bound,
         )
+        result.exchange = centralized_exchange(self, result)
         result.read_s = time.perf_counter() - start
         return result
 

@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from tandem.sweep_cli import add_sweep_parser
 
     add_sweep_parser(commands)
+    from tandem.flex import add_parser as add_flex_parser
+
+    add_flex_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -216,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             from tandem.sweep_cli import cmd_sweep
 
             return cmd_sweep(args)
+        if args.command == "flex":
+            from tandem.flex import main_flex
+
+            return main_flex(args)
     except ScenarioError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

@@ -1,0 +1,302 @@
+"""Feasible P-Q regions at a feeder's interface, by optimising in many directions.
+
+A direction d = (cos a, sin a) in the (P, Q) plane of the feeder head (kW, kvar of one
+copy) is pushed as far as the feeder allows: maximise d . (P_t, Q_t) subject to the DSO's
+whole model (LinDist3Flow, DER limits, SOC dynamics) with the use of every soft limit held
+at what the DSO's own optimum needs (zero when its network is within limits). The optimum
+in direction a is a point of the region (a support point); with K directions:
+
+* the convex hull of the support points is an inner approximation (every point of it is
+  a convex combination of feasible operating points, hence feasible: the region is
+  the projection of a polyhedron, so convex);
+* the half-planes d_k . x <= h_k (h_k the optimum) an outer one (no feasible point lies
+  outside any of them).
+
+`region_at` gives the exact region of one period of the horizon (the other periods
+adapt: the projection of the multi-period feasible set). `robust_regions` gives one
+region per period that hold jointly, as a DSO reporting its flexibility to the TSO for
+every period at once must: the intertemporal constraints are replaced by bands on each
+unit's power around the DSO's own plan, narrow enough that any choice within the bands,
+period by period, keeps every battery's SOC within limits and delivers every EV's energy
+(`robust_bands`). Any sequence of targets with each period's target in that period's
+inner region is then met by the DSO (`dso_managed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coordination.dso import NO_CAP, FeederProblem
+
+DIRECTION_WEIGHT = 1e3  # currency per kW in the direction: dwarfs the DSO's own costs, which only break ties
+VOLTAGE_TOLERANCE = 1e-7  # pu^2 per period of voltage-slack use above the reference's
+FLOW_TOLERANCE = 1e-4  # kVA per period
+ENERGY_TOLERANCE = 1e-4  # kWh of SOC or EV shortfall
+
+
+def directions(n: int) -> np.ndarray:
+    """n unit vectors (cos a, sin a), a = 2 pi k / n: with n a multiple of 4 the +-P and +-Q
+    directions are among them."""
+    if n < 3:
+        raise ValueError(f"a region needs at least 3 directions (got {n})")
+    angles = 2 * math.pi * np.arange(n) / n
+    return np.column_stack([np.cos(angles), np.sin(angles)])
+
+
+@dataclass
+class Region:
+    """The P-Q region of one period at a feeder's interface (kW, kvar; one copy)."""
+
+    period: int
+    directions: np.ndarray  # [K, 2]
+    support: np.ndarray  # [K] the largest d_k . (P, Q) in the region
+    points: np.ndarray  # [K, 2] a point attaining each support value
+    costs: np.ndarray  # [K] the DSO's cost at each point
+    reference: np.ndarray  # [2] the DSO's own optimum (P, Q)
+    reference_cost: float
+
+    def vertices(self) -> np.ndarray:
+        """Corners of the inner polygon (the hull of the support points and the reference),
+        counter-clockwise."""
+        return convex_hull(np.vstack([self.points, self.reference]))
+
+    def contains(self, p_kw: float, q_kvar: float, tol: float = 1e-6, inner: bool = False) -> bool:
+        """Whether (P, Q) lies in the outer polygon (any feasible point does) or, with
+        `inner`, in the inner one (any point there is feasible); `tol` in kW."""
+        x = np.array([p_kw, q_kvar])
+        if not inner:
+            return bool(np.all(self.directions @ x <= self.support + tol))
+        hull = self.vertices()
+        if len(hull) < 3:  # a point or a segment
+            return _distance_to_hull(x, hull) <= tol
+        edges = np.roll(hull, -1, axis=0) - hull
+        rel = x - hull
+        lengths = np.maximum(np.hypot(edges[:, 0], edges[:, 1]), 1e-12)
+        return bool(np.all((edges[:, 0] * rel[:, 1] - edges[:, 1] * rel[:, 0]) / lengths >= -tol))
+
+    def area(self, inner: bool = True) -> float:
+        """Area (kW kvar) of the inner polygon, or of the outer one."""
+        hull = self.vertices() if inner else _outer_vertices(self.directions, self.support)
+        if len(hull) < 3:
+            return 0.0
+        x, y = hull[:, 0], hull[:, 1]
+        return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+    def p_range(self) -> tuple[float, float]:
+        """Smallest and largest head P in the inner polygon."""
+        v = self.vertices()
+        return float(v[:, 0].min()), float(v[:, 0].max())
+
+
+def convex_hull(points: np.ndarray, resolution: float = 1e-3) -> np.ndarray:
+    """Corners of the convex hull of 2-D points, counter-clockwise (monotone chain); points
+    closer than `resolution` (kW) merge, and corners within it of a straight edge drop."""
+    pts = np.unique(np.round(np.asarray(points, dtype=float) / resolution) * resolution, axis=0)
+    if len(pts) <= 2:
+        return pts
+    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+    tol = resolution * float(np.ptp(pts, axis=0).max())  # |cross| = edge length x distance off the edge
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= tol:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in pts[::-1]:
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= tol:
+            upper.pop()
+        upper.append(p)
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def _distance_to_hull(x: np.ndarray, hull: np.ndarray) -> float:
+    if len(hull) == 1:
+        return float(np.hypot(*(x - hull[0])))
+    a, b = hull[0], hull[-1]
+    ab = b - a
+    s = np.clip(np.dot(x - a, ab) / max(np.dot(ab, ab), 1e-18), 0.0, 1.0)
+    return float(np.hypot(*(x - a - s * ab)))
+
+
+def _outer_vertices(dirs: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Corners of the polygon d_k . x <= h_k (consecutive directions' lines intersected)."""
+    out = []
+    n = len(dirs)
+    for k in range(n):
+        a = np.array([dirs[k], dirs[(k + 1) % n]])
+        if abs(np.linalg.det(a)) > 1e-12:
+            out.append(np.linalg.solve(a, [support[k], support[(k + 1) % n]]))
+    return convex_hull(np.array(out)) if out else np.zeros((0, 2))
+
+
+def _caps_from(problem: FeederProblem) -> dict[str, object]:
+    """Caps on the use of every soft limit at what the last solution used (plus tolerances)."""
+    volt, flow = problem.period_violations()
+    caps = {"cap_voltage": volt + VOLTAGE_TOLERANCE, "cap_flow": flow + FLOW_TOLERANCE}
+    if not problem.flags["robust"]:
+        soc, ev = problem.horizon_shortfalls()
+        caps.update(cap_soc=soc + ENERGY_TOLERANCE, cap_ev=ev + ENERGY_TOLERANCE)
+    return caps
+
+
+def _release(problem: FeederProblem) -> None:
+    H = len(problem.model.T)
+    params = {"dir_p": np.zeros(H), "dir_q": np.zeros(H), "cap_voltage": NO_CAP, "cap_flow": NO_CAP}
+    if not problem.flags["robust"]:
+        params.update(cap_soc=NO_CAP, cap_ev=NO_CAP)
+    problem.set_params(**params)
+
+
+def region_at(problem: FeederProblem, period: int, n_directions: int = 16) -> Region:
+    """The exact P-Q region of one period (see the module docstring) with the data in
+    `problem` now (a FeederProblem built with `directions=True`, not robust)."""
+    if not problem.flags["directions"] or problem.flags["robust"]:
+        raise ValueError("region_at needs a FeederProblem built with directions=True and robust=False")
+    H = len(problem.model.T)
+    if not 0 <= period < H:
+        raise ValueError(f"period {period} is outside the horizon 0..{H - 1}")
+    _release(problem)
+    ref = problem.solve(full=False)
+    if not ref.optimal:
+        raise RuntimeError(f"feeder {problem.setup.data.name}: own optimum {ref.status}")
+    problem.set_params(**_caps_from(problem))
+    dirs = directions(n_directions)
+    points, costs = np.zeros((n_directions, 2)), np.zeros(n_directions)
+    try:
+        for k, (dp, dq) in enumerate(dirs):
+            weights_p, weights_q = np.zeros(H), np.zeros(H)
+            weights_p[period], weights_q[period] = DIRECTION_WEIGHT * dp, DIRECTION_WEIGHT * dq
+            problem.set_params(dir_p=weights_p, dir_q=weights_q)
+            out = problem.solve(full=False, changed="all" if k == 0 else "objective")  # the caps are new at k = 0
+            if not out.optimal:
+                raise RuntimeError(f"feeder {problem.setup.data.name}: direction {k} {out.status}")
+            points[k] = out.p_kw[period], out.q_kvar[period]
+            costs[k] = out.cost
+    finally:
+        _release(problem)
+    return Region(period, dirs, np.einsum("kj,kj->k", dirs, points), points, costs,
+                  np.array([ref.p_kw[period], ref.q_kvar[period]]), ref.cost)
+
+
+def robust_bands(problem: FeederProblem, unit_p_kw: Mapping[str, np.ndarray],
+                 soc: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-period power bands (kW injected, [lo, hi] per unit "kind/name") around a plan
+    (`unit_p_kw`, each battery's SOC trajectory `soc`) within which every period may pick
+    any value independently:
+
+    * batteries: a deviation d from the plan moves the SOC by at most |d| dt / (eta_d kWh)
+      (discharging less saves p / eta_d; charging more stores eta_c p <= p / eta_d), so the
+      band [plan - c, plan + e] with (t + 1) c dt / (eta_d kWh) <= soc_max - soc_plan(t)
+      and likewise e against soc_min (and at the end against the SOC target, as far as the
+      plan reaches it) keeps the SOC within limits for every sequence;
+    * EV chargers: charging at least the plan (the energy owed has no upper limit);
+    * flexible loads: the plan (load moved must come back within the horizon).
+    PV has no band (its energy is not coupled over time)."""
+    setup, dt = problem.setup, problem.options.dt_hours
+    fb = problem.model.feeder
+    lo: dict[str, np.ndarray] = {}
+    hi: dict[str, np.ndarray] = {}
+    for b in setup.ders.batteries:
+        key = f"battery/{b.name}"
+        plan = np.asarray(unit_p_kw[key], dtype=float)
+        steps = (np.arange(len(plan)) + 1) * dt / (b.eta_discharge * b.kwh_rated)
+        floor = np.full(len(plan), b.soc_min)
+        # Not below the terminal target either (where the plan reaches it): a shortfall is
+        # penalised, and regions priced per period cannot see it.
+        floor[-1] = max(b.soc_min, min(float(fb.battery[b.name].soc_target.value), float(soc[b.name][-1])))
+        charge = max(0.0, float(np.min((b.soc_max - soc[b.name]) / steps)))
+        discharge = max(0.0, float(np.min((soc[b.name] - floor) / steps)))
+        lo[key] = np.maximum(-b.kw_rated, np.minimum(plan, plan - charge))
+        hi[key] = np.minimum(b.kw_rated, np.maximum(plan, plan + discharge))
+    for e in setup.ders.evs:
+        key = f"ev/{e.name}"
+        plugged = np.array([float(p.value) for p in fb.ev[e.name].plugged.values()])
+        lo[key] = np.minimum(-e.max_kw * plugged, unit_p_kw[key])
+        hi[key] = np.asarray(unit_p_kw[key], dtype=float)
+    for f in setup.ders.flexible:
+        key = f"flexible/{f.name}"
+        lo[key] = hi[key] = np.asarray(unit_p_kw[key], dtype=float)
+    return lo, hi
+
+
+def robust_regions(problem: FeederProblem, bands: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                   caps: Mapping[str, np.ndarray], n_directions: int = 16) -> list[Region]:
+    """One region per period that hold jointly (see the module docstring): `problem` is a
+    FeederProblem built with directions=True and robust=True holding the data now, `bands`
+    from `robust_bands`, `caps` the per-period slack use allowed ({"cap_voltage": [H],
+    "cap_flow": [H]}). Every direction is one solve for all periods at once (the periods
+    are independent once the bands replace the intertemporal constraints). Costs are
+    per period."""
+    if not (problem.flags["directions"] and problem.flags["robust"]):
+        raise ValueError("robust_regions needs a FeederProblem built with directions=True and robust=True")
+    H = len(problem.model.T)
+    lo, hi = bands
+    problem.set_params(band_lo=lo, band_hi=hi)
+    _release(problem)
+    problem.set_params(cap_voltage=caps["cap_voltage"], cap_flow=caps["cap_flow"])
+    dirs = directions(n_directions)
+    points = np.zeros((H, n_directions, 2))
+    costs = np.zeros((H, n_directions))
+    try:
+        ref = problem.solve(full=False)
+        if not ref.optimal:
+            raise RuntimeError(f"feeder {problem.setup.data.name}: robust own optimum {ref.status}")
+        ref_points = np.column_stack([ref.p_kw, ref.q_kvar])
+        ref_costs = problem.period_costs()
+        for k, (dp, dq) in enumerate(dirs):
+            problem.set_params(dir_p=np.full(H, DIRECTION_WEIGHT * dp), dir_q=np.full(H, DIRECTION_WEIGHT * dq))
+            out = problem.solve(full=False, changed="objective")
+            if not out.optimal:
+                raise RuntimeError(f"feeder {problem.setup.data.name}: direction {k} {out.status}")
+            points[:, k, 0], points[:, k, 1] = out.p_kw, out.q_kvar
+            costs[:, k] = problem.period_costs()
+    finally:
+        _release(problem)
+    return [Region(t, dirs, np.einsum("kj,kj->k", dirs, points[t]), points[t], costs[t],
+                   ref_points[t], float(ref_costs[t])) for t in range(H)]
+
+
+def plot_regions(regions: Mapping[str, Region], path: str | Path, title: str = "") -> Path:
+    """Draw regions (label -> Region) as filled inner polygons with their outer bounds
+    dashed and each reference point marked; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, region) in enumerate(regions.items()):
+        colour = colours[i % len(colours)]
+        inner = region.vertices()
+        if len(inner):
+            closed = np.vstack([inner, inner[:1]])
+            ax.fill(closed[:, 0], closed[:, 1], color=colour, alpha=0.15)
+            ax.plot(closed[:, 0], closed[:, 1], color=colour, lw=1.8, label=label)
+        outer = _outer_vertices(region.directions, region.support)
+        if len(outer) >= 3:
+            closed = np.vstack([outer, outer[:1]])
+            ax.plot(closed[:, 0], closed[:, 1], color=colour, lw=0.8, ls="--")
+        ax.plot(*region.reference, marker="o", color=colour, ms=5)
+    ax.axhline(0.0, color="0.6", lw=0.6)
+    ax.axvline(0.0, color="0.6", lw=0.6)
+    ax.set_xlabel("head active power P (kW, + drawn from the grid)")
+    ax.set_ylabel("head reactive power Q (kvar)")
+    ax.set_title(title or "Feasible P-Q region at the feeder interface")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.grid(alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT, processes_mentioning, tandem
+from tests.netns import Hosts, two_hosts
 from timeseries.results import RunFile
 
 SCENARIO = """\
@@ -42,52 +41,10 @@ COMPARED = [
 ]
 
 
-@dataclass
-class Hosts:
-    a: str  # namespace names
-    b: str
-    addr_a: str = "10.200.0.1"
-    addr_b: str = "10.200.0.2"
-
-    def pids(self) -> list[str]:
-        out = []
-        for ns in (self.a, self.b):
-            out += subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30).stdout.split()
-        return out
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def hosts():
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("two-host test needs root and iproute2 (ip netns) to make network namespaces")
-    tag = f"tdm{os.getpid() % 100000}"
-    hosts = Hosts(f"{tag}a", f"{tag}b")
-    try:
-        _ip("netns", "add", hosts.a)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"network namespaces are not permitted here: {exc.stderr.strip()}")
-    try:
-        _ip("netns", "add", hosts.b)
-        _ip("link", "add", f"{tag}va", "type", "veth", "peer", "name", f"{tag}vb")
-        for ns, dev, addr in ((hosts.a, f"{tag}va", hosts.addr_a), (hosts.b, f"{tag}vb", hosts.addr_b)):
-            _ip("link", "set", dev, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield hosts
-    finally:
-        for pid in hosts.pids():  # only this test starts processes in its namespaces
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for ns in (hosts.a, hosts.b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        subprocess.run(["ip", "link", "del", f"{tag}va"], capture_output=True, timeout=30)  # if not moved yet
+    with two_hosts(f"tdm{os.getpid() % 100000}") as made:
+        yield made
 
 
 def _scenario(tmp_path: Path, timeout_s: float = 60) -> Path:

@@ -109,7 +109,7 @@ def test_run_split_over_two_hosts_equals_the_single_host_run(hosts, tmp_path):
 
 
 def test_unreachable_broker_fails_within_the_timeout_with_one_line(hosts, tmp_path):
-    scenario = _scenario(tmp_path, timeout_s=6)
+    scenario = _scenario(tmp_path, timeout_s=10)
     started = time.monotonic()
     # 10.200.0.9 is on host B's link but nobody has it.
     proc = _start(hosts.b, str(scenario), "-o", str(tmp_path / "lonely.h5"), "-q", "--federates", "feeders_0,feeders_1",
@@ -119,8 +119,10 @@ def test_unreachable_broker_fails_within_the_timeout_with_one_line(hosts, tmp_pa
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("error: federate 'feeders_0' failed: cannot reach the HELICS broker at 10.200.0.9:23500 (zmq) within 6 s")
-    assert elapsed < 6 + 30, f"took {elapsed:.0f} s"
+    # Both feeder federates fail alike; the one that started first is named.
+    assert re.match(r"error: federate 'feeders_[01]' failed: cannot reach the HELICS broker at 10\.200\.0\.9:23500 \(zmq\) within 10 s: ", lines[0]), err
+    # Start-up included; HELICS alone would try six times, 60 s.
+    assert elapsed < 10 + 35, f"took {elapsed:.0f} s"
     assert not hosts.pids()
 
 

@@ -27,9 +27,11 @@ ERROR_PREFIX = "TANDEM-ERROR: "
 class BrokerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     core_type: str
-    address: str
+    address: str  # where federates connect
     port: int
     timeout_s: float
+    interface: str | None = None  # where the broker listens; None: address
+    local_interface: str | None = None  # where each federate listens; None: HELICS chooses
 
 
 class FederationConfig(BaseModel):
@@ -55,21 +57,36 @@ class FederationConfig(BaseModel):
 
 def create_value_federate(name: str, config: FederationConfig, *, wait_for_current_time: bool = False) -> h.HelicsFederate:
     """A value federate that fails instead of hanging: timeouts, terminate-on-error, uninterruptible."""
-    broker = config.broker
     info = h.helicsCreateFederateInfo()
-    h.helicsFederateInfoSetCoreTypeFromString(info, broker.core_type)
-    h.helicsFederateInfoSetCoreInitString(
-        info,
-        f"--federates=1 --broker_address={broker.address} --broker_port={broker.port} "
-        f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s}s",
-    )
+    h.helicsFederateInfoSetCoreTypeFromString(info, config.broker.core_type)
+    h.helicsFederateInfoSetCoreInitString(info, core_init_string(config.broker))
     h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_TERMINATE_ON_ERROR, True)
     h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_UNINTERRUPTIBLE, True)
     if wait_for_current_time:
         h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_WAIT_FOR_CURRENT_TIME_UPDATE, True)
     h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_MAX_ITERATIONS, config.scenario.coupling.max_iterations + 5)
     h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_LOG_LEVEL, h.HELICS_LOG_LEVEL_ERROR)
-    return h.helicsCreateValueFederate(name, info)
+    try:
+        return h.helicsCreateValueFederate(name, info)
+    except h.HelicsException as exc:
+        if "unable to connect to broker" not in str(exc).lower():
+            raise
+        # An own error (not "federation stopped"): on another host the broker may be absent or misaddressed.
+        b = config.broker
+        raise RuntimeError(
+            f"cannot reach the HELICS broker at {b.address}:{b.port} ({b.core_type}) within {b.timeout_s:g} s: "
+            "is it running, and are federation.broker_address and broker_port right?"
+        ) from None
+
+
+def core_init_string(broker: BrokerConfig) -> str:
+    """A federate's core settings. The broker connection is tried twice, half the timeout each,
+    so an unreachable broker fails within timeout_s (HELICS retries five times by default)."""
+    local = f" --local_interface={broker.local_interface}" if broker.local_interface else ""
+    return (
+        f"--federates=1 --broker_address={broker.address} --broker_port={broker.port}{local} "
+        f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s / 2}s --networkretries=1"
+    )
 
 
 def publish_vector(pub: h.HelicsPublication, values) -> None:

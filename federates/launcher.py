@@ -28,10 +28,11 @@ from typing import Callable
 
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
-from tandem.scenario import Scenario
+from tandem.scenario import Scenario, ScenarioError
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
+PROBE_SECONDS = 2.0  # between checks that a broker on another host still listens
 
 
 class RunFailed(RuntimeError):
@@ -46,7 +47,8 @@ class RunPlan:
     run_dir: Path
     config_path: Path
     runner_path: Path
-    commands: dict[str, list[str]]  # name -> argv, broker first
+    commands: dict[str, list[str]]  # name -> argv of the processes started here, broker first
+    elsewhere: list[str] = field(default_factory=list)  # processes of the run started on other hosts
 
 
 @dataclass
@@ -63,9 +65,13 @@ def default_output(scenario: Scenario) -> Path:
 
 def free_port(address: str = "127.0.0.1") -> int:
     """A port that is free now, with the next one free too (the zmq broker binds two)."""
+    address = "0.0.0.0" if address == "*" else address
     for _ in range(50):
         with socket.socket() as s:
-            s.bind((address, 0))
+            try:
+                s.bind((address, 0))
+            except OSError as exc:
+                raise RunFailed(f"the HELICS broker cannot listen on {address}: {exc.strerror} (federation.broker_interface)") from None
             port = s.getsockname()[1]
         if port < 65000:
             with socket.socket() as s2:
@@ -110,25 +116,37 @@ def plan_run(
     boundary_buses: list[int],
     output: Path,
     observers: int = 0,
+    only: list[str] | None = None,
 ) -> RunPlan:
-    """Resolve ports and process groups and write federation.json and the helics runner file."""
+    """Resolve ports and process groups and write federation.json and the helics runner file.
+
+    With `only`, just those processes (names as in runner.json) are planned to start here; the
+    others run elsewhere, e.g. on other hosts, from their own plan of the same scenario."""
+    fed_spec = scenario.federation
+    groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes, scenario.coupling.mode == "iterative")
+    all_names = process_names(len(groups), scenario.coordination.coordinated)
+    if only is not None:
+        _check_split(scenario, only, all_names)
     output = output.resolve()
     run_dir = output.with_name(output.stem + "_run")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    fed_spec = scenario.federation
-    port = free_port(fed_spec.broker_address) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
-    groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes, scenario.coupling.mode == "iterative")
+    interface = fed_spec.broker_interface or fed_spec.broker_address
+    port = free_port(interface) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
     config = FederationConfig(
         scenario=scenario,
         scenario_source=scenario_source,
         output=str(output),
-        broker=BrokerConfig(core_type=fed_spec.core_type, address=fed_spec.broker_address, port=port, timeout_s=fed_spec.timeout_s),
+        broker=BrokerConfig(
+            core_type=fed_spec.core_type, address=fed_spec.broker_address, port=port, timeout_s=fed_spec.timeout_s,
+            interface=interface, local_interface=fed_spec.local_interface,
+        ),
         feeder_groups=groups,
         boundary_buses=sorted(set(boundary_buses)),
         observers=observers,
     )
-    config_path = run_dir / "federation.json"
-    config_path.write_text(config.model_dump_json(indent=2))
+    # A part of a split run names its files after its first process: parts may share the folder.
+    suffix = "" if only is None else "_" + next(n for n in all_names if n in only)
+    config_path = run_dir / f"federation{suffix}.json"
 
     coordinated = scenario.coordination.coordinated
     n_federates = 2 + len(groups) + int(coordinated) + observers
@@ -137,7 +155,7 @@ def plan_run(
             helics_broker_executable(),
             f"--federates={n_federates}",
             f"--coretype={fed_spec.core_type}",
-            f"--local_interface={fed_spec.broker_address}",
+            f"--local_interface={interface}",
             f"--port={port}",
             f"--timeout={fed_spec.timeout_s}s",
             "--loglevel=error",
@@ -150,7 +168,10 @@ def plan_run(
         **({names.COORDINATOR: [sys.executable, "-m", "federates.coordinator", "--config", str(config_path)]} if coordinated else {}),
         names.RECORDER: [sys.executable, "-m", "federates.recorder", "--config", str(config_path)],
     }
-    runner_path = run_dir / "runner.json"
+    elsewhere = [n for n in commands if only is not None and n not in only]
+    commands = {n: argv for n, argv in commands.items() if n not in elsewhere}
+    config_path.write_text(config.model_dump_json(indent=2))
+    runner_path = run_dir / f"runner{suffix}.json"
     runner = {
         "name": f"tandem-{scenario.name}",
         "broker": False,  # the broker is listed below with its port and federate count
@@ -160,7 +181,36 @@ def plan_run(
         ],
     }
     runner_path.write_text(json.dumps(runner, indent=2))
-    return RunPlan(config, run_dir, config_path, runner_path, commands)
+    return RunPlan(config, run_dir, config_path, runner_path, commands, elsewhere)
+
+
+def process_names(n_groups: int, coordinated: bool) -> list[str]:
+    """The processes of a run, in start order."""
+    groups = [names.feeder_group(g) for g in range(n_groups)]
+    return ["broker", names.TRANSMISSION, *groups, *([names.COORDINATOR] if coordinated else []), names.RECORDER]
+
+
+def _check_split(scenario: Scenario, only: list[str], all_names: list[str]) -> None:
+    """Every part of a split run plans the same federation on its own host: nothing may depend
+    on the host (a free port, its core count)."""
+    if not only:
+        raise ScenarioError("--federates: name at least one process (broker, transmission, feeders_<g>, coordinator, recorder)")
+    if len(set(only)) != len(only):
+        raise ScenarioError(f"--federates: a process is named twice in {','.join(only)}")
+    unknown = [n for n in only if n not in all_names]
+    if unknown:
+        raise ScenarioError(f"--federates: this run has no process {unknown[0]!r}; it has {', '.join(all_names)}")
+    fed_spec = scenario.federation
+    if fed_spec.broker_port == "auto":
+        raise ScenarioError(
+            "federation.broker_port: starting only some processes (--federates) needs a fixed port, "
+            "the same on every host (set it, or give --broker-port)"
+        )
+    if fed_spec.feeder_processes == "auto":
+        raise ScenarioError(
+            "federation.feeder_processes: starting only some processes (--federates) needs a number, "
+            "the same on every host, since 'auto' depends on the host's cores (set it, or give --feeder-processes)"
+        )
 
 
 def _die_with_parent() -> None:
@@ -190,7 +240,8 @@ class Federation:
                 argv, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=_die_with_parent, text=True,
             )
-        threading.Thread(target=self._read_progress, daemon=True).start()
+        if names.RECORDER in self.procs:
+            threading.Thread(target=self._read_progress, daemon=True).start()
 
     def _read_progress(self) -> None:
         for line in self.procs[names.RECORDER].stdout:
@@ -208,35 +259,66 @@ class Federation:
                 return line[len(ERROR_PREFIX):]
         return ""
 
+    def broker_listens(self) -> bool:
+        """Whether the broker's port accepts a connection (a broker started elsewhere)."""
+        b = self.plan.config.broker
+        try:
+            with socket.create_connection((b.address, b.port), timeout=PROBE_SECONDS):
+                return True
+        except OSError:
+            return False
+
     def wait(self, on_progress: Callable[[Progress], None] | None = None) -> None:
         """Block until every federate has finished; raise RunFailed naming the first failure."""
         timeout = self.plan.config.broker.timeout_s
         federates = [n for n in self.procs if n != "broker"]
+        limit = 2 * timeout + 30
+        # Progress comes from the recorder; a broker started elsewhere is watched through its port,
+        # since HELICS federates still entering initialization wait for a lost broker forever.
+        watched = names.RECORDER in self.procs
+        remote_broker = "broker" not in self.procs
+        broker_seen = next_probe = time.monotonic()
         while True:
             if on_progress:
                 on_progress(self.progress)
             if any(self.procs[n].poll() not in (None, 0) for n in federates):
                 raise RunFailed(self._blame())
-            if all(self.procs[n].poll() == 0 for n in federates):
+            if federates and all(self.procs[n].poll() == 0 for n in federates):
                 break
-            broker = self.procs["broker"].poll()
+            broker = self.procs["broker"].poll() if "broker" in self.procs else None
             if broker not in (None, 0):  # it exits 0 by itself once every federate has left
                 raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
+            if broker == 0 and not federates:
+                break  # a part that runs only the broker
+            if remote_broker and time.monotonic() >= next_probe:
+                if self.broker_listens():
+                    broker_seen = time.monotonic()
+                elif time.monotonic() - broker_seen > limit:
+                    b = self.plan.config.broker
+                    raise RunFailed(
+                        f"the HELICS broker at {b.address}:{b.port} has not answered for {time.monotonic() - broker_seen:.0f} s "
+                        f"(timeout_s={timeout:g}); started elsewhere: {', '.join(self.plan.elsewhere)}"
+                    )
+                next_probe = time.monotonic() + PROBE_SECONDS
+            if not watched:
+                time.sleep(0.05)
+                continue
             stalled = time.monotonic() - self.progress.updated_at
             started = self.progress.steps_done > 0
             # Before the first step, observers may still be joining: give them ten minutes more.
-            limit = 2 * timeout + 30 + (0 if started or not self.plan.config.observers else 600)
-            if stalled > limit:
+            if stalled > limit + (0 if started or not self.plan.config.observers else 600):
                 where = f"after step {self.progress.steps_done}" if started else "before the first step"
+                elsewhere = f"; started elsewhere: {', '.join(self.plan.elsewhere)}" if self.plan.elsewhere else ""
                 raise RunFailed(
                     f"no progress for {stalled:.0f} s {where}: the federation stalled "
-                    f"(timeout_s={timeout:g}); logs in {self.plan.run_dir / 'logs'}"
+                    f"(timeout_s={timeout:g}{elsewhere}); logs in {self.plan.run_dir / 'logs'}"
                 )
             time.sleep(0.05)
         if on_progress:
             on_progress(self.progress)
         try:
-            self.procs["broker"].wait(timeout=10)
+            if "broker" in self.procs:
+                self.procs["broker"].wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
 
@@ -305,16 +387,20 @@ def mark_failed(output: Path, message: str) -> None:
 def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> None:
     """Start, watch and stop the federation; raises RunFailed (or KeyboardInterrupt) on failure."""
     federation = Federation(plan)
+    # Only the recorder's host marks the file: it may be on another host, or still open there.
+    records = names.RECORDER in plan.commands
     try:
         federation.start()
         federation.wait(on_progress)
     except RunFailed as exc:
         federation.close()
-        mark_failed(Path(plan.config.output), str(exc))
+        if records:
+            mark_failed(Path(plan.config.output), str(exc))
         raise
     except KeyboardInterrupt:
         federation.close()
-        mark_failed(Path(plan.config.output), "interrupted by the user")
+        if records:
+            mark_failed(Path(plan.config.output), "interrupted by the user")
         raise
     finally:
         federation.close()

@@ -39,6 +39,17 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--step", metavar="S", help="override time.step, with units (e.g. 5min, 60s)")
     run.add_argument("--feeder-processes", metavar="N", help="override federation.feeder_processes (a number or 'auto')")
     run.add_argument("--broker-port", type=int, metavar="PORT", help="override federation.broker_port (default: a free port)")
+    run.add_argument("--broker-address", metavar="ADDR", help="override federation.broker_address (where federates connect)")
+    run.add_argument("--broker-interface", metavar="ADDR", help="override federation.broker_interface (where the broker listens)")
+    run.add_argument("--local-interface", metavar="ADDR", help="override federation.local_interface (where this host's federates listen)")
+    run.add_argument(
+        "--federates",
+        metavar="NAMES",
+        help=(
+            "start only these processes, comma-separated (broker, transmission, feeders_<g>, coordinator, recorder); "
+            "the others are started on other hosts with the same scenario. See docs/multihost.md"
+        ),
+    )
     run.add_argument(
         "--observers",
         type=int,
@@ -59,6 +70,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "time.duration": args.duration,
         "time.step": args.step,
         "federation.broker_port": args.broker_port,
+        "federation.broker_address": args.broker_address,
+        "federation.broker_interface": args.broker_interface,
+        "federation.local_interface": args.local_interface,
         "federation.feeder_processes": (
             int(args.feeder_processes) if args.feeder_processes and args.feeder_processes.isdigit() else args.feeder_processes
         ),
@@ -87,6 +101,7 @@ def _print_summary(outcome) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from federates import interfaces as names
     from federates.launcher import RunFailed
     from tandem.study import execute_run, prepare_run
 
@@ -97,20 +112,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.observers < 0:
         raise ScenarioError(f"--observers must be 0 or more (got {args.observers})")
+    federates = None if args.federates is None else [n.strip() for n in args.federates.split(",") if n.strip()]
     try:
-        plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers)
+        plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers, federates)
     except RunFailed as exc:  # no free port, no broker executable
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_RUN_FAILED
     if args.observers and not args.quiet:
         console.print(f"waiting for {args.observers} observer federate(s) on broker port {plan.config.broker.port} "
                       f"(core type {plan.config.broker.core_type})")
+    if plan.elsewhere and not args.quiet:
+        b = plan.config.broker
+        console.print(f"starting {', '.join(plan.commands)} with broker {b.address}:{b.port}; "
+                      f"started elsewhere: {', '.join(plan.elsewhere)}", highlight=False)
 
     start, step = pd.Timestamp(scenario.time.start), scenario.time.step
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[simtime]}"), TextColumn("{task.fields[rate]} steps/s"), TimeElapsedColumn(),
-        console=console, disable=args.quiet,
+        console=console, disable=args.quiet or names.RECORDER not in plan.commands,  # progress comes from the recorder
     )
     task = progress.add_task(scenario.name, total=scenario.time.n_steps, simtime="", rate="-")
     first_step: list[tuple[float, int]] = []  # (when, steps) at the first progress: start-up is not stepping
@@ -130,7 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.stop()
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             return EXIT_RUN_FAILED
-    if not args.quiet:
+    if not args.quiet and outcome.summary is None:
+        console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
+                      f"the recorder's host writes {outcome.output}", highlight=False)
+    elif not args.quiet:
         _print_summary(outcome)
     return 0
 

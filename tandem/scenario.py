@@ -375,7 +375,13 @@ class CouplingSpec(_Strict):
 
 class FederationSpec(_Strict):
     core_type: Literal["zmq", "zmq_ss", "tcp", "tcp_ss"] = Field("zmq", description="HELICS core type")
-    broker_address: str = Field("127.0.0.1", description="address the broker listens on and federates connect to")
+    broker_address: str = Field("127.0.0.1", description="address federates connect to the broker at")
+    broker_interface: str | None = Field(
+        None, description="address the broker listens on (0.0.0.0: every interface); default: broker_address"
+    )
+    local_interface: str | None = Field(
+        None, description="address each federate listens on for the broker; default: HELICS picks one that reaches broker_address"
+    )
     broker_port: Annotated[int, Field(ge=1024, le=65534)] | Literal["auto"] = Field("auto", description="broker port; 'auto' picks a free one")
     feeder_processes: PositiveInt | Literal["auto"] = Field(
         "auto", description="number of feeder federate processes; 'auto' uses the cores left after the transmission federate and recorder (always one in iterative coupling)"

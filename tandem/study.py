@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from federates import interfaces as names
 from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
 from tandem.grid.networks import network_summary
 from tandem.grid.transmission import check_boundary_buses
@@ -24,7 +25,7 @@ class RunOutcome:
     output: Path
     run_dir: Path
     wall_seconds: float
-    summary: RunSummary
+    summary: RunSummary | None  # None for a part of a split run without the recorder
 
 
 def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
@@ -40,12 +41,17 @@ def resolve_scenario(scenario: Scenario) -> tuple[Scenario, list[int]]:
 
 
 def prepare_run(
-    scenario: Scenario, scenario_source: str = "", output: str | Path | None = None, observers: int = 0
+    scenario: Scenario,
+    scenario_source: str = "",
+    output: str | Path | None = None,
+    observers: int = 0,
+    federates: list[str] | None = None,
 ) -> RunPlan:
-    """Validate against the network and write the run folder; starts nothing (raises ScenarioError)."""
+    """Validate against the network and write the run folder; starts nothing (raises ScenarioError).
+    `federates` names the processes to start here, for a run split over hosts (default: all)."""
     resolved, buses = resolve_scenario(scenario)
     target = Path(output or scenario.output.path or default_output(scenario))
-    return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers)
+    return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers, federates)
 
 
 def execute_run(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> RunOutcome:
@@ -53,7 +59,8 @@ def execute_run(plan: RunPlan, on_progress: Callable[[Progress], None] | None = 
     started = time.perf_counter()
     run_federation(plan, on_progress)
     wall = time.perf_counter() - started
-    return RunOutcome(Path(plan.config.output), plan.run_dir, wall, summarize(plan.config.output))
+    summary = summarize(plan.config.output) if names.RECORDER in plan.commands else None
+    return RunOutcome(Path(plan.config.output), plan.run_dir, wall, summary)
 
 
 def run_study(

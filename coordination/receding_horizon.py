@@ -20,10 +20,17 @@ from coordination.centralized import CentralizedProblem, FeederSetup, Options, R
 from coordination.ders import ders_from_fleet, ev_horizon
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
+from coordination.schemes import TERMS
 from timeseries import forecasts
 
-# The schemes the coordinator federate runs, by `coordination.scheme`.
-SCHEMES: dict[str, type] = {"centralized": CentralizedProblem}
+
+
+def scheme_class(name: str) -> type:
+    """The problem class of a `coordination.scheme` the coordinator federate runs."""
+    from coordination.schemes import SCHEMES
+
+    return CentralizedProblem if name == "centralized" else SCHEMES[name]
+
 
 STATUS_CODES = {"optimal": 0, "time limit (feasible)": 1}  # anything else: 2 (failed, set-points kept)
 SLACKS = ("unserved_mwh", "spilled_mwh", "transmission_overload_mwh", "feeder_overload_kvah",
@@ -54,7 +61,7 @@ class Plan:
 class RecedingHorizon:
     """The coordinator's model of the study and its plan-by-plan use."""
 
-    def __init__(self, scenario, scheme_class: type | None = None):
+    def __init__(self, scenario, problem_class: type | None = None):
         from tandem.grid.feeder import build_feeder
         from tandem.grid.networks import load_network
         from timeseries.profiles import load_shape
@@ -99,12 +106,19 @@ class RecedingHorizon:
             voltage_dependent_loads=False,
             prices=Prices(curtailment=spec.curtailment_price, battery_degradation=spec.battery_degradation_price),
         )
-        self.problem = (scheme_class or SCHEMES[spec.scheme])(self.transmission, setups, options)
-        self.term_names = list(self.problem.model.cost_terms)
-        self.held = {name: set(self.problem.model.feeders[name].held_nodes) for name in self.labels}
+        self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options)
+        self.term_names = list(self.problem.model.cost_terms) if hasattr(self.problem, "model") else list(TERMS)
+        self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}
+                     if spec.regulators == "hold" else set() for name in self.labels}
         self._taps = {name: None for name in self.labels}
         self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
         self.last_plan: Plan | None = None
+
+    def close(self) -> None:
+        """Stop the scheme's worker processes, if it has any."""
+        close = getattr(self.problem, "close", None)
+        if close is not None:
+            close()
 
     # -- forecasts --------------------------------------------------------------------------
     def forecast(self, actual: np.ndarray, step: int, series: int = 0) -> np.ndarray:

@@ -39,7 +39,7 @@ def record_layout(terms: list[str], feeders: list[str]) -> list[str]:
     return [
         "status", "objective", *(f"cost/{t}" for t in terms), "solve_s", "highs_s", "update_s", "plan_s",
         "n_variables", "n_constraints", *(f"slack/{s}" for s in SLACKS), "voltage_error_max_pu", "voltage_error_mean_pu",
-        *(f"planned_kw/{f}" for f in feeders),
+        *(f"planned_kw/{f}" for f in feeders), "exchange_iterations", "exchange_values", "exchange_messages",
     ]
 
 
@@ -131,14 +131,24 @@ class CoordinatorFederate:
         planned = [r.feeder_p_kw[f][0] if f in r.feeder_p_kw else np.nan for f in self.labels]
         values = [
             STATUS_CODES.get(r.status, FAILED), objective, *terms, r.solve_s, r.highs_s, r.update_s, plan_s,
-            r.n_variables, r.n_constraints, *slacks, *errors, *planned,
+            r.n_variables, r.n_constraints, *slacks, *errors, *planned, *_exchanged(r),
         ]
         publish_vector(self.pub_record, values)
         if plan.failed:
             print(f"step {plan.step}: solve {r.status}; the last set-points stay in force", flush=True)
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
+        if getattr(self, "horizon", None) is not None:
+            self.horizon.close()
         close_federate(self.fed, error, own_error)
+
+
+def _exchanged(result) -> tuple[float, float, float]:
+    """Coordination rounds, numbers and messages that crossed the TSO-DSO interface in a solve."""
+    exchange = getattr(result, "exchange", None)
+    if exchange is None:
+        return (np.nan, np.nan, np.nan)
+    return (float(exchange.iterations), float(exchange.n_values), float(exchange.n_messages))
 
 
 if __name__ == "__main__":

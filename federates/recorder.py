@@ -160,6 +160,9 @@ class RecorderFederate:
             Series("coordinator/slacks", (len(slacks),), "", ("slack",), "soft-limit use over the horizon, as coordinator/slack"),
             scalar("voltage_error_max_pu", "pu", "largest |OPF-predicted - OpenDSS-realised (mean over the interval)| feeder node voltage of the previous plan's first interval"),
             scalar("voltage_error_mean_pu", "pu", "mean of that error over modelled nodes and feeders"),
+            scalar("exchange_iterations", "", "coordination rounds between TSO and DSOs in the solve (ADMM iterations; 1 for one-shot schemes)"),
+            scalar("exchange_values", "", "numbers that crossed the TSO-DSO interface in the solve"),
+            scalar("exchange_messages", "", "messages between TSO and DSOs in the solve"),
             Series("coordinator/planned_feeder_kw", (len(self.labels),), "kW", ("feeder",), "substation P of one feeder copy the plan schedules for its first interval"),
         ):
             w.add_series(series)

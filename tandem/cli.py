@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Run SCENARIO once per scheme (same profiles and seeds), print the KPI table and save it as compare.csv.",
     )
     compare_cmd.add_argument("scenario", nargs="?", help="scenario file (default: the built-in study)")
-    compare_cmd.add_argument("--schemes", default="none,local,centralized", help="comma-separated coordination schemes (default: none,local,centralized)")
+    compare_cmd.add_argument("--schemes", default="none,local,tso_managed,hybrid,dso_managed,admm", help="comma-separated coordination schemes (default: none,local,tso_managed,hybrid,dso_managed,admm)")
     compare_cmd.add_argument("-o", "--output", help="folder for the runs and compare.csv (default: runs/output/compare_<name>_<time>)")
     compare_cmd.add_argument("--duration", metavar="D", help="override time.duration, with units")
     compare_cmd.add_argument("--step", metavar="S", help="override time.step, with units")

@@ -71,7 +71,7 @@ def row(kpis: dict, scenario: Scenario) -> dict[str, float]:
     for column, _ in COLUMNS:
         out.setdefault(column, get(column))
     for column in ("coordinator_solves", "coordinator_failed_solves", "interface_schedule_deviation_MWh", "solve_time_s"):
-        if math.isnan(out[column]) and c.scheme in ("none", "local", "external"):
+        if math.isnan(out[column]) and not c.coordinated:
             out[column] = 0.0  # nothing was planned or solved
     return out
 

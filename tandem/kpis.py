@@ -412,6 +412,8 @@ def _coordinator(r: _Reader, out: dict) -> None:
                 stem = key[:-2] if key.endswith("_s") else key
                 out[f"coordinator_{stem}_total_s"] = float(np.nansum(col))
                 out[f"coordinator_{stem}_max_s"] = float(np.nanmax(col))
+            elif "exchange_values" in name or "exchange_messages" in name:
+                out[f"coordinator_{key}_sum"] = float(np.nansum(col))
             elif "iteration" in name.lower():
                 out[f"coordinator_{key}_mean"] = float(np.nanmean(col))
                 out[f"coordinator_{key}_max"] = float(np.nanmax(col))

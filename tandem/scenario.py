@@ -311,19 +311,21 @@ class SolarSpec(_Strict):
     file: ProfileFile | None = Field(None, description="measured irradiance (W/m2 or kW/m2) instead of the built-in model")
 
 
-COORDINATED_SCHEMES = ("centralized",)  # schemes run by the coordinator federate
+# Schemes run by the coordinator federate (`coordination.schemes`; tso_managed is centralized).
+COORDINATED_SCHEMES = ("centralized", "tso_managed", "hybrid", "dso_managed", "dso_first", "admm")
 
 
 class CoordinationSpec(_Strict):
     """Who sets the DERs: nobody, their local inverter functions, the coordinator federate's
     look-ahead OPF, or a federate of your own."""
 
-    scheme: Literal["none", "local", "centralized", "external"] = Field(
+    scheme: Literal["none", "local", "centralized", "tso_managed", "hybrid", "dso_managed", "dso_first", "admm", "external"] = Field(
         "none",
         description=(
             "none: DERs follow their own profiles and schedules; local: Volt-VAR and Volt-Watt on every PV; "
             "centralized: the coordinator federate solves the joint T&D look-ahead OPF and sends DER set-points "
-            "(and generator dispatch); external: a HELICS federate of your own (joined with --observers) publishes set-points"
+            "(and generator dispatch); tso_managed: the same; hybrid, dso_managed, dso_first, admm: the TSO-DSO schemes "
+            "of docs/coordination.md in the coordinator federate; external: a HELICS federate of your own (joined with --observers) publishes set-points"
         ),
     )
     interval: Duration = Field(pd.Timedelta("15min"), description="time between coordinator solves (a whole number of steps); also the OPF's period length")

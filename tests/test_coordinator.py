@@ -198,3 +198,23 @@ def test_compare_schemes(tmp_path):
     bad = tandem("compare", str(PV_CENTRALIZED), "--schemes", "none,magic", "-o", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "coordination.scheme" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_tso_dso_schemes_in_the_federation(tmp_path):
+    """Every TSO-DSO scheme runs as the coordinator federate's problem: solves succeed, what
+    crossed the interface is recorded, and ADMM's worker processes end with the run."""
+    import pandas as pd
+
+    from tests.conftest import processes_mentioning
+
+    schemes = ["tso_managed", "hybrid", "dso_managed", "dso_first", "admm"]
+    done = tandem("compare", str(PV_CENTRALIZED), "--schemes", ",".join(schemes), "--duration", "30min",
+                  "-o", str(tmp_path), "-q", timeout=900)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(tmp_path / "compare.csv", index_col=0)
+    assert np.all(frame.loc["coordinator_solves"] == 2) and np.all(frame.loc["coordinator_failed_solves"] == 0)
+    assert np.all(frame.loc["values_exchanged"] > 0)
+    assert frame.at["iterations_mean", "admm"] > 1 and frame.at["iterations_mean", "hybrid"] == 1
+    with RunFile(tmp_path / "pv_centralized_admm.h5") as r:
+        assert r.complete and r.attr("coordinator_scheme") == "admm"
+    assert not processes_mentioning("coordination.agents")

@@ -11,6 +11,13 @@ and code that has just waited runs markedly slower (cold caches), so the bare so
 timed paced the same way (like for like, the target's figure) and back to back (for
 reference). Target (issue #3): under 3x. All figures come from this run.
 
+The paced ratio depends on what else the machine runs: other processes cool the bare
+loop's caches during its pauses too, while on an idle machine the bare solve stays warm
+and the ratio is highest. Measured 7 d, load average 6-7.5 on 2 cores, one run after the
+other: 0.550 ms against 0.271 ms, 2.03x (the feeder code before the speed-up: 0.773 ms
+against 0.257 ms, 3.01x; on an idle machine it had measured 4.3-4.7x, which the 0.71 step
+ratio puts at about 3.1-3.3x now).
+
     python benchmarks/feeder_ders_vs_bare.py [--duration 7d]
 """
 

@@ -320,7 +320,7 @@ class DerFleet:
         self.regulators = list(dss.RegControls.AllNames()) if dss.RegControls.Count() else []
         self.capacitors = list(dss.Capacitors.AllNames()) if dss.Capacitors.Count() else []
         self._capacitors_switch = dss.CapControls.Count() > 0
-        self._capacitor_steps: np.ndarray | None = None if self.capacitors else np.empty(0)
+        self._capacitor_steps: np.ndarray | None = None if self.capacitors else _NONE
 
     def _configure_controls(self, controls) -> None:
         dss = self.dss

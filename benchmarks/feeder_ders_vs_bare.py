@@ -13,10 +13,11 @@ reference). Target (issue #3): under 3x. All figures come from this run.
 
 The paced ratio depends on what else the machine runs: other processes cool the bare
 loop's caches during its pauses too, while on an idle machine the bare solve stays warm
-and the ratio is highest. Measured 7 d, load average 6-7.5 on 2 cores, one run after the
-other: 0.550 ms against 0.271 ms, 2.03x (the feeder code before the speed-up: 0.773 ms
-against 0.257 ms, 3.01x; on an idle machine it had measured 4.3-4.7x, which the 0.71 step
-ratio puts at about 3.1-3.3x now).
+and the ratio is highest. Measured 7 d: at load average 7.5 on 2 cores 0.550 ms against
+0.271 ms, 2.03x (the feeder code before the speed-up, right after: 0.773 ms against 0.257 ms,
+3.01x); at load average 2.4, 0.523 ms against 0.188 ms, 2.78x. The code before had measured
+4.3-4.7x on an idle machine; its step is 0.71 times as long now, which puts an idle machine
+at about 3.0-3.3x.
 
     python benchmarks/feeder_ders_vs_bare.py [--duration 7d]
 """

@@ -107,7 +107,8 @@ class FeederModel:
 
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
-        self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))  # np.angle's own
+        # np.angle's own arithmetic, without its array handling; math.degrees multiplies as np.degrees.
+        self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
         self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)

@@ -106,6 +106,29 @@ class RecedingHorizon:
         self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
         self.last_plan: Plan | None = None
 
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What later plans need from earlier ones, JSON-ready: the coordinator's copies of the
+        EV chargers and the step they are booked to. The OPF itself is not saved: a restored
+        coordinator builds it afresh, and its first plan sends every datum the model holds
+        (regulator ratios and multipliers included, see `restore`)."""
+        return {
+            "ev_step": self._ev_step,
+            "ev": {name: [[u.owed_kwh, u.p_kw, u.setpoint_kw] for u in model.fleet.evs] for name, model in self.models.items()},
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from a saved `state` on a freshly built coordinator. The last regulator taps
+        and the measured multipliers stay unknown here, so the next plan writes them into the
+        new model (the transmission federate publishes the multipliers again after a resume)."""
+        self._ev_step = int(state["ev_step"])
+        for name, units in state["ev"].items():
+            evs = self.models[name].fleet.evs
+            if len(units) != len(evs):
+                raise ValueError(f"checkpoint holds {len(units)} EV chargers of feeder {name}, the model has {len(evs)}")
+            for unit, (owed, p, setpoint) in zip(evs, units):
+                unit.owed_kwh, unit.p_kw, unit.setpoint_kw = owed, p, setpoint
+
     # -- forecasts --------------------------------------------------------------------------
     def forecast(self, actual: np.ndarray, step: int, series: int = 0) -> np.ndarray:
         """Per-period means [..., H] over steps step .. step + H*K - 1 of a realised profile,

@@ -29,6 +29,7 @@ from typing import Callable
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from tandem.scenario import Scenario
+from timeseries.checkpoint import Checkpoint
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
@@ -108,11 +109,19 @@ def plan_run(
     boundary_buses: list[int],
     output: Path,
     observers: int = 0,
+    resume: Checkpoint | None = None,
 ) -> RunPlan:
-    """Resolve ports and process groups and write federation.json and the helics runner file."""
+    """Resolve ports and process groups and write federation.json and the helics runner file;
+    with `resume`, also the checkpoint's states (resume.json) the federates continue from."""
     output = output.resolve()
     run_dir = output.with_name(output.stem + "_run")
+    if resume is not None and (run_dir / "logs").is_dir():  # keep the logs of the run being resumed
+        (run_dir / "logs").rename(run_dir / f"logs_before_step_{resume.rows}_{datetime.now():%Y%m%d-%H%M%S}")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    resume_state = None
+    if resume is not None:
+        resume_state = run_dir / "resume.json"
+        resume_state.write_text(json.dumps({"step": resume.step, "states": resume.states}))
     fed_spec = scenario.federation
     port = free_port(fed_spec.broker_address) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
     groups = feeder_groups(len(scenario.feeders), fed_spec.feeder_processes, scenario.coupling.mode == "iterative")
@@ -124,6 +133,8 @@ def plan_run(
         feeder_groups=groups,
         boundary_buses=sorted(set(boundary_buses)),
         observers=observers,
+        first_step=0 if resume is None else resume.rows,
+        resume_state=None if resume_state is None else str(resume_state),
     )
     config_path = run_dir / "federation.json"
     config_path.write_text(config.model_dump_json(indent=2))
@@ -175,7 +186,7 @@ class Federation:
     def __init__(self, plan: RunPlan):
         self.plan = plan
         self.procs: dict[str, subprocess.Popen] = {}
-        self.progress = Progress(n_steps=plan.config.scenario.time.n_steps)
+        self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
 
     def start(self) -> None:
@@ -221,7 +232,7 @@ class Federation:
             if broker not in (None, 0):  # it exits 0 by itself once every federate has left
                 raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
             stalled = time.monotonic() - self.progress.updated_at
-            started = self.progress.steps_done > 0
+            started = self.progress.steps_done > self.plan.config.first_step
             # Before the first step, observers may still be joining: give them ten minutes more.
             limit = 2 * timeout + 30 + (0 if started or not self.plan.config.observers else 600)
             if stalled > limit:

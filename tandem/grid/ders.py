@@ -331,8 +331,7 @@ class DerFleet:
         for unit in self.pv:
             sent = (unit.p_cap_pu, unit.q_kvar)
             if self._pv_sent[unit.name] != sent:  # set-points change rarely; text commands only then
-                dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={unit.p_cap_pu * 100:.12g} kvar={unit.q_kvar:.12g}")
-                self._pv_sent[unit.name] = sent
+                self._send_pv(unit.name, *sent)
         hour = float(self.local_hours[k])
         for unit in self.batteries:
             if unit.setpoint_kw is not None:
@@ -344,10 +343,17 @@ class DerFleet:
             unit.p_kw = unit.feasible_power(wanted, self.step_hours)
             sent = (unit.p_kw, unit.q_kvar)
             if self._battery_sent.get(unit.name) != sent:
-                state = "DISCHARGING" if unit.p_kw > 0 else "CHARGING" if unit.p_kw < 0 else "IDLING"
-                dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
-                self._battery_sent[unit.name] = sent
+                self._send_battery(unit.name, *sent)
         return np.array([unit.charge(k, self.step_hours) for unit in self.evs])
+
+    def _send_pv(self, name: str, p_cap_pu: float, q_kvar: float) -> None:
+        self.dss.Text.Command(f"Edit PVSystem.{name} %Pmpp={p_cap_pu * 100:.12g} kvar={q_kvar:.12g}")
+        self._pv_sent[name] = (p_cap_pu, q_kvar)
+
+    def _send_battery(self, name: str, p_kw: float, q_kvar: float) -> None:
+        state = "DISCHARGING" if p_kw > 0 else "CHARGING" if p_kw < 0 else "IDLING"
+        self.dss.Text.Command(f"Edit Storage.{name} State={state} kW={p_kw:.12g} kvar={q_kvar:.12g}")
+        self._battery_sent[name] = (p_kw, q_kvar)
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
                       batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
@@ -374,6 +380,38 @@ class DerFleet:
             unit.advance(self.step_hours)
         for unit in self.evs:
             unit.book(self.step_hours)
+
+    # -- checkpoints --------------------------------------------------------
+    def state(self) -> dict:
+        """Everything the fleet carries from step to step, taken after a solve and before
+        `advance` (so the step's energy is booked again on restore): JSON-ready floats."""
+        return {
+            "battery": [[u.soc, u.p_kw, u.q_kvar, u.setpoint_kw] for u in self.batteries],
+            "pv": [[u.p_cap_pu, u.q_kvar] for u in self.pv],
+            "ev": [[u.owed_kwh, u.p_kw, u.setpoint_kw] for u in self.evs],
+            # What OpenDSS was last told: decides which edits the next step sends.
+            "battery_sent": dict(self._battery_sent),
+            "pv_sent": dict(self._pv_sent),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Inverse of `state` on a freshly built fleet: the Python state, and the last PV and
+        battery set-points written into OpenDSS again, exactly as they were sent."""
+        counts = {"battery": len(self.batteries), "pv": len(self.pv), "ev": len(self.evs)}
+        for key, n in counts.items():
+            if len(state[key]) != n:
+                raise ValueError(f"checkpoint holds {len(state[key])} {key} units, the feeder has {n}")
+        for unit, (soc, p, q, setpoint) in zip(self.batteries, state["battery"]):
+            unit.soc, unit.p_kw, unit.q_kvar, unit.setpoint_kw = soc, p, q, setpoint
+        for unit, (cap, q) in zip(self.pv, state["pv"]):
+            unit.p_cap_pu, unit.q_kvar = cap, q
+        for unit, (owed, p, setpoint) in zip(self.evs, state["ev"]):
+            unit.owed_kwh, unit.p_kw, unit.setpoint_kw = owed, p, setpoint
+        for name, (cap, q) in state["pv_sent"].items():
+            if (cap, q) != self._pv_sent[name]:
+                self._send_pv(name, cap, q)
+        for name, (p, q) in state["battery_sent"].items():
+            self._send_battery(name, p, q)
 
     @staticmethod
     def _delivered(batch) -> np.ndarray:

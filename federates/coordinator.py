@@ -15,6 +15,7 @@ keep the last set-points, and the record says so.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import helics as h
@@ -153,9 +154,12 @@ class CoordinatorFederate:
         }
 
     def _restore(self, saved: dict) -> None:
-        """Continue from a checkpoint. What was sent after the checkpoint step reached the
-        others after their own checkpoint, so it is sent again (in initializing mode)."""
-        self.horizon.restore(saved["horizon"])
+        """Continue from a checkpoint: the plans so far are made again (see RecedingHorizon.state).
+        What was sent after the checkpoint step reached the others after their own checkpoint,
+        so it is sent again (in initializing mode)."""
+        progress = lambda i, n: print(f"replayed plan {i} of {n}", flush=True)  # noqa: E731 (also tells the launcher it is alive)
+        for line in self.horizon.restore(saved["horizon"], progress):
+            print(f"replay differs from the first run: {line}", file=sys.stderr, flush=True)
         self.predicted = saved["predicted"]
         self.realised = {f: [np.asarray(v, dtype=float) for v in values] for f, values in saved["realised"].items()}
         self._send(saved["sent"])

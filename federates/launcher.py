@@ -231,8 +231,8 @@ class Federation:
             broker = self.procs["broker"].poll()
             if broker not in (None, 0):  # it exits 0 by itself once every federate has left
                 raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
-            stalled = time.monotonic() - self.progress.updated_at
             started = self.progress.steps_done > self.plan.config.first_step
+            stalled = time.monotonic() - max(self.progress.updated_at, 0.0 if started else self._replay_activity())
             # Before the first step, observers may still be joining: give them ten minutes more.
             limit = 2 * timeout + 30 + (0 if started or not self.plan.config.observers else 600)
             if stalled > limit:
@@ -248,6 +248,17 @@ class Federation:
             self.procs["broker"].wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
+
+    def _replay_activity(self) -> float:
+        """When (monotonic clock) a resumed run's coordinator last reported a replayed plan: it
+        makes all plans so far again before the first step, which is progress too."""
+        if not self.plan.config.first_step or names.COORDINATOR not in self.procs:
+            return 0.0
+        try:
+            modified = (self.plan.run_dir / "logs" / f"{names.COORDINATOR}.log").stat().st_mtime
+        except OSError:
+            return 0.0
+        return time.monotonic() - max(0.0, time.time() - modified)
 
     def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""

@@ -42,7 +42,8 @@ def write_checkpoint(file: h5py.File, step: int, states: dict[str, str]) -> None
         del file[_NEXT]
     group = file.create_group(_NEXT)
     for part, text in states.items():
-        group.create_dataset(part, data=text, dtype=h5py.string_dtype())
+        ds = group.create_dataset(part, data=text, dtype=h5py.string_dtype())
+        ds.attrs.update(units="", dims="", description=f"JSON state of the {part} federate(s) after step {step}, for --resume")
     group.attrs["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     group.attrs["step"] = step
     group.attrs["rows"] = step + 1  # written last: a group with `rows` is complete

@@ -116,8 +116,6 @@ def feeder_metadata(feeder: str) -> str:
 # Checkpoints (`output.checkpoint_every`): each part of the federation publishes, after a
 # checkpoint step k is final, a JSON string {"step": k, "state": {...}} (feeder groups:
 # "state" maps feeder names to states); the recorder writes them into the results file.
-CHECKPOINT_PARTS = ("transmission", "feeders", "coordinator")
-
 
 def checkpoint_state(federate: str) -> str:
     """State of a federate (transmission, feeders_<g>, coordinator) after a checkpoint step."""

@@ -281,7 +281,7 @@ class RecorderFederate:
             message = json.loads(h.helicsInputGetString(sub)) if h.helicsInputIsUpdated(sub) else {}
             if message.get("step") != k:
                 raise RuntimeError(f"no checkpoint state from federate '{federate}' after step {k}")
-            if federate.startswith("feeders_"):  # one part for all feeders, whatever the grouping
+            if federate not in (names.TRANSMISSION, names.COORDINATOR):  # one part for all feeder groups
                 states.setdefault("feeders", {}).update(message["state"])
             else:
                 states[federate] = message["state"]

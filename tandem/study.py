@@ -55,7 +55,8 @@ def prepare_run(
 def resume_scenario(results: str | Path, overrides: dict[str, object] | None = None) -> tuple[Scenario, Checkpoint]:
     """The scenario stored in an unfinished run's file and its last checkpoint. `overrides`
     (dotted keys) may change only what does not touch the results: `federation.*` and
-    `output.checkpoint_every`. Raises ScenarioError if the file cannot be resumed."""
+    `output.checkpoint_every`; the number of feeder processes stays that of the file (its
+    timing dataset has a column for each). Raises ScenarioError if the file cannot be resumed."""
     fixed = [key for key in overrides or {} if not (key.startswith("federation.") or key == "output.checkpoint_every")]
     if fixed:
         raise ScenarioError(f"--resume continues with the scenario stored in {results}; {fixed[0]} cannot change")
@@ -63,7 +64,12 @@ def resume_scenario(results: str | Path, overrides: dict[str, object] | None = N
         checkpoint = read_checkpoint(results)
     except CheckpointError as exc:
         raise ScenarioError(str(exc)) from None
-    data = _apply_overrides(json.loads(checkpoint.scenario_json), overrides or {}, str(results))
+    processes = (overrides or {}).get("federation.feeder_processes", checkpoint.feeder_processes)
+    if processes != checkpoint.feeder_processes:
+        raise ScenarioError(f"{results} was run with {checkpoint.feeder_processes} feeder processes, "
+                            f"which a resumed run keeps (got {processes})")
+    overrides = {**(overrides or {}), "federation.feeder_processes": checkpoint.feeder_processes}
+    data = _apply_overrides(json.loads(checkpoint.scenario_json), overrides, str(results))
     try:
         return Scenario.model_validate(data), checkpoint
     except ValidationError as exc:

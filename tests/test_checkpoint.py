@@ -23,6 +23,7 @@ from tandem.grid.transmission import TransmissionModel
 from tandem.scenario import ScenarioError, load_scenario
 from tandem.study import resolve_scenario
 from tests.conftest import ROOT, run_processes, tandem
+from timeseries.checkpoint import write_checkpoint
 
 SCENARIO = """
 name: checkpoint_test
@@ -193,7 +194,14 @@ def test_resume_refuses_files_it_cannot_continue(scenario_file, full_run, tmp_pa
     assert "drop the scenario file" in refused("--resume", str(unfinished), str(scenario_file))
     assert "time.duration cannot change" in refused("--resume", str(unfinished), "--duration", "1h")
     assert "no such results file" in refused("--resume", str(tmp_path / "missing.h5"))
+    with h5py.File(unfinished, "r+") as f:
+        write_checkpoint(f, 5, {"transmission": "{}", "feeders": "{}"})
+    assert refused("--resume", str(unfinished), "--feeder-processes", "1") == (
+        f"error: {unfinished} was run with 2 feeder processes, which a resumed run keeps (got 1)"
+    )
     assert not (tmp_path / "unfinished_run").exists()  # nothing was started
+    with h5py.File(unfinished, "r") as f:
+        assert f["time/seconds"].shape == (36,)  # nor the file cut back
 
 
 def test_checkpoint_interval_and_inverter_controls_are_checked(scenario_file):

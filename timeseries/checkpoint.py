@@ -34,6 +34,7 @@ class Checkpoint:
     states: dict[str, dict]  # part -> state
     scenario_json: str
     scenario_source: str
+    feeder_processes: int  # of the run so far: its timing dataset has a column for each
 
 
 def write_checkpoint(file: h5py.File, step: int, states: dict[str, str]) -> None:
@@ -87,7 +88,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 raise CheckpointError(f"{path}: the checkpoint after step {rows - 1} has only {n_rows} rows written")
             states = {part: json.loads(group[part][()]) for part in group}
             return Checkpoint(int(group.attrs["step"]), rows, states, str(file.attrs["scenario"]),
-                              str(file.attrs.get("scenario_source", "")))
+                              str(file.attrs.get("scenario_source", "")), int(file["timing/feeders_opendss_s"].shape[1]))
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError) as exc:

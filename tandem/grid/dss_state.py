@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# Probe irradiance for a PV system's admittance (kW/m2 per unit of its cap): low enough that
-# nothing but the irradiance limits its power, so the admittance is proportional to it.
+# A PV system is probed at this share of its active-power cap (as irradiance, kW/m2): below
+# the cap, its power, and so its admittance's conductance, is proportional to the irradiance.
 _PROBE_SHARE = 0.5
+# Neighbours of a scaled parameter tried, in units in the last place (see `restore`).
 _ULP_OFFSETS = (1, -1, 2, -2, 3, -3, 4, -4)
 
 
@@ -136,7 +137,7 @@ def restore(dss, state: dict, pv_caps: list[float]) -> float:
         _set_parameters(dss, chosen["load"], chosen["pv"])
         rebuilt = _rebuild(dss)
 
-    dss_ffi = dss._api_util.ffi  # the voltage vector has a pointer, not a setter
+    dss_ffi = dss._api_util.ffi  # OpenDSSDirect offers the voltage vector as a pointer, not a setter
     packed = np.ascontiguousarray(voltages).tobytes()
     dss_ffi.memmove(dss.YMatrix.VVector(), packed, len(packed))
 

@@ -113,6 +113,61 @@ class RecedingHorizon:
         self._taps = {name: None for name in self.labels}
         self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
         self.last_plan: Plan | None = None
+        self.history: list[dict] = []  # every plan's step, measurements and outcome (see `state`)
+        self._held_positions = {name: [at for node, at in self.node_index[name].items() if node in self.held[name]]
+                                for name in self.labels}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    # The OPF is re-solved warm from the last plan's basis, and where an optimum is not unique
+    # the vertex found depends on that history. A checkpoint therefore holds what every plan
+    # so far was made from (its measurements, compactly), and a restored coordinator makes the
+    # same plans again on a fresh model: the same sequence of solves ends in the same state.
+    def state(self) -> dict:
+        """The plans made so far, JSON-ready."""
+        return {"plans": self.history}
+
+    def restore(self, state: dict, progress=None) -> list[str]:
+        """Make the saved plans again on this freshly built coordinator (`progress(i, n)` after
+        each). Returns a line for each plan whose status or objective came out differently
+        (e.g. one that had hit the solver's time limit)."""
+        plans = state["plans"]
+        differences = []
+        for i, saved in enumerate(plans, 1):
+            plan = self.plan(saved["step"], self._expand(saved["measured"]))
+            objective = plan.result.objective
+            if plan.result.status != saved["status"] or objective != saved["objective"]:
+                differences.append(f"plan at step {saved['step']}: {plan.result.status}, objective {objective} "
+                                   f"(first run: {saved['status']}, {saved['objective']})")
+            if progress is not None:
+                progress(i, len(plans))
+        return differences
+
+    def _compact(self, measured: Measurements) -> dict:
+        """What `plan` reads of the measurements, as lists (node voltages: the held nodes only)."""
+        held = {}
+        if self.scenario.coordination.regulators == "hold":
+            held = {name: [float(vm[at]) for at in self._held_positions[name]] for name, vm in measured.node_vm.items()}
+        return {
+            "battery_soc": {name: np.asarray(v, dtype=float).tolist() for name, v in measured.battery_soc.items()},
+            "head_voltage_pu": {name: float(v) for name, v in measured.head_voltage_pu.items()},
+            "regulator_taps": {name: np.asarray(v, dtype=float).tolist() for name, v in measured.regulator_taps.items()},
+            "multipliers": None if measured.multipliers is None else np.asarray(measured.multipliers, dtype=float).tolist(),
+            "held_vm": held,
+        }
+
+    def _expand(self, compact: dict) -> Measurements:
+        node_vm = {}
+        for name, values in compact["held_vm"].items():
+            node_vm[name] = np.full(len(self.models[name].node_names), np.nan)
+            node_vm[name][self._held_positions[name]] = values
+        multipliers = compact["multipliers"]
+        return Measurements(
+            battery_soc={name: np.asarray(v, dtype=float) for name, v in compact["battery_soc"].items()},
+            head_voltage_pu=dict(compact["head_voltage_pu"]),
+            regulator_taps={name: np.asarray(v, dtype=float) for name, v in compact["regulator_taps"].items()},
+            multipliers=None if multipliers is None else np.asarray(multipliers, dtype=float),
+            node_vm=node_vm,
+        )
 
     def close(self) -> None:
         """Stop the scheme's worker processes, if it has any."""
@@ -144,9 +199,11 @@ class RecedingHorizon:
         and return the first period's set-points (step >= 1: something must be measured)."""
         if not 1 <= step < self.n_steps:
             raise ValueError(f"a plan starts at a step within 1..{self.n_steps - 1} (got {step})")
+        compact = self._compact(measured)
         data = self._update_data(step, measured)
         self.problem.update(**data)
         result = self.problem.solve()
+        self.history.append({"step": step, "measured": compact, "status": result.status, "objective": result.objective})
         failed = result.status not in STATUS_CODES
         plan = Plan(step, result, failed, {}, None, {})
         if not failed:

@@ -45,10 +45,24 @@ class FederationConfig(BaseModel):
     feeder_groups: list[list[int]]
     boundary_buses: list[int]
     observers: int = 0
+    # A resumed run (`tandem run --resume`) starts at first_step > 0; every federate then reads
+    # its saved state from resume_state (JSON {"step": first_step - 1, "states": {...}}).
+    first_step: int = 0
+    resume_state: str | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> "FederationConfig":
         return cls.model_validate_json(Path(path).read_text())
+
+    def saved_state(self, part: str) -> dict | None:
+        """The saved state of one part of the federation (transmission, feeders, coordinator)
+        in a resumed run; None in a run from the start."""
+        if self.resume_state is None:
+            return None
+        saved = json.loads(Path(self.resume_state).read_text())
+        if saved["step"] != self.first_step - 1 or part not in saved["states"]:
+            raise ValueError(f"{self.resume_state} holds no {part} state after step {self.first_step - 1}")
+        return saved["states"][part]
 
     def step_time(self, k: int) -> float:
         """HELICS time of step k (time 0 is reserved for entering execution)."""

@@ -15,6 +15,7 @@ keep the last set-points, and the record says so.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import helics as h
@@ -64,6 +65,7 @@ class CoordinatorFederate:
         self.pub_dispatch = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATOR_DISPATCH, vec, "MW")
         self.pub_record = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_RECORD, vec, "")
         self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_METADATA, string, "")
+        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(fed, names.checkpoint_state(names.COORDINATOR), string, "")
 
         # Connected first, then the model: the broker sees this federate at once, and the
         # others wait for the build in initialization instead of timing out on a connection.
@@ -77,6 +79,14 @@ class CoordinatorFederate:
             layout=self.layout, build_s=self.build_s, n_variables=self.horizon.problem.n_variables,
             n_constraints=self.horizon.problem.n_constraints, interval_steps=self.horizon.K, periods=self.horizon.H,
         ))
+        # Between plans: the last plan's first-period voltages (None: no usable plan yet), the
+        # feeders' voltages since, and what was sent after the step just done.
+        self.predicted: dict[str, list] | None = None
+        self.realised: dict[str, list] = {label: [] for label in self.labels}
+        self.sent: dict = {}
+        saved = self.config.saved_state(names.COORDINATOR)
+        if saved is not None:
+            self._restore(saved)
         h.helicsFederateEnterExecutingMode(fed)
         counts = []
         for model in self.horizon.models.values():
@@ -100,28 +110,60 @@ class CoordinatorFederate:
         n_steps = self.scenario.time.n_steps
         dt = self.scenario.time.step_seconds
         K = self.horizon.K
-        plan = None
-        realised = {label: [] for label in self.labels}
-        for k in range(n_steps - 1):
+        for k in range(self.config.first_step, n_steps - 1):
             h.helicsFederateRequestTime(self.fed, self.config.step_time(k) + dt / 4)
             for label, s in zip(self.labels, self.sub_nodes):
-                realised[label].append(np.asarray(h.helicsInputGetVector(s)))
+                self.realised[label].append(np.asarray(h.helicsInputGetVector(s)))
+            self.sent = {}
             step = k + 1  # the step the next set-points would apply to
-            if (step - 1) % K:
-                continue
-            errors = (np.nan, np.nan)
-            if plan is not None and not plan.failed:
-                worst = [voltage_error(plan.predicted_vm[f], np.mean(realised[f], axis=0)) for f in self.labels]
-                errors = (max(e[0] for e in worst), float(np.mean([e[1] for e in worst])))
-            realised = {label: [] for label in self.labels}
-            started = time.perf_counter()
-            plan = self.horizon.plan(step, self._measure())
-            if not plan.failed:
-                for pub, label in zip(self.pub_setpoints, self.labels):
-                    h.helicsPublicationPublishString(pub, json.dumps(plan.setpoints[label]))
-                if self.scenario.coordination.dispatch_generators and plan.dispatch_mw is not None and len(plan.dispatch_mw):
-                    publish_vector(self.pub_dispatch, plan.dispatch_mw)
-            self._publish_record(plan, time.perf_counter() - started, errors)
+            if not (step - 1) % K:
+                self._plan(step)
+            if self.scenario.is_checkpoint_step(k):
+                h.helicsPublicationPublishString(self.pub_checkpoint, json.dumps({"step": k, "state": self._state()}))
+
+    def _plan(self, step: int) -> None:
+        errors = (np.nan, np.nan)
+        if self.predicted is not None:
+            worst = [voltage_error(np.asarray(self.predicted[f], dtype=float), np.mean(self.realised[f], axis=0))
+                     for f in self.labels]
+            errors = (max(e[0] for e in worst), float(np.mean([e[1] for e in worst])))
+        self.realised = {label: [] for label in self.labels}
+        started = time.perf_counter()
+        plan = self.horizon.plan(step, self._measure())
+        self.predicted = None if plan.failed else plan.predicted_vm
+        if not plan.failed:
+            self.sent["setpoints"] = plan.setpoints
+            if self.scenario.coordination.dispatch_generators and plan.dispatch_mw is not None and len(plan.dispatch_mw):
+                self.sent["dispatch_mw"] = plan.dispatch_mw.tolist()
+            self._send(self.sent)
+        self._publish_record(plan, time.perf_counter() - started, errors)
+
+    def _send(self, sent: dict) -> None:
+        """Set-points to the feeders and the generator dispatch to the transmission federate."""
+        for pub, label in zip(self.pub_setpoints, self.labels):
+            if label in sent.get("setpoints", {}):
+                h.helicsPublicationPublishString(pub, json.dumps(sent["setpoints"][label]))
+        if "dispatch_mw" in sent:
+            publish_vector(self.pub_dispatch, sent["dispatch_mw"])
+
+    def _state(self) -> dict:
+        return {
+            "horizon": self.horizon.state(),
+            "predicted": None if self.predicted is None else {f: np.asarray(v).tolist() for f, v in self.predicted.items()},
+            "realised": {f: [np.asarray(v).tolist() for v in values] for f, values in self.realised.items()},
+            "sent": self.sent,
+        }
+
+    def _restore(self, saved: dict) -> None:
+        """Continue from a checkpoint: the plans so far are made again (see RecedingHorizon.state).
+        What was sent after the checkpoint step reached the others after their own checkpoint,
+        so it is sent again (in initializing mode)."""
+        progress = lambda i, n: print(f"replayed plan {i} of {n}", flush=True)  # noqa: E731 (also tells the launcher it is alive)
+        for line in self.horizon.restore(saved["horizon"], progress):
+            print(f"replay differs from the first run: {line}", file=sys.stderr, flush=True)
+        self.predicted = saved["predicted"]
+        self.realised = {f: [np.asarray(v, dtype=float) for v in values] for f, values in saved["realised"].items()}
+        self._send(saved["sent"])
 
     def _publish_record(self, plan, plan_s: float, errors: tuple[float, float]) -> None:
         r = plan.result

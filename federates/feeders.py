@@ -9,6 +9,7 @@ whenever the transmission federate sends a new voltage within the step.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import helics as h
@@ -58,6 +59,18 @@ class FeederGroupFederate:
             for m in self.models
         ]
         self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.feeder_group_timing(self.group), vec, "s")
+        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(
+            fed, names.checkpoint_state(names.feeder_group(self.group)), h.HELICS_DATA_TYPE_STRING, ""
+        )
+        saved = self.config.saved_state("feeders")
+        if saved is not None:
+            for model in self.models:
+                if model.name not in saved:
+                    raise ValueError(f"the checkpoint holds no state of feeder {model.name}")
+                mismatch = model.restore(saved[model.name])
+                if mismatch > 1e-12:  # a feeder element whose admittance could not be rebuilt
+                    print(f"feeder {model.name}: restored admittances differ by up to {mismatch:.1e} (relative); "
+                          "results after the resume may differ slightly from an uninterrupted run", file=sys.stderr, flush=True)
         self.sub_setpoints = []
         if self.scenario.coordination.scheme == "external" or self.scenario.coordination.coordinated:
             self.sub_setpoints = [
@@ -112,6 +125,10 @@ class FeederGroupFederate:
             if self.record_nodes:
                 publish_vector(self.pub_nodes[i], nodes)
         publish_vector(self.pub_timing, (self.dss_seconds,))
+        if self.scenario.is_checkpoint_step(k):
+            # Taken after every solve of the step: the last one (after the final iteration) counts.
+            state = {model.name: model.state() for model in self.models}
+            h.helicsPublicationPublishString(self.pub_checkpoint, json.dumps({"step": k, "state": state}))
 
     def _end_step(self) -> None:
         for model in self.models:
@@ -120,8 +137,8 @@ class FeederGroupFederate:
     def run(self) -> None:
         n_steps = self.scenario.time.n_steps
         iterative = self.scenario.coupling.mode == "iterative"
-        k = 0
-        h.helicsFederateRequestTime(self.fed, self.config.step_time(0))
+        k = self.config.first_step
+        h.helicsFederateRequestTime(self.fed, self.config.step_time(k))
         while k < n_steps:
             self._solve_and_publish(k)
             if iterative:

@@ -113,3 +113,12 @@ def feeder_metadata(feeder: str) -> str:
     """JSON: node_names, master, head_bus, and the names and ratings of the feeder's DERs and
     controlled devices (batteries, battery_kwh, battery_kw, pv, pv_pmpp_kw, evs, regulators, capacitors)."""
     return f"feeder/{feeder}/metadata"
+
+
+# Checkpoints (`output.checkpoint_every`): each part of the federation publishes, after a
+# checkpoint step k is final, a JSON string {"step": k, "state": {...}} (feeder groups:
+# "state" maps feeder names to states); the recorder writes them into the results file.
+
+def checkpoint_state(federate: str) -> str:
+    """State of a federate (transmission, feeders_<g>, coordinator) after a checkpoint step."""
+    return f"{federate}/checkpoint"

@@ -29,6 +29,7 @@ from typing import Callable
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from tandem.scenario import Scenario, ScenarioError
+from timeseries.checkpoint import Checkpoint
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
@@ -117,8 +118,10 @@ def plan_run(
     output: Path,
     observers: int = 0,
     only: list[str] | None = None,
+    resume: Checkpoint | None = None,
 ) -> RunPlan:
-    """Resolve ports and process groups and write federation.json and the helics runner file.
+    """Resolve ports and process groups and write federation.json and the helics runner file;
+    with `resume`, also the checkpoint's states (resume.json) the federates continue from.
 
     With `only`, just those processes (names as in runner.json) are planned to start here; the
     others run elsewhere, e.g. on other hosts, from their own plan of the same scenario."""
@@ -129,7 +132,13 @@ def plan_run(
         _check_split(scenario, only, all_names)
     output = output.resolve()
     run_dir = output.with_name(output.stem + "_run")
+    if resume is not None and (run_dir / "logs").is_dir():  # keep the logs of the run being resumed
+        (run_dir / "logs").rename(run_dir / f"logs_before_step_{resume.rows}_{datetime.now():%Y%m%d-%H%M%S}")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    resume_state = None
+    if resume is not None:
+        resume_state = run_dir / "resume.json"
+        resume_state.write_text(json.dumps({"step": resume.step, "states": resume.states}))
     interface = fed_spec.broker_interface or fed_spec.broker_address
     port = free_port(interface) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
     config = FederationConfig(
@@ -143,6 +152,8 @@ def plan_run(
         feeder_groups=groups,
         boundary_buses=sorted(set(boundary_buses)),
         observers=observers,
+        first_step=0 if resume is None else resume.rows,
+        resume_state=None if resume_state is None else str(resume_state),
     )
     # A part of a split run names its files after its first process: parts may share the folder.
     suffix = "" if only is None else "_" + next(n for n in all_names if n in only)
@@ -227,7 +238,7 @@ class Federation:
     def __init__(self, plan: RunPlan):
         self.plan = plan
         self.procs: dict[str, subprocess.Popen] = {}
-        self.progress = Progress(n_steps=plan.config.scenario.time.n_steps)
+        self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
 
     def start(self) -> None:
@@ -303,8 +314,8 @@ class Federation:
             if not watched:
                 time.sleep(0.05)
                 continue
-            stalled = time.monotonic() - self.progress.updated_at
-            started = self.progress.steps_done > 0
+            started = self.progress.steps_done > self.plan.config.first_step
+            stalled = time.monotonic() - max(self.progress.updated_at, 0.0 if started else self._replay_activity())
             # Before the first step, observers may still be joining: give them ten minutes more.
             if stalled > limit + (0 if started or not self.plan.config.observers else 600):
                 where = f"after step {self.progress.steps_done}" if started else "before the first step"
@@ -321,6 +332,17 @@ class Federation:
                 self.procs["broker"].wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
+
+    def _replay_activity(self) -> float:
+        """When (monotonic clock) a resumed run's coordinator last reported a replayed plan: it
+        makes all plans so far again before the first step, which is progress too."""
+        if not self.plan.config.first_step or names.COORDINATOR not in self.procs:
+            return 0.0
+        try:
+            modified = (self.plan.run_dir / "logs" / f"{names.COORDINATOR}.log").stat().st_mtime
+        except OSError:
+            return 0.0
+        return time.monotonic() - max(0.0, time.time() - modified)
 
     def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 
 import helics as h
@@ -37,8 +38,10 @@ class RecorderFederate:
 
     def setup(self) -> None:
         signal.signal(signal.SIGTERM, _raise_stop)
+        resume_rows = self.config.first_step if self.config.resume_state is not None else None
         self.writer = ResultsWriter(
-            self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps
+            self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps,
+            resume_rows=resume_rows,
         )
         fed = self.fed = create_value_federate(names.RECORDER, self.config)
         sub = lambda key: h.helicsFederateRegisterSubscription(fed, key, "")  # noqa: E731
@@ -62,6 +65,11 @@ class RecorderFederate:
         if self.coordinated:
             self.sub_coordinator_meta = sub(names.COORDINATOR_METADATA)
             self.sub_coordinator = sub(names.COORDINATOR_RECORD)
+        self.sub_checkpoint = {names.TRANSMISSION: sub(names.checkpoint_state(names.TRANSMISSION))}
+        for g in range(len(self.config.feeder_groups)):
+            self.sub_checkpoint[names.feeder_group(g)] = sub(names.checkpoint_state(names.feeder_group(g)))
+        if self.coordinated:
+            self.sub_checkpoint[names.COORDINATOR] = sub(names.checkpoint_state(names.COORDINATOR))
         h.helicsFederateEnterExecutingMode(fed)
 
     def _request_time(self, t: float) -> None:
@@ -262,12 +270,28 @@ class RecorderFederate:
     def run(self) -> None:
         n_steps = self.scenario.time.n_steps
         dt = self.scenario.time.step_seconds
-        for k in range(n_steps):
+        for k in range(self.config.first_step, n_steps):
             self._request_time(self.config.step_time(k) + dt / 2)
-            if k == 0:
+            if k == self.config.first_step:
                 self._declare_datasets()
             self.writer.append(k * dt, self._row())
+            if self.scenario.is_checkpoint_step(k):
+                self._checkpoint(k)
             print(f"progress {k + 1} {n_steps}", flush=True)
+
+    def _checkpoint(self, k: int) -> None:
+        """Write the rows up to step k and every federate's state after it, together."""
+        states: dict[str, dict] = {}
+        for federate, sub in self.sub_checkpoint.items():
+            message = json.loads(h.helicsInputGetString(sub)) if h.helicsInputIsUpdated(sub) else {}
+            if message.get("step") != k:
+                raise RuntimeError(f"no checkpoint state from federate '{federate}' after step {k}")
+            if federate not in (names.TRANSMISSION, names.COORDINATOR):  # one part for all feeder groups
+                states.setdefault("feeders", {}).update(message["state"])
+            else:
+                states[federate] = message["state"]
+        self.writer.checkpoint(k, {part: json.dumps(state) for part, state in states.items()})
+        print(f"checkpoint after step {k} written", file=sys.stderr, flush=True)
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

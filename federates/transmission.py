@@ -9,6 +9,7 @@ published for the record.
 
 from __future__ import annotations
 
+import json
 import time
 
 import helics as h
@@ -50,6 +51,9 @@ class TransmissionFederate:
         self.pub_multipliers = h.helicsFederateRegisterGlobalPublication(fed, names.MULTIPLIERS, vec, "")
         self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_METADATA, h.HELICS_DATA_TYPE_STRING, "")
         self.pub_cost = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATION_COST, vec, "1/h")
+        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(
+            fed, names.checkpoint_state(names.TRANSMISSION), h.HELICS_DATA_TYPE_STRING, ""
+        )
         coordination = self.scenario.coordination
         self.sub_dispatch = (
             h.helicsFederateRegisterSubscription(fed, names.GENERATOR_DISPATCH, "MW")
@@ -64,6 +68,10 @@ class TransmissionFederate:
             metadata_json(bus_names=self.model.bus_names, branch_names=self.model.branch_names, boundary_buses=buses.tolist()),
         )
         self.sent_vm, self.sent_va = self.model.initial_voltage
+        saved = self.config.saved_state(names.TRANSMISSION)
+        if saved is not None:  # resumed: the voltage the feeders saw last is what they see next
+            self.model.restore(saved["model"])
+            self.sent_vm, self.sent_va = (np.asarray(v, dtype=float) for v in saved["sent_voltage"])
         self._publish_boundary_voltage(self.sent_vm, self.sent_va)
         h.helicsFederateEnterExecutingMode(fed)
 
@@ -84,7 +92,7 @@ class TransmissionFederate:
         coupling = self.scenario.coupling
         iterative = coupling.mode == "iterative"
         start = self.scenario.time.index()
-        for k in range(self.scenario.time.n_steps):
+        for k in range(self.config.first_step, self.scenario.time.n_steps):
             t = self.config.step_time(k)
             waited = time.perf_counter()
             h.helicsFederateRequestTime(self.fed, t)
@@ -124,8 +132,11 @@ class TransmissionFederate:
         publish_vector(self.pub_coupling, (iterations, mismatch, 1.0 if converged else 0.0))
         publish_vector(self.pub_timing, (self.pf_seconds, self.wait_seconds))
         publish_vector(self.pub_cost, (self.model.generation_cost(),))
-        if k == 0:
+        if k == self.config.first_step:  # also after a resume: the coordinator rebuilds its model with them
             publish_vector(self.pub_multipliers, self.model.multipliers)
+        if self.scenario.is_checkpoint_step(k):
+            state = {"model": self.model.state(), "sent_voltage": [self.sent_vm.tolist(), self.sent_va.tolist()]}
+            h.helicsPublicationPublishString(self.pub_checkpoint, json.dumps({"step": k, "state": state}))
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
         close_federate(self.fed, error, own_error)

@@ -57,6 +57,10 @@ def _add_run_parser(commands) -> None:
         metavar="N",
         help="let N external HELICS federates (e.g. helics_recorder) join the broker; the run waits for them",
     )
+    run.add_argument("--checkpoint-every", metavar="D",
+                     help="override output.checkpoint_every: save the state needed to continue the run this often (e.g. 30min)")
+    run.add_argument("--resume", metavar="RUN.h5",
+                     help="continue an unfinished run from its file's last checkpoint, into the same file, with the scenario it holds")
     run.add_argument("--show-scenario", action="store_true", help="print the validated scenario as JSON and exit")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; only errors")
 
@@ -73,6 +77,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "federation.broker_address": args.broker_address,
         "federation.broker_interface": args.broker_interface,
         "federation.local_interface": args.local_interface,
+        "output.checkpoint_every": args.checkpoint_every,
         "federation.feeder_processes": (
             int(args.feeder_processes) if args.feeder_processes and args.feeder_processes.isdigit() else args.feeder_processes
         ),
@@ -103,10 +108,16 @@ def _print_summary(outcome) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from federates import interfaces as names
     from federates.launcher import RunFailed
-    from tandem.study import execute_run, prepare_run
+    from tandem.study import execute_run, prepare_resume, prepare_run, resume_scenario
 
+    if args.resume and (args.scenario or args.output):
+        raise ScenarioError(f"--resume continues {args.resume} with the scenario it holds; drop the "
+                            f"{'scenario file' if args.scenario else '--output'}")
     source_path = Path(args.scenario) if args.scenario else DEFAULT_SCENARIO
-    scenario = load_scenario(args.scenario, overrides=_overrides(args))
+    if args.resume:
+        scenario = resume_scenario(args.resume, _overrides(args))[0]
+    else:
+        scenario = load_scenario(args.scenario, overrides=_overrides(args))
     if args.show_scenario:
         print(scenario.to_json())
         return 0
@@ -114,10 +125,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ScenarioError(f"--observers must be 0 or more (got {args.observers})")
     federates = None if args.federates is None else [n.strip() for n in args.federates.split(",") if n.strip()]
     try:
-        plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers, federates)
+        if args.resume:
+            plan = prepare_resume(args.resume, _overrides(args), args.observers)
+        else:
+            plan = prepare_run(scenario, source_path.read_text(), args.output, args.observers, federates)
     except RunFailed as exc:  # no free port, no broker executable
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_RUN_FAILED
+    resumed_from = plan.config.first_step
     if args.observers and not args.quiet:
         console.print(f"waiting for {args.observers} observer federate(s) on broker port {plan.config.broker.port} "
                       f"(core type {plan.config.broker.core_type})")
@@ -132,11 +147,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[simtime]}"), TextColumn("{task.fields[rate]} steps/s"), TimeElapsedColumn(),
         console=console, disable=args.quiet or names.RECORDER not in plan.commands,  # progress comes from the recorder
     )
-    task = progress.add_task(scenario.name, total=scenario.time.n_steps, simtime="", rate="-")
+    task = progress.add_task(scenario.name, total=scenario.time.n_steps, completed=resumed_from, simtime="", rate="-")
     first_step: list[tuple[float, int]] = []  # (when, steps) at the first progress: start-up is not stepping
 
     def on_progress(p) -> None:
-        if p.steps_done and not first_step:
+        if p.steps_done > resumed_from and not first_step:
             first_step.append((time.monotonic(), p.steps_done))
         rate = "-"
         if first_step and p.steps_done > first_step[0][1]:
@@ -149,11 +164,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         except RunFailed as exc:
             progress.stop()
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+            _hint_resume(plan.config.output)
             return EXIT_RUN_FAILED
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)
     elif not args.quiet:
+        if resumed_from:
+            console.print(f"resumed from the checkpoint after step {resumed_from - 1}")
         _print_summary(outcome)
     return 0
 
@@ -179,6 +197,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for scheme, message in errors.items():
         console.print(f"[bold red]error[/] ({scheme}): {message}", highlight=False, soft_wrap=True)
     return EXIT_RUN_FAILED if errors else 0
+
+
+def _hint_resume(output: str) -> None:
+    from timeseries.checkpoint import latest_checkpoint_step
+
+    step = latest_checkpoint_step(output)
+    if step is not None:
+        console.print(f"the last checkpoint is after step {step}; continue with: tandem run --resume {output}",
+                      highlight=False, soft_wrap=True)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

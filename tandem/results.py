@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from timeseries.checkpoint import latest_checkpoint_step
 from timeseries.results import RunFile
 
 PHASES = ("a", "b", "c")
@@ -127,6 +128,7 @@ def describe(path: str | Path) -> str:
         run = results.run
         scenario = results.scenario
         planned = int(run.attr("n_steps_planned", results.n_steps))
+        checkpoint = latest_checkpoint_step(path)
         lines = [
             f"file:        {results.path}",
             f"scenario:    {scenario.get('name', '')} - {scenario.get('description', '')}".rstrip(" -"),
@@ -134,6 +136,9 @@ def describe(path: str | Path) -> str:
             + (f" ({results.error})" if results.error else ""),
             f"steps:       {results.n_steps} of {planned}, {pd.Timedelta(scenario['time']['step'])} each, from {scenario['time']['start']}",
             f"started:     {run.attr('started_at', '')}   finished: {run.attr('finished_at', '') or '-'}",
+            *([f"resumed:     {run.attr('resumed_at')} at step {run.attr('resumed_from_step')}"] if run.attr("resumed_at") else []),
+            *([f"checkpoint:  after step {checkpoint}" + ("" if results.complete else f" (tandem run --resume {results.path})")]
+              if checkpoint is not None else []),
             f"schema:      {run.attr('schema_version', '')}",
             "versions:    " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
             "datasets:",

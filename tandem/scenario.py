@@ -396,6 +396,9 @@ class OutputSpec(_Strict):
     node_voltages: bool = Field(
         True, description="record every feeder node's voltage each step (float32); off for very large studies"
     )
+    checkpoint_every: Duration | None = Field(
+        None, description="save the state needed to continue the run this often (a whole number of steps), for `tandem run --resume`"
+    )
 
 
 class Scenario(_Strict):
@@ -430,11 +433,33 @@ class Scenario(_Strict):
                 "federation.feeder_processes: iterative coupling runs all feeders in one feeder federate "
                 f"(several OpenDSS contexts); set 1 or auto (got {self.federation.feeder_processes})"
             )
+        every = self.output.checkpoint_every
+        if every is not None and every % self.time.step != pd.Timedelta(0):
+            raise ValueError(f"output.checkpoint_every: {every} is not a whole number of steps of {self.time.step}")
+        if every is not None:
+            for i, feeder in enumerate(self.feeders):
+                inverters = feeder.controls.volt_var or feeder.controls.volt_watt or self.coordination.scheme == "local"
+                if inverters and feeder.pv.penetration > 0:
+                    raise ValueError(
+                        f"output.checkpoint_every: feeders.{i} ({feeder.label}) has Volt-VAR/Volt-Watt inverter controls, "
+                        "whose internal state (OpenDSS InvControl) a checkpoint cannot save; turn them off or drop checkpoints"
+                    )
         if self.coordination.coordinated and self.coordination.interval % self.time.step != pd.Timedelta(0):
             raise ValueError(
                 f"coordination.interval: {self.coordination.interval} is not a whole number of steps of {self.time.step}"
             )
         return self
+
+    @property
+    def checkpoint_interval_steps(self) -> int | None:
+        """Steps between checkpoints (None: no checkpoints)."""
+        every = self.output.checkpoint_every
+        return None if every is None else int(every / self.time.step)
+
+    def is_checkpoint_step(self, k: int) -> bool:
+        """Whether the state after step k is saved: every `checkpoint_every`, never after the last step."""
+        n = self.checkpoint_interval_steps
+        return n is not None and (k + 1) % n == 0 and k < self.time.n_steps - 1
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

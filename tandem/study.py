@@ -7,17 +7,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from federates import interfaces as names
 from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
 from tandem.grid.networks import network_summary
 from tandem.grid.transmission import check_boundary_buses
-from tandem.scenario import Scenario, ScenarioError
+from tandem.scenario import Scenario, ScenarioError, _apply_overrides, describe_validation_error
 from tandem.summary import RunSummary, summarize
+from timeseries.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
 
 
 @dataclass
@@ -52,6 +56,42 @@ def prepare_run(
     resolved, buses = resolve_scenario(scenario)
     target = Path(output or scenario.output.path or default_output(scenario))
     return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers, federates)
+
+
+def resume_scenario(results: str | Path, overrides: dict[str, object] | None = None) -> tuple[Scenario, Checkpoint]:
+    """The scenario stored in an unfinished run's file and its last checkpoint. `overrides`
+    (dotted keys) may change only what does not touch the results: `federation.*` and
+    `output.checkpoint_every`; the number of feeder processes stays that of the file (its
+    timing dataset has a column for each). Raises ScenarioError if the file cannot be resumed."""
+    fixed = [key for key in overrides or {} if not (key.startswith("federation.") or key == "output.checkpoint_every")]
+    if fixed:
+        raise ScenarioError(f"--resume continues with the scenario stored in {results}; {fixed[0]} cannot change")
+    try:
+        checkpoint = read_checkpoint(results)
+    except CheckpointError as exc:
+        raise ScenarioError(str(exc)) from None
+    processes = (overrides or {}).get("federation.feeder_processes", checkpoint.feeder_processes)
+    if processes != checkpoint.feeder_processes:
+        raise ScenarioError(f"{results} was run with {checkpoint.feeder_processes} feeder processes, "
+                            f"which a resumed run keeps (got {processes})")
+    overrides = {**(overrides or {}), "federation.feeder_processes": checkpoint.feeder_processes}
+    data = _apply_overrides(json.loads(checkpoint.scenario_json), overrides, str(results))
+    try:
+        return Scenario.model_validate(data), checkpoint
+    except ValidationError as exc:
+        raise ScenarioError(describe_validation_error(f"{results} (stored scenario)", exc)) from None
+
+
+def prepare_resume(results: str | Path, overrides: dict[str, object] | None = None, observers: int = 0) -> RunPlan:
+    """Plan the continuation of an unfinished run from its file's last checkpoint: the file is
+    cut back to the checkpoint's rows, and the run goes on into it (raises ScenarioError)."""
+    scenario, checkpoint = resume_scenario(results, overrides)
+    resolved, buses = resolve_scenario(scenario)
+    try:
+        truncate_to_checkpoint(results, checkpoint.rows)
+    except CheckpointError as exc:
+        raise ScenarioError(str(exc)) from None
+    return plan_run(resolved, checkpoint.scenario_source, buses, Path(results), observers, resume=checkpoint)
 
 
 def execute_run(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> RunOutcome:

@@ -63,13 +63,32 @@ class ResultsWriter:
 
     def __init__(
         self, path: str | Path, scenario_json: str, scenario_source: str, n_steps: int,
-        flush_seconds: float = 1.0, block_rows: int = 512,
+        flush_seconds: float = 1.0, block_rows: int = 512, resume_rows: int | None = None,
     ):
+        """A new file; with `resume_rows`, the file of a resumed run, which keeps its first
+        `resume_rows` rows and gets the next ones appended (its datasets are then attached by
+        `add_series` instead of created)."""
         self.path = Path(path)
         self.flush_seconds = flush_seconds
         self.block_rows = block_rows
         self._buffer: list[tuple[float, dict]] = []
         self._last_flush = time.monotonic()
+        self._series: dict[str, h5py.Dataset] = {}
+        self.resuming = resume_rows is not None
+        if self.resuming:
+            self.file = h5py.File(self.path, "r+")
+            self._time = self.file["time/seconds"]
+            self.rows = int(resume_rows)
+            if self._time.shape[0] != self.rows:
+                raise ValueError(f"{self.path}: {self._time.shape[0]} rows where the checkpoint has {self.rows}")
+            attrs = self.file.attrs
+            attrs["scenario"] = scenario_json  # may differ from the first run's in federation and checkpoint settings
+            attrs["complete"] = False
+            attrs["error"] = ""
+            attrs["finished_at"] = ""
+            attrs["resumed_at"] = _now()
+            attrs["resumed_from_step"] = self.rows
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.path, "w")
         attrs = self.file.attrs
@@ -82,19 +101,27 @@ class ResultsWriter:
         attrs["complete"] = False
         attrs["error"] = ""
         attrs["n_steps_planned"] = n_steps
-        self._series: dict[str, h5py.Dataset] = {}
         self.rows = 0
         self._time = self.file.create_dataset("time/seconds", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
         self._time.attrs.update(units="s", dims="time", description="simulated time since the scenario start")
 
     def add_static(self, path: str, data, units: str, dims: tuple[str, ...], description: str) -> None:
-        """A dataset that does not change with time (names, indices, multipliers)."""
+        """A dataset that does not change with time (names, indices, multipliers); kept as it
+        is in a resumed run's file."""
+        if self.resuming and path in self.file:
+            return
         if isinstance(data, (list, tuple)) and data and isinstance(data[0], str):
             data = np.array(data, dtype=h5py.string_dtype())
         ds = self.file.create_dataset(path, data=data)
         ds.attrs.update(units=units, dims=",".join(dims), description=description)
 
     def add_series(self, series: Series) -> None:
+        if self.resuming and series.path in self.file:
+            ds = self.file[series.path]
+            if ds.shape[1:] != series.shape or ds.shape[0] != self.rows:
+                raise ValueError(f"{self.path}: {series.path} has shape {ds.shape}, the resumed run writes {series.shape}")
+            self._series[series.path] = ds
+            return
         rows_per_chunk = max(1, min(4096, 65536 // max(1, int(np.prod(series.shape)))))
         ds = self.file.create_dataset(
             series.path,
@@ -131,6 +158,15 @@ class ResultsWriter:
             self._buffer.clear()
         self.file.flush()
         self._last_flush = time.monotonic()
+
+    def checkpoint(self, step: int, states: dict[str, str]) -> None:
+        """Write the rows up to `step` and, with them, the federates' states after it."""
+        from timeseries.checkpoint import write_checkpoint
+
+        self.flush()
+        if self.rows != step + 1:
+            raise ValueError(f"checkpoint after step {step} with {self.rows} rows written")
+        write_checkpoint(self.file, step, states)
 
     @property
     def rows_received(self) -> int:

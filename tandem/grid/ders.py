@@ -463,6 +463,43 @@ class DerFleet:
             steps.append(sum(capacitors.States()))
         return steps
 
+    # -- checkpoints --------------------------------------------------------
+    def state(self) -> dict:
+        """Everything the fleet carries from step to step, taken after a solve and before
+        `advance` (so the step's energy is booked again on restore): JSON-ready floats."""
+        setpoints = [None if np.isnan(v) else float(v) for v in self._bat_setpoint.tolist()]
+        return {
+            "battery": [[float(soc), u.p_kw, u.q_kvar, sp] for u, soc, sp in zip(self.batteries, self._bat_soc.tolist(), setpoints)],
+            "battery_soc_next": [float(v) for v in np.asarray(self._bat_soc_next).tolist()],
+            "pv": [[u.p_cap_pu, u.q_kvar] for u in self.pv],
+            "ev": [[u.owed_kwh, u.p_kw, u.setpoint_kw] for u in self.evs],
+        }
+
+    def restore(self, state: dict) -> None:
+        """Inverse of `state` on a freshly built fleet: the Python state, and the PV and battery
+        set-points written into OpenDSS again, exactly as they were."""
+        counts = {"battery": len(self.batteries), "pv": len(self.pv), "ev": len(self.evs)}
+        for key, n in counts.items():
+            if len(state[key]) != n:
+                raise ValueError(f"checkpoint holds {len(state[key])} {key} units, the feeder has {n}")
+        for unit, (soc, p, q, setpoint) in zip(self.batteries, state["battery"]):
+            unit.soc, unit.p_kw, unit.q_kvar, unit.setpoint_kw = soc, p, q, setpoint
+        if self.batteries:
+            self._bat_soc = _read_only(np.array([row[0] for row in state["battery"]], dtype=float))
+            self._bat_soc_next = _read_only(np.array(state["battery_soc_next"], dtype=float))
+            self._bat_setpoint = np.array([np.nan if row[3] is None else row[3] for row in state["battery"]], dtype=float)
+            self._bat_any_setpoint = not np.isnan(self._bat_setpoint).all()
+            self._bat_p = _read_only(np.array([row[1] for row in state["battery"]], dtype=float))
+            self._bat_sent[:] = np.nan  # every Storage element is edited again
+            self._send_batteries()
+        for unit, (cap, q) in zip(self.pv, state["pv"]):
+            unit.p_cap_pu, unit.q_kvar = cap, q
+            if self._pv_sent[unit.name] != (cap, q):  # now: an edit rebuilds the admittance matrix
+                self.dss.Text.Command(f"Edit PVSystem.{unit.name} %Pmpp={cap * 100:.12g} kvar={q:.12g}")
+                self._pv_sent[unit.name] = (cap, q)
+        for unit, (owed, p, setpoint) in zip(self.evs, state["ev"]):
+            unit.owed_kwh, unit.p_kw, unit.setpoint_kw = owed, p, setpoint
+
     def readings(self, k: int) -> dict[str, np.ndarray]:
         """What the record needs about the DERs and controls after the solve of step k (arrays
         that belong to the fleet are read-only)."""

@@ -21,6 +21,7 @@ from altdss.enums import SetterFlags
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
+from tandem.grid import dss_state
 from tandem.grid.ders import DerFleet, feeder_loads
 from tandem.grid.errors import FeederModelError, PowerFlowError
 
@@ -117,6 +118,24 @@ class FeederModel:
         """The step's solution is final: book battery and EV energy."""
         if self.fleet is not None:
             self.fleet.advance()
+
+    def state(self) -> dict:
+        """What the next step needs from this one, taken after the step's solve and before
+        `end_step` (see tandem.grid.dss_state): JSON-ready."""
+        fleet = self.fleet
+        return {
+            "fleet": fleet.state(),
+            "circuit": dss_state.capture(self.dss, fleet.regulators, fleet.capacitors),
+        }
+
+    def restore(self, state: dict) -> float:
+        """Continue from a saved `state` on a freshly built feeder, as if its step had just been
+        solved and ended. Returns the admittance mismatch of the rebuilt circuit (round-off)."""
+        self.fleet.restore(state["fleet"])
+        caps = [self.fleet._pv_sent[unit.name][0] for unit in self.fleet.pv]
+        worst = dss_state.restore(self.dss, state["circuit"], caps)
+        self.end_step()
+        return worst
 
     def set_source(self, vm_pu: float, va_deg: float) -> None:
         """Drive the source with the boundary voltage; the model's own angle offset is kept."""

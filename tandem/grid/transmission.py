@@ -200,6 +200,37 @@ class TransmissionModel:
             raise PowerFlowError(f"transmission power flow did not converge{label}") from None
         self._solved_once = True
 
+    # -- checkpoints ----------------------------------------------------------
+    def state(self) -> dict:
+        """What the next step needs from this one: the feeder multipliers (fixed at step 0),
+        the generator dispatch in force, and the voltages the next power flow starts from.
+        The recycled Newton-Raphson starts from pandapower's internal bus table, not from
+        `res_bus`, so that is what is saved (JSON-ready)."""
+        from pandapower.pypower.idx_bus import VA, VM
+
+        ppc = self.net._ppc
+        return {
+            "multipliers": self.multipliers.tolist(),
+            "dispatch_mw": self._dispatch.tolist(),
+            "ppc_bus": [ppc["bus"][:, VM].tolist(), ppc["bus"][:, VA].tolist()],
+            "ppci_bus": [ppc["internal"]["bus"][:, VM].tolist(), ppc["internal"]["bus"][:, VA].tolist()],
+            "res_bus": [self.net.res_bus.vm_pu.tolist(), self.net.res_bus.va_degree.tolist()],
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from a saved `state` on a freshly built model (whose own first solve made
+        pandapower's internal tables): the next `run` solves as the saved model would have."""
+        from pandapower.pypower.idx_bus import VA, VM
+
+        ppc = self.net._ppc
+        for table, (vm, va) in ((ppc["bus"], state["ppc_bus"]), (ppc["internal"]["bus"], state["ppci_bus"])):
+            if len(vm) != len(table):
+                raise ValueError(f"checkpoint holds {len(vm)} buses, the network model has {len(table)}")
+            table[:, VM], table[:, VA] = vm, va
+        self.net.res_bus["vm_pu"], self.net.res_bus["va_degree"] = state["res_bus"]
+        self.multipliers = np.asarray(state["multipliers"], dtype=float)
+        self.set_dispatch(np.asarray(state["dispatch_mw"], dtype=float))
+
     # -- outputs --------------------------------------------------------------
     def boundary_voltage(self) -> tuple[np.ndarray, np.ndarray]:
         """Magnitude (pu) and angle (deg) at each boundary bus, in boundary_buses order."""

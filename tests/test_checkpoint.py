@@ -45,7 +45,7 @@ feeders:
     pv: {penetration: 0.6, count: 10}
     battery: {penetration: 0.2, count: 3}
     ev: {penetration: 0.3}
-time: {start: "2024-07-01T06:00:00", duration: 3h, step: 5min}
+time: {start: "2024-07-01T06:00:00", duration: 6h, step: 5min}
 coupling: {mode: loose}
 """
 
@@ -83,7 +83,8 @@ def assert_same_results(full: Path, resumed: Path) -> None:
 
 def _kill_after_checkpoint(args: list[str], output: Path, step: int, victim: str) -> subprocess.CompletedProcess:
     """Start `tandem run`, wait until the recorder has written the checkpoint after `step`,
-    then SIGKILL the federate `victim` (e.g. `feeders`: the first feeder process)."""
+    then SIGKILL the federate `victim` (e.g. `feeders`: the first feeder process). The other
+    federates may run ahead of the recorder, so the run must have steps to spare."""
     run_dir = output.with_name(output.stem + "_run")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "tandem.cli", "run", *args, "-o", str(output), "-q"], cwd=ROOT,
@@ -91,14 +92,16 @@ def _kill_after_checkpoint(args: list[str], output: Path, step: int, victim: str
     )
     log = run_dir / "logs" / "recorder.log"
     deadline = time.monotonic() + 240
+    pids: list[int] = []
     while time.monotonic() < deadline and launcher.poll() is None:
-        if log.exists() and f"checkpoint after step {step} written" in log.read_text():
+        if not pids and (run_dir / "federation.json").exists():  # found first: the kill then follows the checkpoint at once
+            pids = [int(line.split(":")[0]) for line in run_processes(run_dir) if f"federates.{victim}" in line]
+        elif log.exists() and f"checkpoint after step {step} written" in log.read_text():
+            os.kill(pids[0], signal.SIGKILL)
             break
-        time.sleep(0.01)
-    pids = [int(line.split(":")[0]) for line in run_processes(run_dir) if f"federates.{victim}" in line]
-    assert pids, f"the run ended before {victim} could be killed"
-    os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.005)
     out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0, f"the run ended before {victim} could be killed"
     assert not run_processes(run_dir), "processes left behind"
     return subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err)
 
@@ -137,13 +140,13 @@ def full_run(full_runs) -> Path:
 @pytest.mark.parametrize("mode, victim", [("loose", "feeders"), ("iterative", "transmission")])
 def test_killed_run_resumes_to_the_uninterrupted_results(scenario_file, full_runs, mode, victim):
     output = scenario_file.with_name(f"killed_{mode}.h5")
-    killed = _kill_after_checkpoint([str(scenario_file), "--checkpoint-every", "30min", *COUPLINGS[mode]], output, 11, victim)
+    killed = _kill_after_checkpoint([str(scenario_file), "--checkpoint-every", "30min", *COUPLINGS[mode]], output, 5, victim)
     assert killed.returncode == 1, killed.stderr
     assert f"federate '{victim}" in killed.stderr and "was killed by SIGKILL" in killed.stderr
     assert f"continue with: tandem run --resume {output}" in killed.stderr
     with h5py.File(output, "r") as f:
         assert not f.attrs["complete"]
-        assert f["checkpoint"].attrs["step"] in (11, 17, 23, 29)  # every 6 steps, none after the last (35)
+        assert f["checkpoint"].attrs["step"] % 6 == 5  # every 6 steps (30 min)
         assert f["checkpoint"].attrs["rows"] == f["checkpoint"].attrs["step"] + 1
         assert sorted(f["checkpoint"]) == ["feeders", "transmission"]
         assert sorted(json.loads(f["checkpoint/feeders"][()])) == ["f123", "f13"]
@@ -201,7 +204,7 @@ def test_resume_refuses_files_it_cannot_continue(scenario_file, full_run, tmp_pa
     )
     assert not (tmp_path / "unfinished_run").exists()  # nothing was started
     with h5py.File(unfinished, "r") as f:
-        assert f["time/seconds"].shape == (36,)  # nor the file cut back
+        assert f["time/seconds"].shape == (72,)  # nor the file cut back
 
 
 def test_checkpoint_interval_and_inverter_controls_are_checked(scenario_file):
@@ -210,7 +213,7 @@ def test_checkpoint_interval_and_inverter_controls_are_checked(scenario_file):
     with pytest.raises(ScenarioError, match=r"feeders.0 \(f13\) has Volt-VAR/Volt-Watt"):
         load_scenario(scenario_file, {"output.checkpoint_every": "1h", "coordination.scheme": "local"})
     scenario = load_scenario(scenario_file, {"output.checkpoint_every": "30min"})
-    assert [k for k in range(scenario.time.n_steps) if scenario.is_checkpoint_step(k)] == [5, 11, 17, 23, 29]
+    assert [k for k in range(scenario.time.n_steps) if scenario.is_checkpoint_step(k)] == list(range(5, 71, 6))  # not after 71
 
 
 def _feeder_rows(model, k: int) -> np.ndarray:

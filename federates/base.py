@@ -88,19 +88,19 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
         # An own error (not "federation stopped"): on another host the broker may be absent or misaddressed.
         b = config.broker
         raise RuntimeError(
-            f"cannot reach the HELICS broker at {b.address}:{b.port} ({b.core_type}) within {1.5 * b.timeout_s:g} s: "
+            f"cannot reach the HELICS broker at {b.address}:{b.port} ({b.core_type}) within about {6 * b.timeout_s:g} s: "
             "is it running, and are federation.broker_address and broker_port right?"
         ) from None
 
 
 def core_init_string(broker: BrokerConfig) -> str:
-    """A federate's core settings. The broker connection is tried three times, half the timeout
-    each: an unreachable broker fails within 1.5 x timeout_s (HELICS retries five times by
-    default), and a broker slow to answer on a busy machine still gets a second chance."""
+    """A federate's core settings. HELICS's own connection retries are kept (about six attempts
+    of timeout_s): a tighter budget turned brief hiccups on a busy machine (several federations
+    starting at once) into failed runs; an unreachable broker still fails, after about 6 x timeout_s."""
     local = f" --local_interface={broker.local_interface}" if broker.local_interface else ""
     return (
         f"--federates=1 --broker_address={broker.address} --broker_port={broker.port}{local} "
-        f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s / 2}s --networkretries=2"
+        f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s}s"
     )
 
 

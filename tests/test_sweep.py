@@ -52,7 +52,7 @@ def states(folder: Path) -> list[dict]:
         ({"grid": {"feeders.first.seed": [1]}}, "feeders is a list; give an index (0..1) or * (got 'first')"),
         ({"grid": {"time.step.minutes": [5]}}, "time.step.minutes: time.step is a single value"),
         ({"cases": [{"coordination.scheme": "none"}, {"coordination.scheme": "bogus"}]},
-         "case_001 (coordination.scheme=bogus): coordination.scheme: Input should be 'none', 'local' or 'external'"),
+         "case_001 (coordination.scheme=bogus): coordination.scheme: Input should be 'none', 'local', 'centralized'"),
         ({"grid": {"feeders.0.bus": [4, 99]}}, "case_001 (feeders.0.bus=99): feeders.0.bus: unknown bus 99"),
         ({"grid": {"output.path": ["x.h5"]}}, "output.path: set by the sweep itself"),
         ({"grid": {"seed": [1]}}, "unknown scenario key 'seed'"),

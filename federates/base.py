@@ -32,6 +32,9 @@ class BrokerConfig(BaseModel):
     timeout_s: float
     interface: str | None = None  # where the broker listens; None: address
     local_interface: str | None = None  # where each federate listens; None: HELICS chooses
+    # The port each federate of this host listens on (zmq and tcp cores), chosen free by the
+    # launcher: the broker's own choice (broker_port + 5, + 6, ...) may be taken on a busy machine.
+    local_ports: dict[str, int] = {}
 
 
 class FederationConfig(BaseModel):
@@ -73,7 +76,7 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
     """A value federate that fails instead of hanging: timeouts, terminate-on-error, uninterruptible."""
     info = h.helicsCreateFederateInfo()
     h.helicsFederateInfoSetCoreTypeFromString(info, config.broker.core_type)
-    h.helicsFederateInfoSetCoreInitString(info, core_init_string(config.broker))
+    h.helicsFederateInfoSetCoreInitString(info, core_init_string(config.broker, name))
     h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_TERMINATE_ON_ERROR, True)
     h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_UNINTERRUPTIBLE, True)
     if wait_for_current_time:
@@ -83,7 +86,8 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
     try:
         return h.helicsCreateValueFederate(name, info)
     except h.HelicsException as exc:
-        if "unable to connect to broker" not in str(exc).lower():
+        # With a fixed local port HELICS words it "core is unable to register and has timed out".
+        if not any(m in str(exc).lower() for m in ("unable to connect to broker", "unable to register")):
             raise
         # An own error (not "federation stopped"): on another host the broker may be absent or misaddressed.
         b = config.broker
@@ -93,11 +97,13 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
         ) from None
 
 
-def core_init_string(broker: BrokerConfig) -> str:
+def core_init_string(broker: BrokerConfig, name: str) -> str:
     """A federate's core settings. HELICS's own connection retries are kept (about six attempts
     of timeout_s): a tighter budget turned brief hiccups on a busy machine (several federations
     starting at once) into failed runs; an unreachable broker still fails, after about 6 x timeout_s."""
     local = f" --local_interface={broker.local_interface}" if broker.local_interface else ""
+    if name in broker.local_ports:
+        local += f" --local_port={broker.local_ports[name]}"
     return (
         f"--federates=1 --broker_address={broker.address} --broker_port={broker.port}{local} "
         f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s}s"

@@ -84,6 +84,27 @@ def free_port(address: str = "127.0.0.1") -> int:
     raise RunFailed("could not find a free port for the HELICS broker")
 
 
+def free_local_ports(federates: list[str], interface: str | None, taken: set[int]) -> dict[str, int]:
+    """A port free now for each named federate to listen on, none of them in `taken`."""
+    address = "0.0.0.0" if interface in (None, "*") else interface
+    held: list[socket.socket] = []  # held open until all are drawn, so no port is drawn twice
+    ports: list[int] = []
+    try:
+        while len(ports) < len(federates):
+            s = socket.socket()
+            held.append(s)
+            try:
+                s.bind((address, 0))
+            except OSError as exc:
+                raise RunFailed(f"federates cannot listen on {address}: {exc.strerror} (federation.local_interface)") from None
+            if s.getsockname()[1] not in taken:
+                ports.append(s.getsockname()[1])
+        return dict(zip(federates, ports))
+    finally:
+        for s in held:
+            s.close()
+
+
 def feeder_groups(n_feeders: int, processes: int | str, iterative: bool) -> list[list[int]]:
     """Split feeders into process groups, round-robin. `auto` in loose coupling: one per core
     left after the transmission federate and the recorder; in iterative coupling always one,
@@ -141,13 +162,17 @@ def plan_run(
         resume_state.write_text(json.dumps({"step": resume.step, "states": resume.states}))
     interface = fed_spec.broker_interface or fed_spec.broker_address
     port = free_port(interface) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
+    local_ports = {}
+    if fed_spec.core_type in ("zmq", "tcp"):  # the _ss cores' federates listen on no port
+        here = [n for n in all_names if n != "broker" and (only is None or n in only)]
+        local_ports = free_local_ports(here, fed_spec.local_interface, {port, port + 1})
     config = FederationConfig(
         scenario=scenario,
         scenario_source=scenario_source,
         output=str(output),
         broker=BrokerConfig(
             core_type=fed_spec.core_type, address=fed_spec.broker_address, port=port, timeout_s=fed_spec.timeout_s,
-            interface=interface, local_interface=fed_spec.local_interface,
+            interface=interface, local_interface=fed_spec.local_interface, local_ports=local_ports,
         ),
         feeder_groups=groups,
         boundary_buses=sorted(set(boundary_buses)),

@@ -173,6 +173,34 @@ def test_two_runs_at_once_both_complete(tmp_path):
     assert len(ports) == 2, "each run needs its own broker port"
 
 
+def test_ports_near_the_broker_port_taken_by_others_do_not_fail_the_run(tmp_path):
+    """A busy machine's other processes may hold ports just above the broker's, where a zmq broker
+    would place its federates (broker_port + 5, + 6, ...): each federate's port is chosen free instead."""
+    port = _free_port()
+    squatters = []
+    for k in range(2, 12):  # the broker itself binds port and port + 1
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port + k))
+            s.listen()
+            squatters.append(s)
+        except OSError:
+            s.close()
+    try:
+        out = tmp_path / "near.h5"
+        result = subprocess.run(
+            [sys.executable, "-m", "tandem.cli", "run", "--duration", "30min", "-q", "--broker-port", str(port), "-o", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        for s in squatters:
+            s.close()
+    assert len(squatters) >= 8
+    assert result.returncode == 0, result.stderr
+    with RunFile(out) as run:
+        assert run.complete and run.n_steps == 6
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

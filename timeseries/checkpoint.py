@@ -3,11 +3,12 @@ the rows it belongs to, and read back by `tandem run --resume`.
 
 Layout: the group `checkpoint` with the attributes `step` (the last step whose state it
 holds), `rows` (= step + 1: the rows of every time-indexed dataset that go with it) and
-`written_at`, and one JSON string dataset per part of the federation: `transmission`,
-`feeders` ({feeder name: state}) and, with a coordinator, `coordinator`. A new checkpoint
-is written beside the last one as `checkpoint_next` and renamed once complete, so a run
-killed while writing one keeps the previous one (or, killed between the two renames, the
-complete new one).
+`written_at`, and one dataset per part of the federation holding its state as JSON text
+(UTF-8 bytes, uint8, gzip-compressed): `transmission`, `feeders` ({feeder name: state})
+and, with a coordinator, `coordinator`. Bytes rather than HDF5 strings, so that the space of
+a replaced checkpoint is used again. A new checkpoint is written beside the last one as
+`checkpoint_next` and renamed once complete, so a run killed while writing one keeps the
+previous one (or, killed between the two renames, the complete new one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 CHECKPOINT = "checkpoint"
 _NEXT = "checkpoint_next"
@@ -43,8 +45,9 @@ def write_checkpoint(file: h5py.File, step: int, states: dict[str, str]) -> None
         del file[_NEXT]
     group = file.create_group(_NEXT)
     for part, text in states.items():
-        ds = group.create_dataset(part, data=text, dtype=h5py.string_dtype())
-        ds.attrs.update(units="", dims="", description=f"JSON state of the {part} federate(s) after step {step}, for --resume")
+        data = np.frombuffer(text.encode(), dtype=np.uint8)
+        ds = group.create_dataset(part, data=data, chunks=(max(1, min(len(data), 1 << 16)),), compression="gzip")
+        ds.attrs.update(units="", dims="", description=f"JSON state (UTF-8) of the {part} federate(s) after step {step}, for --resume")
     group.attrs["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     group.attrs["step"] = step
     group.attrs["rows"] = step + 1  # written last: a group with `rows` is complete
@@ -86,7 +89,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             rows = int(group.attrs["rows"])
             if n_rows < rows:
                 raise CheckpointError(f"{path}: the checkpoint after step {rows - 1} has only {n_rows} rows written")
-            states = {part: json.loads(group[part][()]) for part in group}
+            states = {part: json.loads(group[part][()].tobytes().decode()) for part in group}
             return Checkpoint(int(group.attrs["step"]), rows, states, str(file.attrs["scenario"]),
                               str(file.attrs.get("scenario_source", "")), int(file["timing/feeders_opendss_s"].shape[1]))
     except CheckpointError:

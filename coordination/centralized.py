@@ -44,7 +44,7 @@ from coordination.interface import (
 )
 from coordination.network_data import FeederData, TransmissionData
 from coordination.objective import Penalties, Prices, objective_terms
-from coordination.solver import PersistentHighs
+from coordination.solver import BatteryDirections, PersistentHighs
 from coordination.transmission import add_dcopf, lmps, set_bus_load, set_generator_limits
 
 
@@ -229,7 +229,8 @@ class CentralizedProblem:
         self.n_constraints = sum(1 for _ in m.component_data_objects(pyo.Constraint, active=True))
         self.is_mip = any(not v.is_continuous() for v in m.component_data_objects(pyo.Var, active=True))
         self._plan: dict | None = None  # what to read back, made after the first solve
-        self._battery_cols: tuple[np.ndarray, np.ndarray] | None = None
+        self.directions = BatteryDirections(
+            self.solver, [d for fb in m.feeders.values() for d in fb.battery.values()], self.options.battery_binaries)
         self.build_s = time.perf_counter() - start
         self._update_s = 0.0
 
@@ -364,30 +365,9 @@ class CentralizedProblem:
         """Solve with the data in the model now; read back only what the Result holds."""
         m = self.model
         stats = self.solver.solve()
-        fallback = False
-        lp_bound = None
-        mode = self.options.battery_binaries
-        if mode in ("relax-and-check", "relax-and-fix") and self._simultaneous(stats).any():
-            fallback = True
-            lp_bound = stats.objective
-            binaries = [d.u for fb in m.feeders.values() for d in fb.battery.values()]
-            if mode == "relax-and-check":  # solve again as a MIP
-                self.solver.set_integer(binaries, True)
-                stats = _add_times(self.solver.solve(push=False), stats)
-                self.solver.set_integer(binaries, False)
-            else:
-                fixed = np.zeros(len(self.solver.positions(binaries)), dtype=bool)
-                for _ in range(10):
-                    both = self._simultaneous(stats)
-                    if not both.any():
-                        break
-                    x = self.solver.solution()
-                    charge, discharge = self._battery_cols
-                    charging = (x[charge] >= x[discharge]).astype(float)  # u = 1 allows charging only
-                    self.solver.set_bounds(list(_vardata(binaries, both)), charging[both], charging[both])
-                    fixed |= both
-                    stats = _add_times(self.solver.solve(push=False), stats)
-                self.solver.set_bounds(list(_vardata(binaries, fixed)), 0.0, 1.0)  # free again for the next step
+        lp_bound = stats.objective
+        stats, fallback = self.directions.enforce(stats)
+        lp_bound = lp_bound if fallback else None
         start = time.perf_counter()
         update_s = self._update_s + stats.update_s
         self._update_s = 0.0
@@ -425,7 +405,7 @@ class CentralizedProblem:
                 units[unit] = values
             setpoints[name] = units
         lmp = None
-        if not self.is_mip and not (fallback and mode == "relax-and-check") and stats.optimal:
+        if not self.is_mip and not (fallback and self.directions.mode == "relax-and-check") and stats.optimal:
             lmp = lmps(self.solver.duals([tb.power_balance]), tb, self.options.dt_hours)
         result = Result(
             status=stats.status,
@@ -453,22 +433,6 @@ class CentralizedProblem:
         result.read_s = time.perf_counter() - start
         return result
 
-    def _simultaneous(self, stats, tol_kw: float = 1e-6) -> np.ndarray:
-        """Per battery and period (flattened like the batteries' u variables): charging and
-        discharging at once in the last solution."""
-        if stats.status not in ("optimal", "time limit (feasible)"):
-            return np.zeros(0, dtype=bool)
-        if self._battery_cols is None:
-            m = self.model
-            units = [d for fb in m.feeders.values() for d in fb.battery.values()]
-            self._battery_cols = (self.solver.positions([d.p_ch for d in units]),
-                                  self.solver.positions([d.p_dis for d in units]))
-        x = self.solver.solution()
-        charge, discharge = self._battery_cols
-        if not x.size:
-            return np.zeros(len(charge), dtype=bool)
-        return np.minimum(x[charge], x[discharge]) > tol_kw
-
     def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> dict[str, dict]:
         """The set-points of one period in the form `DerFleet.set_setpoints` takes:
         pv {name: (cap as a share of Pmpp, kvar)}, batteries {name: kW (+ discharge)}, evs {name: kW}."""
@@ -479,20 +443,6 @@ class CentralizedProblem:
             "batteries": {u.name: float(units[u.name]["p_kw"][period]) for u in ders.batteries},
             "evs": {u.name: float(units[u.name]["p_kw"][period]) for u in ders.evs},
         }
-
-
-def _add_times(stats, before):
-    """The stats of a follow-up solve with the time of the solves before it added."""
-    stats.solve_s += before.solve_s
-    stats.highs_s += before.highs_s
-    stats.update_s += before.update_s
-    return stats
-
-
-def _vardata(variables: list, mask: np.ndarray):
-    """The VarData of indexed Vars, flattened, where mask is true."""
-    flat = [v for var in variables for v in var.values()]
-    return (v for v, keep in zip(flat, mask) if keep)
 
 
 def _set_series(param, values, horizon: int) -> None:

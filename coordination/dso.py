@@ -38,7 +38,7 @@ from coordination.interface import set_head_voltage
 from coordination.network_data import FeederData
 from coordination.objective import objective_terms
 from coordination.proximal import add_proximal, set_center
-from coordination.solver import PersistentHighs, SolveStats
+from coordination.solver import BatteryDirections, PersistentHighs, SolveStats
 
 # The DSO's share of the centralized objective's terms (per copy of the feeder).
 FEEDER_TERMS = ("curtailment", "battery_degradation", "load_shift", "reactive", "penalty_feeder_overload",
@@ -125,7 +125,7 @@ class FeederProblem:
         self.solver = PersistentHighs(self.model, time_limit_s if time_limit_s is not None else options.time_limit_s,
                                       options.mip_rel_gap)
         self._plan: dict | None = None
-        self._battery_cols: tuple[np.ndarray, np.ndarray] | None = None
+        self.directions = BatteryDirections(self.solver, list(self.model.feeder.battery.values()), options.battery_binaries)
         self.last: FeederSolve | None = None
         self.highs_total = 0.0  # seconds in HiGHS, for whoever reads and resets it
         m = self.model
@@ -285,30 +285,7 @@ class FeederProblem:
                 self.solver.push_rows([self.model.prox_cut])
             self.solver.push_objective()
             stats = self.solver.solve(push=False)
-        fallback = False
-        mode = self.options.battery_binaries
-        batteries = list(self.model.feeder.battery.values())
-        if batteries and mode in ("relax-and-check", "relax-and-fix") and self._simultaneous(stats).any():
-            fallback = True
-            binaries = [d.u for d in batteries]
-            if mode == "relax-and-check":
-                self.solver.set_integer(binaries, True)
-                stats = _add(self.solver.solve(push=False), stats)
-                self.solver.set_integer(binaries, False)
-            else:
-                flat = [v for var in binaries for v in var.values()]
-                fixed = np.zeros(len(flat), dtype=bool)
-                for _ in range(10):
-                    both = self._simultaneous(stats)
-                    if not both.any():
-                        break
-                    x = self.solver.solution()
-                    charge, discharge = self._battery_cols
-                    charging = (x[charge] >= x[discharge]).astype(float)
-                    self.solver.set_bounds([v for v, b in zip(flat, both) if b], charging[both], charging[both])
-                    fixed |= both
-                    stats = _add(self.solver.solve(push=False), stats)
-                self.solver.set_bounds([v for v, f in zip(flat, fixed) if f], 0.0, 1.0)
+        stats, fallback = self.directions.enforce(stats)
         self.highs_total += stats.highs_s
         if stats.status not in ("optimal", "time limit (feasible)"):
             H = len(self.model.T)
@@ -329,17 +306,6 @@ class FeederProblem:
         stats, fallback = self._last_stats
         self.last = self._read(stats, True, fallback, time.perf_counter())
         return self.last
-
-    def _simultaneous(self, stats: SolveStats, tol_kw: float = 1e-6) -> np.ndarray:
-        if stats.status not in ("optimal", "time limit (feasible)"):
-            return np.zeros(0, dtype=bool)
-        if self._battery_cols is None:
-            units = list(self.model.feeder.battery.values())
-            self._battery_cols = (self.solver.positions([d.p_ch for d in units]),
-                                  self.solver.positions([d.p_dis for d in units]))
-        x = self.solver.solution()
-        charge, discharge = self._battery_cols
-        return np.minimum(x[charge], x[discharge]) > tol_kw
 
     def _read_plan(self) -> dict:
         m, s = self.model, self.solver
@@ -462,8 +428,3 @@ class FeederProblem:
         return self.solver.solution()[self.solver.positions(var)]
 
 
-def _add(stats: SolveStats, before: SolveStats) -> SolveStats:
-    stats.solve_s += before.solve_s
-    stats.highs_s += before.highs_s
-    stats.update_s += before.update_s
-    return stats

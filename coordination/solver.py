@@ -44,6 +44,13 @@ class SolveStats:
     update_s: float  # sending changed Params to HiGHS (first solve: building the HiGHS model)
     first: bool  # the solve that built the HiGHS model
 
+    def after(self, before: "SolveStats") -> "SolveStats":
+        """These stats of a follow-up solve with the times of the solves before it added."""
+        self.solve_s += before.solve_s
+        self.highs_s += before.highs_s
+        self.update_s += before.update_s
+        return self
+
 
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: "optimal",
@@ -288,3 +295,59 @@ def _flatten(variables):
             yield from v.values()
         else:
             yield v
+
+
+class BatteryDirections:
+    """Keeps batteries from charging and discharging at once in the LP relaxation of their
+    direction binaries `u` (1 allows charging only). Usually the LP does so by itself (losses
+    make it costly); when it does not:
+
+    - "relax-and-check": solve again with the binaries integer (a MIP);
+    - "relax-and-fix": fix each offending battery-period to the direction it mostly took and
+      re-solve as an LP, up to ten rounds, then free them again for the next solve.
+    """
+
+    def __init__(self, solver: PersistentHighs, batteries: list, mode: str, tol_kw: float = 1e-6):
+        self.solver, self.batteries, self.mode, self.tol_kw = solver, batteries, mode, tol_kw
+        self._cols: tuple[np.ndarray, np.ndarray] | None = None
+
+    def simultaneous(self, stats: SolveStats) -> np.ndarray:
+        """Per battery and period (flattened like the batteries' u variables): charging and
+        discharging at once in the last solution."""
+        if stats.status not in ("optimal", "time limit (feasible)") or not self.batteries:
+            return np.zeros(0, dtype=bool)
+        charge, discharge = self._columns()
+        x = self.solver.solution()
+        return np.minimum(x[charge], x[discharge]) > self.tol_kw
+
+    def enforce(self, stats: SolveStats) -> tuple[SolveStats, bool]:
+        """Re-solve as the mode says if the last solution (of `stats`) has a battery doing both;
+        returns the final stats (times of every solve added) and whether a re-solve was needed."""
+        if self.mode not in ("relax-and-check", "relax-and-fix") or not self.simultaneous(stats).any():
+            return stats, False
+        binaries = [d.u for d in self.batteries]
+        if self.mode == "relax-and-check":
+            self.solver.set_integer(binaries, True)
+            stats = self.solver.solve(push=False).after(stats)
+            self.solver.set_integer(binaries, False)
+            return stats, True
+        flat = [v for var in binaries for v in var.values()]
+        fixed = np.zeros(len(flat), dtype=bool)
+        for _ in range(10):
+            both = self.simultaneous(stats)
+            if not both.any():
+                break
+            x = self.solver.solution()
+            charge, discharge = self._columns()
+            charging = (x[charge] >= x[discharge]).astype(float)
+            self.solver.set_bounds([v for v, b in zip(flat, both) if b], charging[both], charging[both])
+            fixed |= both
+            stats = self.solver.solve(push=False).after(stats)
+        self.solver.set_bounds([v for v, f in zip(flat, fixed) if f], 0.0, 1.0)  # free again for the next solve
+        return stats, True
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._cols is None:
+            self._cols = (self.solver.positions([d.p_ch for d in self.batteries]),
+                          self.solver.positions([d.p_dis for d in self.batteries]))
+        return self._cols

@@ -318,6 +318,8 @@ class BatteryDirections:
             return np.zeros(0, dtype=bool)
         charge, discharge = self._columns()
         x = self.solver.solution()
+        if not x.size:
+            return np.zeros(len(charge), dtype=bool)
         return np.minimum(x[charge], x[discharge]) > self.tol_kw
 
     def enforce(self, stats: SolveStats) -> tuple[SolveStats, bool]:

@@ -61,23 +61,28 @@ def _wait(what: str, ready, timeout: float, cluster: SlurmCluster) -> None:
     raise RuntimeError(f"the test Slurm cluster did not come up: {what} not ready after {timeout:.0f} s\n{cluster.logs()}")
 
 
-def _conf(root: Path, host: str, cpus: int, munge_socket: Path) -> str:
+def slurm_conf(root: Path, name: str, controller: tuple[str, str], nodes: list[tuple[str, str, int, int]],
+               munge_socket: Path, ports: tuple[int, int] | None = None) -> str:
+    """A minimal slurm.conf whose files all live under `root` (spool/<node> must exist):
+    `controller` is (host, address), `nodes` (name, address, cpus, memory MB); `ports` the
+    slurmctld and slurmd ports (Slurm's defaults when None)."""
+    host, address = controller
+    port_lines = f"SlurmctldPort={ports[0]}\nSlurmdPort={ports[1]}\n" if ports else ""
+    node_lines = "".join(f"NodeName={n} NodeAddr={a} CPUs={c} RealMemory={m} State=UNKNOWN\n" for n, a, c, m in nodes)
     return f"""\
-ClusterName=tandemtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
-SlurmUser=root
+ClusterName={name}
+SlurmctldHost={host}({address})
+{port_lines}SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket={munge_socket}
 CredType=cred/munge
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd.%n.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
+SlurmdLogFile={root}/log/slurmd.%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -89,9 +94,18 @@ ReturnToService=2
 MpiDefault=none
 MailProg=/bin/true
 MinJobAge=600
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_memory_mb()} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{node_lines}PartitionName=debug Nodes={",".join(n for n, *_ in nodes)} Default=YES MaxTime=INFINITE State=UP
 """
+
+
+def munge_key(root: Path) -> Path:
+    """A fresh munge key in root/munge (made owner-only, as munged insists)."""
+    key = root / "munge" / "munge.key"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    key.parent.chmod(0o700)
+    return key
 
 
 @pytest.fixture(scope="session")
@@ -100,17 +114,15 @@ def slurm_cluster(tmp_path_factory):
     if missing:
         pytest.skip(f"Slurm is not installed here ({', '.join(missing)} not found): .ci/run installs Debian's slurm-wlm and munge")
     root = tmp_path_factory.mktemp("slurm")
-    for sub in ("state", "spool", "log", "munge", "munge_socket"):
-        (root / sub).mkdir()
-    key = root / "munge" / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    (root / "munge").chmod(0o700)
-    munge_socket = root / "munge_socket" / "munge.sock"
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+    for sub in ("state", f"spool/{host}", "log", "munge_socket"):
+        (root / sub).mkdir(parents=True)
+    key = munge_key(root)
+    munge_socket = root / "munge_socket" / "munge.sock"
     cpus = os.cpu_count() or 1
     conf = root / "slurm.conf"
-    conf.write_text(_conf(root, host, cpus, munge_socket))
+    conf.write_text(slurm_conf(root, "tandemtest", (host, "127.0.0.1"), [(host, "127.0.0.1", cpus, _memory_mb())],
+                               munge_socket, (_free_port(), _free_port())))
     cluster = SlurmCluster(conf, root, host, cpus)
 
     saved = os.environ.get("SLURM_CONF")

@@ -16,41 +16,12 @@ import pytest
 
 from tests.conftest import ROOT, processes_mentioning, tandem
 from tests.netns import two_hosts
+from tests.slurm_cluster import munge_key, slurm_conf
 from tests.test_multihost import COMPARED, _scenario
 from timeseries.results import RunFile
 
 SCRIPT = ROOT / "broker_configs" / "slurm_multihost.sbatch"
 PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scancel", "scontrol", "srun", "nsenter")
-
-
-def _conf(root: Path, host: str, addr_a: str, addr_b: str) -> str:
-    return f"""\
-ClusterName=tandemmh
-SlurmctldHost={host}({addr_a})
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket={root}/munge.sock
-CredType=cred/munge
-StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool/%n
-SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.%n.pid
-SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-ReturnToService=2
-MpiDefault=none
-MailProg=/bin/true
-NodeName=nodea NodeAddr={addr_a} CPUs=2 RealMemory=1000 State=UNKNOWN
-NodeName=nodeb NodeAddr={addr_b} CPUs=2 RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=nodea,nodeb Default=YES MaxTime=INFINITE State=UP
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +32,14 @@ def cluster(tmp_path_factory):
     if missing:
         pytest.skip(f"Slurm is not installed here ({', '.join(missing)} not found): install slurm-wlm and munge")
     root = tmp_path_factory.mktemp("slurm2")
-    for sub in ("state", "spool/nodea", "spool/nodeb", "log", "munge"):
+    for sub in ("state", "spool/nodea", "spool/nodeb", "log"):
         (root / sub).mkdir(parents=True)
-    key = root / "munge" / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    (root / "munge").chmod(0o700)
+    key = munge_key(root)
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
     with two_hosts(f"tds{os.getpid() % 100000}") as hosts:
         conf = root / "slurm.conf"
-        conf.write_text(_conf(root, host, hosts.addr_a, hosts.addr_b))
+        nodes = [("nodea", hosts.addr_a, 2, 1000), ("nodeb", hosts.addr_b, 2, 1000)]
+        conf.write_text(slurm_conf(root, "tandemmh", (host, hosts.addr_a), nodes, root / "munge.sock"))
         env = dict(os.environ, SLURM_CONF=str(conf), PYTHON=sys.executable)
         daemons: list[subprocess.Popen] = []
 

@@ -16,8 +16,9 @@ loop's caches during its pauses too, while on an idle machine the bare solve sta
 and the ratio is highest. Measured 7 d: at load average 7.5 on 2 cores 0.550 ms against
 0.271 ms, 2.03x (the feeder code before the speed-up, right after: 0.773 ms against 0.257 ms,
 3.01x); at load average 2.4, 0.523 ms against 0.188 ms, 2.78x. The code before had measured
-4.3-4.7x on an idle machine; its step is 0.71 times as long now, which puts an idle machine
-at about 3.0-3.3x.
+4.3-4.7x on an idle machine. On a quiet machine (load average below 1 at the end), two runs
+back to back: 0.496 / 0.515 ms against 0.192 / 0.184 ms paced, 2.59x / 2.79x (against
+back-to-back solves 2.80x / 2.91x).
 
     python benchmarks/feeder_ders_vs_bare.py [--duration 7d]
 """

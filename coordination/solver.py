@@ -223,14 +223,18 @@ class PersistentHighs:
         status = self.highs.getModelStatus()
         info = self.highs.getInfo()
         solution = self.highs.getSolution()
-        feasible = info.primal_solution_status == 2
+        # After a warm start HiGHS may call a model optimal while flagging its point as slightly
+        # infeasible (after unscaling): the point is still the answer, so it is taken.
+        feasible = info.primal_solution_status == 2 or (status == highspy.HighsModelStatus.kOptimal and solution.value_valid)
         self._x = np.asarray(solution.col_value) if feasible else np.empty(0)
         self._dual_valid = bool(solution.dual_valid) and info.mip_node_count == -1
         self._row_dual = np.asarray(solution.row_dual) if self._dual_valid else np.empty(0)
         name = _STATUS.get(status, self.highs.modelStatusToString(status))
         if name == "time limit" and feasible:
             name = "time limit (feasible)"
-        optimal = status == highspy.HighsModelStatus.kOptimal
+        elif name == "optimal" and not feasible:
+            name = "optimal without a solution"  # a failed solve to the callers: nothing to read
+        optimal = status == highspy.HighsModelStatus.kOptimal and feasible
         return SolveStats(name, optimal, info.objective_function_value if feasible else None,
                           time.perf_counter() - start, ran - updated, updated - start, first)
 

@@ -61,3 +61,14 @@ def processes_mentioning(text: str) -> list[str]:
 @pytest.fixture(scope="session")
 def small_scenario_path() -> Path:
     return SMALL
+
+
+@pytest.fixture(scope="module")
+def ieee13():
+    """The IEEE 13 feeder's data for the optimisation models, after one OpenDSS solve (taps settled)."""
+    from coordination.network_data import feeder_data
+    from tandem.grid.feeder import FeederModel
+
+    model = FeederModel("ieee13", "ieee13")
+    model.solve()
+    return feeder_data(model)

@@ -98,6 +98,17 @@ MinJobAge=600
 """
 
 
+def stop_daemons(daemons: list[subprocess.Popen]) -> None:
+    """Stop the daemons in reverse start order (slurmd, slurmctld, munged): gently, then hard."""
+    for proc in reversed(daemons):
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def munge_key(root: Path) -> Path:
     """A fresh munge key in root/munge (made owner-only, as munged insists)."""
     key = root / "munge" / "munge.key"
@@ -153,13 +164,7 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
     finally:
         subprocess.run(["scancel", "--user=root"], capture_output=True, timeout=30)
-        for proc in reversed(daemons):  # slurmd, slurmctld, munged
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_daemons(daemons)
         if saved is None:
             os.environ.pop("SLURM_CONF", None)
         else:

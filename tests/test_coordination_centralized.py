@@ -8,21 +8,13 @@ import pytest
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
 from coordination.ders import BatteryData, FeederDers, PVData
 from coordination.objective import Prices
-from coordination.network_data import feeder_data, transmission_data
-from tandem.grid.feeder import FeederModel
+from coordination.network_data import transmission_data
 from tests.test_coordination_network_data import three_bus_net
 
 H = 6
 OWN_LOAD = np.array([60.0, 70.0, 110.0, 120.0, 90.0, 60.0])  # MW at bus 2; the cheap unit has 100 MW
 LEVELS = np.array([0.6, 0.8, 1.0, 1.0, 0.8, 0.6])
 SUN = np.array([0.0, 0.5, 1.0, 0.8, 0.2, 0.0])
-
-
-@pytest.fixture(scope="module")
-def ieee13():
-    model = FeederModel("ieee13", "ieee13")
-    model.solve()
-    return feeder_data(model)
 
 
 def t_and_d(data, with_battery: bool = True, **options) -> CentralizedProblem:

@@ -9,16 +9,8 @@ import pytest
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
 from coordination.ders import BatteryData, EVData, FeederDers, FlexibleLoadData, PVData, ev_horizon
-from coordination.network_data import feeder_data, transmission_data
+from coordination.network_data import transmission_data
 from tandem.grid.ders import BatteryUnit, Connection, EVCharger, EVSession
-from tandem.grid.feeder import FeederModel
-
-
-@pytest.fixture(scope="module")
-def ieee13():
-    model = FeederModel("ieee13", "ieee13")
-    model.solve()
-    return feeder_data(model)
 
 
 def one_bus_net(cost_per_mwh: float = 10.0, p_min_mw: float = 0.0, own_load_mw: float = 10.0):

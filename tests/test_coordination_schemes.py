@@ -16,23 +16,15 @@ from coordination.centralized import CentralizedProblem, FeederSetup
 from coordination.ders import BatteryData, EVData, FeederDers, FlexibleLoadData, PVData
 from coordination.dso import FeederProblem
 from coordination.flexibility import Region, directions, region_at
-from coordination.network_data import FeederBranch, FeederBus, FeederData, FeederLoad, feeder_data, transmission_data
+from coordination.network_data import FeederBranch, FeederBus, FeederData, FeederLoad, transmission_data
 from coordination.objective import Prices
 from coordination.schemes import SCHEMES, AdmmProblem, DsoManagedProblem, HybridProblem, SchemeOptions
-from tandem.grid.feeder import FeederModel
 from tests.test_coordination_network_data import three_bus_net
 
 H = 6
 OWN_LOAD = np.array([60.0, 70.0, 110.0, 120.0, 90.0, 60.0])  # MW at bus 2; the 10/MWh unit has 100 MW
 LEVELS = np.array([0.6, 0.5, 0.3, 0.4, 0.8, 0.9])
 SUN = np.array([0.0, 0.5, 1.0, 0.8, 0.2, 0.0])
-
-
-@pytest.fixture(scope="module")
-def ieee13():
-    model = FeederModel("ieee13", "ieee13")
-    model.solve()
-    return feeder_data(model)
 
 
 def feeders(data) -> dict[str, FeederSetup]:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, processes_mentioning, tandem
 from tests.netns import two_hosts
-from tests.slurm_cluster import munge_key, slurm_conf
+from tests.slurm_cluster import munge_key, slurm_conf, stop_daemons
 from tests.test_multihost import COMPARED, _scenario
 from timeseries.results import RunFile
 
@@ -69,13 +69,7 @@ def cluster(tmp_path_factory):
                 _in(hosts.a, env, "scancel", "--user=root")
             except subprocess.TimeoutExpired:
                 pass  # no controller: no jobs either
-            for proc in reversed(daemons):
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_daemons(daemons)
 
 
 def _in(ns: str, env: dict, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import pytest
 
 from coordination.dso import FeederProblem
 from coordination.flexibility import Region, convex_hull, directions, region_at, robust_bands, robust_regions
-from tests.test_coordination_schemes import H, case_data, feeders, ieee13, options  # noqa: F401 (fixture)
+from tests.test_coordination_schemes import H, case_data, feeders, options
 
 
 def square_region() -> Region:

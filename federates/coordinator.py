@@ -32,6 +32,12 @@ from federates.base import (
     publish_vector,
 )
 
+# Imported late by the code it runs (network and feeder models, profiles); the launcher
+# imports them before forking this federate.
+PRELOAD = ("pandapower", "pandapower.networks", "lightsim2grid.newtonpf", "opendssdirect", "altdss",
+           "timeseries.solar", "timeseries.diversity")
+
+
 FAILED = 2  # status code of a solve without a usable solution
 
 
@@ -193,5 +199,10 @@ def _exchanged(result) -> tuple[float, float, float]:
     return (float(exchange.iterations), float(exchange.n_values), float(exchange.n_messages))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`python -m federates.coordinator --config federation.json`."""
     federate_main(CoordinatorFederate, "Tandem coordinator federate (look-ahead OPF)")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,11 @@ from federates.base import (
 from tandem.grid.feeder import build_feeder
 
 
+# Imported late by the code it runs (PV and load-diversity profiles); the launcher imports
+# them before forking this federate.
+PRELOAD = ("timeseries.solar", "timeseries.diversity")
+
+
 class FeederGroupFederate:
     def __init__(self, config: FederationConfig, group: int):
         self.config = config
@@ -159,5 +164,10 @@ class FeederGroupFederate:
         close_federate(self.fed, error, own_error)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`python -m federates.feeders --config federation.json --group G`."""
     federate_main(FeederGroupFederate, "Tandem feeder federate (OpenDSS)")
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from federates import interfaces as names
+from threadpoolctl import threadpool_limits
+
+from federates.forked import ForkedFederate, federate_module, preload
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from tandem.scenario import Scenario, ScenarioError
 from timeseries.checkpoint import Checkpoint
@@ -262,25 +265,54 @@ class Federation:
 
     def __init__(self, plan: RunPlan):
         self.plan = plan
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, subprocess.Popen | ForkedFederate] = {}
+        self._progress = None  # the recorder's progress lines
         self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        """Start the broker (an executable), then fork every federate (see federates.forked)
+        once their modules are imported here; the broker comes up meanwhile."""
+        logs = {name: open(self.plan.run_dir / "logs" / f"{name}.log", "w") for name in self.plan.commands}
+        self._logs.extend(logs.values())
         for name, argv in self.plan.commands.items():
-            log = open(self.plan.run_dir / "logs" / f"{name}.log", "w")
-            self._logs.append(log)
-            stdout = subprocess.PIPE if name == names.RECORDER else log
-            self.procs[name] = subprocess.Popen(
-                argv, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent, text=True,
-            )
-        if names.RECORDER in self.procs:
+            if federate_module(argv) is None:
+                self.procs[name] = subprocess.Popen(
+                    argv, stdout=logs[name], stderr=logs[name], stdin=subprocess.DEVNULL,
+                    start_new_session=True, preexec_fn=_die_with_parent,
+                )
+        for module in dict.fromkeys(filter(None, map(federate_module, self.plan.commands.values()))):
+            preload(module)
+        # Federates fork with one BLAS thread each (and keep it; the launcher gets its own setting
+        # back): a run's processes already share the cores, and idle BLAS threads spin.
+        with threadpool_limits(limits=1):
+            self._fork_federates(logs)
+        if self._progress is not None:
             threading.Thread(target=self._read_progress, daemon=True).start()
 
+    def _fork_federates(self, logs: dict) -> None:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            for name, argv in self.plan.commands.items():
+                if federate_module(argv) is None:
+                    continue
+                launcher_fds = [log.fileno() for log in self._logs] + [devnull]
+                if self._progress is not None:
+                    launcher_fds.append(self._progress.fileno())
+                if name == names.RECORDER:  # its progress lines come through a pipe
+                    read_end, write_end = os.pipe()
+                    self._progress = os.fdopen(read_end, "r")
+                    self.procs[name] = ForkedFederate(argv, devnull, write_end, logs[name].fileno(),
+                                                      close=[*launcher_fds, read_end, write_end])
+                    os.close(write_end)
+                else:
+                    self.procs[name] = ForkedFederate(argv, devnull, logs[name].fileno(), logs[name].fileno(),
+                                                      close=launcher_fds)
+        finally:
+            os.close(devnull)
+
     def _read_progress(self) -> None:
-        for line in self.procs[names.RECORDER].stdout:
+        for line in self._progress:
             parts = line.split()
             if len(parts) == 3 and parts[0] == "progress":
                 self.progress.steps_done = int(parts[1])
@@ -417,6 +449,8 @@ class Federation:
                 pass
         for log in self._logs:
             log.close()
+        if self._progress is not None:
+            self._progress.close()
 
 
 def mark_failed(output: Path, message: str) -> None:

@@ -301,5 +301,10 @@ class RecorderFederate:
         close_federate(self.fed, error, own_error)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`python -m federates.recorder --config federation.json`."""
     federate_main(RecorderFederate, "Tandem recorder federate (HDF5)")
+
+
+if __name__ == "__main__":
+    main()

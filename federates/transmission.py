@@ -27,6 +27,10 @@ from federates.base import (
 from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
 
+# Imported late by the code it runs; the launcher imports them before forking this federate.
+PRELOAD = ("pandapower", "pandapower.networks", "lightsim2grid.newtonpf")
+
+
 class TransmissionFederate:
     def __init__(self, config: FederationConfig):
         self.config = config
@@ -142,5 +146,10 @@ class TransmissionFederate:
         close_federate(self.fed, error, own_error)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`python -m federates.transmission --config federation.json`."""
     federate_main(TransmissionFederate, "Tandem transmission federate (pandapower)")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,18 +5,16 @@
 A sweep of 8 cases (IEEE 30 with an IEEE 123-node feeder carrying PV and an IEEE 13-node
 feeder, 12 h at 5 min, loose coupling; PV penetration x seed) is expanded once. The baseline,
 measured in the same run, is `tandem run` on each case's scenario file, one after another; then
-`tandem sweep --local 2` runs the same cases in a fresh folder. The order is A-B-B-A
-(one after another, sweep, sweep, one after another), so load from other work that changes
-during the run weighs on both. It prints the mean wall times, cases per minute, the ratio, and
-the 1.6x target (2 cores: each case is a federation of several processes in lockstep, so one
-case alone leaves part of the machine idle).
+`tandem sweep --local 2` runs the same cases in a fresh folder, and `--local 1` shows how much
+of the gain comes from running two at a time and how much from the sweep's start-up (it imports
+Python's modules once and forks every case's processes from itself, see federates/forked.py,
+where each `tandem run` imports them anew). The order is A-B-C-C-B-A, so load from other work
+that changes during the run weighs on all alike. It prints the mean wall times, cases per
+minute, the ratios, and the 1.6x target.
 
-It also prints how many cores one case keeps busy on its own (CPU seconds of all its processes
-over its wall time, from the one-after-another runs): N cases at a time on C cores cannot beat
-min(N, C) / that figure. The federates of one case overlap (in loose coupling the feeders solve
-while the transmission federate does; start-up imports run side by side), so a case alone
-already uses ~1.35 cores here and the bound for 2 at a time is ~1.5x, below the target.
-Measured on a quiet machine: 12 h cases 1.30x and 1.33x (bound 1.47x), 2-day cases 1.37x.
+Measured on a quiet 2-core machine (12 h cases): one after another 4.1 s per case; --local 2
+2.29x (before the launcher and the sweep forked their processes: 1.30-1.37x, each case then
+spent 6 CPU seconds, most of them importing modules in every process).
 """
 
 from __future__ import annotations
@@ -115,39 +113,45 @@ def main() -> int:
             complete.append(_complete(sorted(folder.glob("*.h5"))))
             return wall
 
-        def as_sweep(tag: str) -> float:
+        def as_sweep(tag: str, parallel: int) -> float:
             started = time.perf_counter()
-            proc = _tandem("sweep", str(work / "sweep.yaml"), "-o", str(work / tag), "--local", str(args.parallel))
+            proc = _tandem("sweep", str(work / "sweep.yaml"), "-o", str(work / tag), "--local", str(parallel))
             wall = time.perf_counter() - started
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr)
             complete.append(_complete(sorted((work / tag / "results").glob("*.h5"))))
             return wall
 
-        # A-B-B-A: other work on the machine that rises or falls during the run weighs on both alike.
+        # A-B-C-C-B-A: other work on the machine that rises or falls during the run weighs on all alike.
         complete: list[int] = []
         cpu: list[float] = []  # CPU seconds of every process of the one-after-another runs
         load = os.getloadavg()[0]
         try:
             sequential = [one_after_another("sequential1")]
-            parallel = [as_sweep("parallel1"), as_sweep("parallel2")]
+            parallel = [as_sweep("parallel1", args.parallel)]
+            serial = [as_sweep("serial1", 1), as_sweep("serial2", 1)]
+            parallel.append(as_sweep("parallel2", args.parallel))
             sequential.append(one_after_another("sequential2"))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         n = len(cases)
-        seq, par = sum(sequential) / 2, sum(parallel) / 2
+        seq, ser, par = (sum(t) / len(t) for t in (sequential, serial, parallel))
         ratio = seq / par
-        print(f"  one after another (tandem run x {n}) : {seq:7.1f} s  {n / seq * 60:5.1f} cases/min  "
-              f"(runs: {', '.join(f'{t:.1f}' for t in sequential)} s)")
-        print(f"  tandem sweep --local {args.parallel:<2}            : {par:7.1f} s  {n / par * 60:5.1f} cases/min  "
-              f"(runs: {', '.join(f'{t:.1f}' for t in parallel)} s)")
-        print(f"  throughput ratio                    : {ratio:7.2f}x   (target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'})")
-        cores = sum(cpu) / sum(sequential)
-        print(f"  one case alone keeps {cores:.2f} cores busy on average (CPU {sum(cpu) / (2 * n):.1f} s per "
-              f"{seq / n:.1f} s case: its federates overlap), so {args.parallel} at a time on {os.cpu_count()} cores "
-              f"can reach at most {min(args.parallel, os.cpu_count() or 1) / cores:.2f}x")
-        print(f"  complete results: {sum(complete)} of {4 * n}; load average {load:.1f} at the start, "
+
+        def line(label: str, mean: float, runs: list[float]) -> str:
+            return (f"  {label:<36}: {mean:7.1f} s  {n / mean * 60:5.1f} cases/min  "
+                    f"(runs: {', '.join(f'{t:.1f}' for t in runs)} s)")
+
+        print(line(f"one after another (tandem run x {n})", seq, sequential))
+        print(line("tandem sweep --local 1", ser, serial))
+        print(line(f"tandem sweep --local {args.parallel}", par, parallel))
+        print(f"  {'throughput ratio':<36}: {ratio:7.2f}x   (target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'})")
+        print(f"    of which the sweep's start-up {seq / ser:.2f}x (--local 1 against tandem run), "
+              f"{args.parallel} at a time {ser / par:.2f}x (--local {args.parallel} against --local 1)")
+        print(f"  a `tandem run` case spends {sum(cpu) / (2 * n):.1f} CPU s in {seq / n:.1f} s "
+              f"({sum(cpu) / sum(sequential):.2f} cores busy)")
+        print(f"  complete results: {sum(complete)} of {6 * n}; load average {load:.1f} at the start, "
               f"{os.getloadavg()[0]:.1f} at the end (other work on the machine lowers the ratio)")
         return 0
     finally:

@@ -27,16 +27,15 @@ from pathlib import Path
 from typing import Callable
 
 from federates import interfaces as names
-from threadpoolctl import threadpool_limits
-
-from federates.forked import ForkedFederate, federate_module, preload
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
+from federates.forked import ForkedProcess, preload, python_module
 from tandem.scenario import Scenario, ScenarioError
 from timeseries.checkpoint import Checkpoint
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
 PROBE_SECONDS = 2.0  # between checks that a broker on another host still listens
+FEDERATE_MODULES = ("federates.transmission", "federates.feeders", "federates.coordinator", "federates.recorder")
 
 
 class RunFailed(RuntimeError):
@@ -265,7 +264,7 @@ class Federation:
 
     def __init__(self, plan: RunPlan):
         self.plan = plan
-        self.procs: dict[str, subprocess.Popen | ForkedFederate] = {}
+        self.procs: dict[str, subprocess.Popen | ForkedProcess] = {}
         self._progress = None  # the recorder's progress lines
         self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
@@ -276,17 +275,14 @@ class Federation:
         logs = {name: open(self.plan.run_dir / "logs" / f"{name}.log", "w") for name in self.plan.commands}
         self._logs.extend(logs.values())
         for name, argv in self.plan.commands.items():
-            if federate_module(argv) is None:
+            if python_module(argv) is None:
                 self.procs[name] = subprocess.Popen(
                     argv, stdout=logs[name], stderr=logs[name], stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=_die_with_parent,
                 )
-        for module in dict.fromkeys(filter(None, map(federate_module, self.plan.commands.values()))):
+        for module in dict.fromkeys(filter(None, map(python_module, self.plan.commands.values()))):
             preload(module)
-        # Federates fork with one BLAS thread each (and keep it; the launcher gets its own setting
-        # back): a run's processes already share the cores, and idle BLAS threads spin.
-        with threadpool_limits(limits=1):
-            self._fork_federates(logs)
+        self._fork_federates(logs)
         if self._progress is not None:
             threading.Thread(target=self._read_progress, daemon=True).start()
 
@@ -294,7 +290,7 @@ class Federation:
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             for name, argv in self.plan.commands.items():
-                if federate_module(argv) is None:
+                if python_module(argv) is None:
                     continue
                 launcher_fds = [log.fileno() for log in self._logs] + [devnull]
                 if self._progress is not None:
@@ -302,11 +298,11 @@ class Federation:
                 if name == names.RECORDER:  # its progress lines come through a pipe
                     read_end, write_end = os.pipe()
                     self._progress = os.fdopen(read_end, "r")
-                    self.procs[name] = ForkedFederate(argv, devnull, write_end, logs[name].fileno(),
+                    self.procs[name] = ForkedProcess(argv, devnull, write_end, logs[name].fileno(),
                                                       close=[*launcher_fds, read_end, write_end])
                     os.close(write_end)
                 else:
-                    self.procs[name] = ForkedFederate(argv, devnull, logs[name].fileno(), logs[name].fileno(),
+                    self.procs[name] = ForkedProcess(argv, devnull, logs[name].fileno(), logs[name].fileno(),
                                                       close=launcher_fds)
         finally:
             os.close(devnull)

@@ -2,7 +2,7 @@
 
 One case runs as `python -m tandem.sweep_cases FOLDER CASE` (the same on this machine and in a
 Slurm array task): it writes `state/<id>.running` (pid, host, Slurm task), runs `tandem run` on
-the case's scenario as a child process (a crash of the run cannot take the runner down), and
+the case's scenario in a forked child process (a crash of the run cannot take the runner down), and
 on exit writes `state/<id>.exit` (exit code and the run's one-line error) and removes the
 running marker. `logs/<id>.log` holds what `tandem run` printed; the federates' logs are in
 `results/<id>_run/logs/`.
@@ -14,10 +14,10 @@ lives (this host: the pid; another host: Slurm's word); `failed` when it stopped
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from federates.forked import ForkedProcess, preload
 from tandem.sweep_folder import SweepFolder
 
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
@@ -64,19 +65,6 @@ def exit_record(folder: SweepFolder, case: dict) -> Path:
 
 def case_log(folder: SweepFolder, case: dict) -> Path:
     return folder.path / "logs" / f"{case['id']}.log"
-
-
-def _signal_when_parent_dies(sig: signal.Signals) -> Callable[[], None]:
-    """For preexec_fn: the child gets `sig` if the process that started it dies, so no case
-    goes on running unwatched."""
-
-    def arm() -> None:
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-    return arm
 
 
 def _slurm_task() -> str | None:
@@ -134,11 +122,15 @@ def run_case(folder: SweepFolder, case: dict) -> int:
     signal.signal(signal.SIGINT, stop)
     with open(log, "w") as out:
         if not stopped_by:
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "tandem.cli", "run", str(folder.scenario(case)), "-o", str(results), "-q"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_signal_when_parent_dies(signal.SIGINT),  # SIGINT: the run keeps its results
-            ))
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            try:
+                children.append(ForkedProcess(
+                    [sys.executable, "-m", "tandem.cli", "run", str(folder.scenario(case)), "-o", str(results), "-q"],
+                    devnull, out.fileno(), out.fileno(), close=[devnull, lock.fileno()],
+                    death_signal=signal.SIGINT,  # SIGINT: the run keeps its results
+                ))
+            finally:
+                os.close(devnull)
         code = children[0].wait() if children else 130
     if code == 0:
         error = ""
@@ -175,11 +167,17 @@ class CaseState:
 def _pid_runs_case(pid: int, case: dict) -> bool:
     """Whether `pid` is a live runner of this case (pids are reused)."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-    argv = [a for a in argv if a]
+    # A runner forked by a local sweep shows its command line as one title (federates.forked).
+    argv = [a for a in cmdline.split("\0") if a]
+    if len(argv) == 1:
+        try:
+            argv = shlex.split(argv[0])
+        except ValueError:
+            argv = argv[0].split()
     return ("tandem.sweep_cases" in argv and bool(argv) and argv[-1] in (case["id"], str(case["index"]))
             and "State:\tZ" not in status)
 
@@ -296,16 +294,22 @@ def run_local(
     """Run `cases` here, `parallel` at a time, each in its own runner process; returns them in
     the order they finished. Ctrl-C stops the running ones (their results are kept) and re-raises."""
     waiting = list(cases)
-    live: dict[str, tuple[subprocess.Popen, dict, float]] = {}
+    live: dict[str, tuple[ForkedProcess, dict, float]] = {}
     finished: list[Finished] = []
+    from federates.launcher import FEDERATE_MODULES
+
+    # Every case's runner, `tandem run` and federates are forked from here and find these
+    # imported: a case costs its run, not seconds of imports (see federates.forked).
+    for module in ("tandem.cli", *FEDERATE_MODULES):
+        preload(module)
+    devnull = os.open(os.devnull, os.O_RDONLY)
     try:
         while waiting or live:
             while waiting and len(live) < parallel:
                 case = waiting.pop(0)
-                proc = subprocess.Popen(
+                proc = ForkedProcess(  # in its own session: Ctrl-C reaches the driver only
                     [sys.executable, "-m", "tandem.sweep_cases", str(folder.path), case["id"]],
-                    stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C reaches the driver only
-                    preexec_fn=_signal_when_parent_dies(signal.SIGTERM),
+                    devnull, sys.stdout.fileno(), sys.stderr.fileno(), close=[devnull], death_signal=signal.SIGTERM,
                 )
                 live[case["id"]] = (proc, case, time.monotonic())
                 if on_started:
@@ -342,6 +346,8 @@ def run_local(
             except subprocess.TimeoutExpired:
                 proc.kill()
         raise
+    finally:
+        os.close(devnull)
     return finished
 
 

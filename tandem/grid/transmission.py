@@ -13,6 +13,7 @@ import numpy as np
 
 from tandem.grid.errors import PowerFlowError
 from tandem.grid.networks import NetworkSummary, load_network
+from tandem.grid.pf_results import PowerFlowResults, ResultReader
 from tandem.scenario import Scenario, ScenarioError
 from timeseries.profiles import load_shape
 
@@ -70,6 +71,8 @@ class TransmissionModel:
 
     def __init__(self, scenario: Scenario, net=None):
         self._solved_once = False
+        self._reader: ResultReader | None = None  # set once its results agree with pandapower's
+        self.results: PowerFlowResults | None = None
         self.net = net if net is not None else load_network(scenario.transmission.network)
         net = self.net
         self.feeder_bus = np.array(check_boundary_buses(scenario, NetworkSummary.of(net)), dtype=int)
@@ -147,7 +150,7 @@ class TransmissionModel:
         polynomial costs (poly_cost); units without a cost row count zero."""
         total = 0.0
         for table, rows, c0, c1, c2 in self._costs:
-            p = self.net[f"res_{table}"].p_mw.to_numpy()[rows]
+            p = self.results.p_mw[table][rows]
             total += float(np.sum(c0 + c1 * p + c2 * p * p))
         return total
 
@@ -184,11 +187,15 @@ class TransmissionModel:
     def solve(self, label: str = "") -> None:
         """AC power flow; the internal model is built once and only injections are updated after.
 
+        After the first solve pandapower stops at the voltages (`only_v_results`) and
+        `ResultReader` computes the results from them: pandapower's writing of its result tables
+        costs two thirds of a recycled solve (see tandem.grid.pf_results).
         numba stays off: its JIT compilation costs more per process than it saves here, and
         pandapower's Newton-Raphson already runs in lightsim2grid's compiled solver."""
         import pandapower as pp
 
         self._write_loads()
+        failed = PowerFlowError(f"transmission power flow did not converge{label}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -197,8 +204,19 @@ class TransmissionModel:
                 else:
                     pp.runpp(self.net, numba=False)
         except pp.LoadflowNotConverged:
-            raise PowerFlowError(f"transmission power flow did not converge{label}") from None
-        self._solved_once = True
+            raise failed from None
+        if self._reader is None:
+            self.results = PowerFlowResults.from_tables(self.net)
+        elif not self.net._ppc["success"]:  # only_v_results returns without raising
+            raise failed
+        else:
+            self.results = self._reader.read(self.net)
+        if not self._solved_once:
+            self._solved_once = True
+            reader = ResultReader(self.net)
+            if reader.supported() and not reader.read(self.net).disagreement(self.results):
+                self._reader = reader
+                self.net._options["only_v_results"] = True
 
     # -- checkpoints ----------------------------------------------------------
     def state(self) -> dict:
@@ -214,7 +232,7 @@ class TransmissionModel:
             "dispatch_mw": self._dispatch.tolist(),
             "ppc_bus": [ppc["bus"][:, VM].tolist(), ppc["bus"][:, VA].tolist()],
             "ppci_bus": [ppc["internal"]["bus"][:, VM].tolist(), ppc["internal"]["bus"][:, VA].tolist()],
-            "res_bus": [self.net.res_bus.vm_pu.tolist(), self.net.res_bus.va_degree.tolist()],
+            "res_bus": [self.results.vm_pu.tolist(), self.results.va_degree.tolist()],
         }
 
     def restore(self, state: dict) -> None:
@@ -228,20 +246,20 @@ class TransmissionModel:
                 raise ValueError(f"checkpoint holds {len(vm)} buses, the network model has {len(table)}")
             table[:, VM], table[:, VA] = vm, va
         self.net.res_bus["vm_pu"], self.net.res_bus["va_degree"] = state["res_bus"]
+        self.results.vm_pu, self.results.va_degree = (np.asarray(v, dtype=float) for v in state["res_bus"])
         self.multipliers = np.asarray(state["multipliers"], dtype=float)
         self.set_dispatch(np.asarray(state["dispatch_mw"], dtype=float))
 
     # -- outputs --------------------------------------------------------------
     def boundary_voltage(self) -> tuple[np.ndarray, np.ndarray]:
         """Magnitude (pu) and angle (deg) at each boundary bus, in boundary_buses order."""
-        res = self.net.res_bus
-        return res.vm_pu.to_numpy()[self._boundary_pos], res.va_degree.to_numpy()[self._boundary_pos]
+        return self.results.vm_pu[self._boundary_pos], self.results.va_degree[self._boundary_pos]
 
     def boundary_load(self) -> tuple[np.ndarray, np.ndarray]:
-        """P (MW) and Q (Mvar) of the feeder load element at each boundary bus."""
-        res = self.net.res_load
+        """P (MW) and Q (Mvar) of the feeder load element at each boundary bus (constant power:
+        what the last solve was given)."""
         own = self._n_own_loads
-        return res.p_mw.to_numpy()[own:], res.q_mvar.to_numpy()[own:]
+        return self._load_pq[own:, 0].copy(), self._load_pq[own:, 1].copy()
 
     @property
     def bus_names(self) -> list[str]:
@@ -252,10 +270,10 @@ class TransmissionModel:
         return [f"line:{i}" for i in self.net.line.index] + [f"trafo:{i}" for i in self.net.trafo.index]
 
     def bus_voltages(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.net.res_bus.vm_pu.to_numpy(), self.net.res_bus.va_degree.to_numpy()
+        return self.results.vm_pu, self.results.va_degree
 
     def branch_loading(self) -> np.ndarray:
-        return np.concatenate([self.net.res_line.loading_percent.to_numpy(), self.net.res_trafo.loading_percent.to_numpy()])
+        return np.concatenate([self.results.line_loading, self.results.trafo_loading])
 
 
 def _cost_table(net) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:

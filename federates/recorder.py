@@ -17,7 +17,7 @@ import helics as h
 import numpy as np
 
 from federates import interfaces as names
-from federates.base import FederationConfig, close_federate, create_value_federate, federate_main
+from federates.base import FederationConfig, close_federate, create_value_federate, federate_main, read_vector
 from timeseries.results import ResultsWriter, Series
 
 
@@ -203,7 +203,7 @@ class RecorderFederate:
             w.add_series(Series(f"{base}/capacitor_steps", (counts["capacitor_steps"],), "", ("capacitor",), "energised steps", "i2"))
 
     def _row(self) -> dict[str, np.ndarray]:
-        vec = lambda s: np.asarray(h.helicsInputGetVector(s))  # noqa: E731
+        vec = read_vector
         vm, va = vec(self.sub_vm), vec(self.sub_va)
         load = vec(self.sub_load).reshape(2, -1)
         power = np.array([vec(s) for s in self.sub_power])

@@ -23,6 +23,7 @@ from federates.base import (
     federate_main,
     metadata_json,
     publish_vector,
+    read_vector,
 )
 from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
@@ -89,7 +90,7 @@ class TransmissionFederate:
         if stale:
             feeder = self.scenario.feeders[stale[0]].label
             raise RuntimeError(f"no new power from feeder {feeder}{label}: the federation lost step")
-        power = np.array([h.helicsInputGetVector(s) for s in self.sub_power])
+        power = np.array([read_vector(s) for s in self.sub_power])
         return power[:, 3], power[:, 7]
 
     def run(self) -> None:

@@ -12,10 +12,10 @@ where each `tandem run` imports them anew). The order is A-B-C-C-B-A, so load fr
 that changes during the run weighs on all alike. It prints the mean wall times, cases per
 minute, the ratios, and the 1.6x target.
 
-Measured on a quiet 2-core machine: 12 h cases (4.2 s each alone) 2.30x (1.64x start-up, 1.40x
-two at a time); 2-day cases (7.1 s each) 1.83x (1.25x, 1.46x). Before the launcher and the
-sweep forked their processes it was 1.30-1.37x: each case spent 6 CPU seconds, most of them
-importing modules in every process.
+Measured on a quiet 2-core machine: 12 h cases (3.8 s each alone) 2.54x (1.77x start-up, 1.44x
+two at a time); 2-day cases (7.1 s each, before the faster transmission step) 1.83x (1.25x,
+1.46x). Before the launcher and the sweep forked their processes it was 1.30-1.37x: each case
+spent 6 CPU seconds, most of them importing modules in every process.
 """
 
 from __future__ import annotations

@@ -11,6 +11,13 @@ slower than 1.5x the plain loop. The per-step breakdown comes from the timing th
 federates record in the HDF5 file.
 
     python benchmarks/cosim_vs_loop.py [--duration 2d] [--repeat 2]
+
+Measured on a quiet machine: 1.44x (co-simulation 9.3 s, loop 6.5 s) while the transmission
+step wrote pandapower's result tables; with results read from the solved voltages
+(tandem/grid/pf_results.py, used by both sides) both got faster, the co-simulation to 6.6 s and
+the loop to 4.2 s, so the ratio rose to 1.57x: per step the loop spends 3.1 ms, the
+co-simulation as much compute plus ~1.3 ms of HELICS exchange (two hops through the broker;
+~0.6 ms for the same chain of bare federates) and ~0.9 ms of reading and publishing values.
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ def run_local(
                 case = waiting.pop(0)
                 proc = ForkedProcess(  # in its own session: Ctrl-C reaches the driver only
                     [sys.executable, "-m", "tandem.sweep_cases", str(folder.path), case["id"]],
-                    devnull, sys.stdout.fileno(), sys.stderr.fileno(), close=[devnull], death_signal=signal.SIGTERM,
+                    devnull, 1, 2, close=[devnull], death_signal=signal.SIGTERM,  # this process's own stdout, stderr
                 )
                 live[case["id"]] = (proc, case, time.monotonic())
                 if on_started:

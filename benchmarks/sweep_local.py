@@ -13,8 +13,7 @@ that changes during the run weighs on all alike. It prints the mean wall times, 
 minute, the ratios, and the 1.6x target.
 
 Measured on a quiet 2-core machine: 12 h cases (3.8 s each alone) 2.54x (1.77x start-up, 1.44x
-two at a time); 2-day cases (7.1 s each, before the faster transmission step) 1.83x (1.25x,
-1.46x). Before the launcher and the sweep forked their processes it was 1.30-1.37x: each case
+two at a time); 2-day cases (5.4 s each) 2.03x (1.36x, 1.49x). Before the launcher and the sweep forked their processes it was 1.30-1.37x: each case
 spent 6 CPU seconds, most of them importing modules in every process.
 """
 

@@ -30,6 +30,14 @@ import traceback
 from setproctitle import setproctitle
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """This process gets `sig` when its parent dies (PR_SET_PDEATHSIG), so none is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))
+    except OSError:
+        pass
+
+
 def python_module(argv: list[str]) -> str | None:
     """The module of a `python -m MODULE ...` command line run by this interpreter; else None."""
     if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m":
@@ -99,10 +107,7 @@ def _run_child(argv: list[str], module: str, stdio: tuple[int, int, int], close:
     code = 1
     try:
         os.setsid()
-        try:  # PR_SET_PDEATHSIG
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(death_signal))
-        except OSError:
-            pass
+        die_with_parent(death_signal)
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         for fd in set(close) - {0, 1, 2}:

@@ -10,7 +10,6 @@ federation timeout is treated the same way, so a run never hangs.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shlex
@@ -28,7 +27,7 @@ from typing import Callable
 
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
-from federates.forked import ForkedProcess, preload, python_module
+from federates.forked import ForkedProcess, die_with_parent, preload, python_module
 from tandem.scenario import Scenario, ScenarioError
 from timeseries.checkpoint import Checkpoint
 
@@ -251,14 +250,6 @@ def _check_split(scenario: Scenario, only: list[str], all_names: list[str]) -> N
         )
 
 
-def _die_with_parent() -> None:
-    """Child processes get SIGTERM if the launcher dies, so none is ever orphaned."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class Federation:
     """The running processes of one run."""
 
@@ -278,7 +269,7 @@ class Federation:
             if python_module(argv) is None:
                 self.procs[name] = subprocess.Popen(
                     argv, stdout=logs[name], stderr=logs[name], stdin=subprocess.DEVNULL,
-                    start_new_session=True, preexec_fn=_die_with_parent,
+                    start_new_session=True, preexec_fn=die_with_parent,  # SIGTERM if the launcher dies
                 )
         for module in dict.fromkeys(filter(None, map(python_module, self.plan.commands.values()))):
             preload(module)

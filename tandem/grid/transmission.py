@@ -195,7 +195,6 @@ class TransmissionModel:
         import pandapower as pp
 
         self._write_loads()
-        failed = PowerFlowError(f"transmission power flow did not converge{label}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -204,11 +203,11 @@ class TransmissionModel:
                 else:
                     pp.runpp(self.net, numba=False)
         except pp.LoadflowNotConverged:
-            raise failed from None
+            raise _not_converged(label) from None
         if self._reader is None:
             self.results = PowerFlowResults.from_tables(self.net)
         elif not self.net._ppc["success"]:  # only_v_results returns without raising
-            raise failed
+            raise _not_converged(label)
         else:
             self.results = self._reader.read(self.net)
         if not self._solved_once:
@@ -274,6 +273,10 @@ class TransmissionModel:
 
     def branch_loading(self) -> np.ndarray:
         return np.concatenate([self.results.line_loading, self.results.trafo_loading])
+
+
+def _not_converged(label: str) -> PowerFlowError:
+    return PowerFlowError(f"transmission power flow did not converge{label}")
 
 
 def _cost_table(net) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:

@@ -72,9 +72,12 @@ class FeederGroupFederate:
             for model in self.models:
                 if model.name not in saved:
                     raise ValueError(f"the checkpoint holds no state of feeder {model.name}")
-                mismatch = model.restore(saved[model.name])
-                if mismatch > 1e-12:  # a feeder element whose admittance could not be rebuilt
-                    print(f"feeder {model.name}: restored admittances differ by up to {mismatch:.1e} (relative); "
+                # Printed lines also tell the launcher that a long replay is alive (not stalled).
+                on_replay = lambda done, total, name=model.name: print(  # noqa: E731
+                    f"feeder {name}: replayed solve {done} of {total} of its journal", flush=True)
+                mismatch = model.restore(saved[model.name], on_replay)
+                if mismatch > 1e-12:  # an element whose admittance could not be rebuilt, or a replay that went otherwise
+                    print(f"feeder {model.name}: the restored circuit differs by up to {mismatch:.1e} (relative); "
                           "results after the resume may differ slightly from an uninterrupted run", file=sys.stderr, flush=True)
         self.sub_setpoints = []
         if self.scenario.coordination.scheme == "external" or self.scenario.coordination.coordinated:
@@ -103,7 +106,7 @@ class FeederGroupFederate:
             try:
                 message = json.loads(text)
                 batteries = message.get("battery", {})
-                model.fleet.set_setpoints(
+                model.set_setpoints(
                     pv={name: tuple(v) for name, v in message.get("pv", {}).items()},
                     batteries={name: v[0] if isinstance(v, list) else v for name, v in batteries.items()},
                     battery_kvar={name: v[1] for name, v in batteries.items() if isinstance(v, list)},
@@ -117,18 +120,15 @@ class FeederGroupFederate:
         voltages = [h.helicsInputGetComplex(s) for s in self.sub_voltage]
         for i, model in enumerate(self.models):
             started = time.perf_counter()  # the feeder's whole step: DERs, loads, solve, readings
-            model.run(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
-            p, q = model.substation_power()
-            losses = model.losses()
-            nodes = model.node_voltages()
-            stats = model.voltage_stats(nodes)
-            ders = names.pack_ders(model.fleet.readings(k))
+            step = model.step(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
+            ders = names.pack_ders(step.ders)
             self.dss_seconds += time.perf_counter() - started
-            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum(), *losses))
-            publish_vector(self.pub_voltages[i], stats)
+            p, q = step.p_kw, step.q_kvar
+            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum(), *step.losses))
+            publish_vector(self.pub_voltages[i], step.stats)
             publish_vector(self.pub_ders[i], ders)
             if self.record_nodes:
-                publish_vector(self.pub_nodes[i], nodes)
+                publish_vector(self.pub_nodes[i], step.node_vm_pu)
         publish_vector(self.pub_timing, (self.dss_seconds,))
         if self.scenario.is_checkpoint_step(k):
             # Taken after every solve of the step: the last one (after the final iteration) counts.

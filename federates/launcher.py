@@ -378,15 +378,19 @@ class Federation:
             pass  # federates are done and results written; the broker is stopped in close()
 
     def _replay_activity(self) -> float:
-        """When (monotonic clock) a resumed run's coordinator last reported a replayed plan: it
-        makes all plans so far again before the first step, which is progress too."""
-        if not self.plan.config.first_step or names.COORDINATOR not in self.procs:
+        """When (monotonic clock) a resumed run's coordinator or feeders last reported a replay:
+        the coordinator makes all plans so far again before the first step, and feeders with
+        inverter controls replay their journal; that is progress too."""
+        if not self.plan.config.first_step:
             return 0.0
-        try:
-            modified = (self.plan.run_dir / "logs" / f"{names.COORDINATOR}.log").stat().st_mtime
-        except OSError:
-            return 0.0
-        return time.monotonic() - max(0.0, time.time() - modified)
+        modified = 0.0
+        for name in self.procs:
+            if name == names.COORDINATOR or name.startswith("feeders"):
+                try:
+                    modified = max(modified, (self.plan.run_dir / "logs" / f"{name}.log").stat().st_mtime)
+                except OSError:
+                    pass
+        return time.monotonic() - max(0.0, time.time() - modified) if modified else 0.0
 
     def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""

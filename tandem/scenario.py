@@ -436,14 +436,6 @@ class Scenario(_Strict):
         every = self.output.checkpoint_every
         if every is not None and every % self.time.step != pd.Timedelta(0):
             raise ValueError(f"output.checkpoint_every: {every} is not a whole number of steps of {self.time.step}")
-        if every is not None:
-            for i, feeder in enumerate(self.feeders):
-                inverters = feeder.controls.volt_var or feeder.controls.volt_watt or self.coordination.scheme == "local"
-                if inverters and feeder.pv.penetration > 0:
-                    raise ValueError(
-                        f"output.checkpoint_every: feeders.{i} ({feeder.label}) has Volt-VAR/Volt-Watt inverter controls, "
-                        "whose internal state (OpenDSS InvControl) a checkpoint cannot save; turn them off or drop checkpoints"
-                    )
         if self.coordination.coordinated and self.coordination.interval % self.time.step != pd.Timedelta(0):
             raise ValueError(
                 f"coordination.interval: {self.coordination.interval} is not a whole number of steps of {self.time.step}"

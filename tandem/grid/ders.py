@@ -338,7 +338,8 @@ class DerFleet:
                     f"New CapControl.cc_{name} Capacitor={name} Element=Capacitor.{name} Terminal=1 type=voltage "
                     f"PTratio=1 ON={0.98 * volts:.6g} OFF={1.04 * volts:.6g} Delay=0 DelayOFF=0"
                 )
-        if (controls.volt_var or controls.volt_watt) and self.pv:
+        self.inverter_controls = bool((controls.volt_var or controls.volt_watt) and self.pv)
+        if self.inverter_controls:
             modes = []
             if controls.volt_var:
                 _curve(dss, "tandem_volt_var", VOLT_VAR_CURVE)

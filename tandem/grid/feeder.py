@@ -11,8 +11,11 @@ import math
 import os
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import opendssdirect
@@ -26,6 +29,19 @@ from tandem.grid.ders import DerFleet, feeder_loads
 from tandem.grid.errors import FeederModelError, PowerFlowError
 
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
+REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
+
+
+@dataclass
+class StepReadings:
+    """What a feeder federate publishes about one solve."""
+
+    p_kw: np.ndarray  # substation power drawn per phase
+    q_kvar: np.ndarray
+    losses: tuple[float, float]  # kW, kvar
+    node_vm_pu: np.ndarray
+    stats: tuple  # FeederModel.voltage_stats
+    ders: dict[str, np.ndarray]  # DerFleet.readings
 
 
 def feeder_master_path(model: str, seed: int = 0) -> Path:
@@ -98,6 +114,9 @@ class FeederModel:
                 self.dss.Loads.PF(float(np.copysign(point.kw / apparent, point.kvar)) if point.kvar else 1.0)
         self.load_levels: np.ndarray | None = None  # [load, step], set by build_feeder
         self.fleet: DerFleet | None = None
+        # Every input since the start of the run, kept where a checkpoint cannot capture the
+        # circuit's state (inverter controls): such a feeder is restored by replaying them.
+        self.journal: list[list] | None = None
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
         self._source = self.alt.Vsource["source"]  # its powers in one call, complex
@@ -108,32 +127,96 @@ class FeederModel:
 
     def run(self, voltage_pu: complex, k: int, label: str = "") -> None:
         """One feeder solve of step k with the given complex boundary voltage (pu)."""
+        if self.journal is not None:
+            self.journal.append(["solve", k, voltage_pu.real, voltage_pu.imag])
         # np.angle's own arithmetic, without its array handling; math.degrees multiplies as np.degrees.
         self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))
         ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
         self.set_load_levels(self.load_levels[:, k], ev_kw)
         self.solve(label)
 
+    def step(self, voltage_pu: complex, k: int, label: str = "") -> StepReadings:
+        """One solve of step k (`run`) and the readings a feeder federate publishes about it."""
+        self.run(voltage_pu, k, label)
+        p, q = self.substation_power()
+        losses = self.losses()
+        nodes = self.node_voltages()
+        return StepReadings(p, q, losses, nodes, self.voltage_stats(nodes), self.fleet.readings(k))
+
+    def set_setpoints(self, **setpoints) -> None:
+        """DER set-points from outside (DerFleet.set_setpoints' keywords), in force from the next solve."""
+        if self.journal is not None:
+            self.journal.append(["setpoints", setpoints])
+        self.fleet.set_setpoints(**setpoints)
+
     def end_step(self) -> None:
         """The step's solution is final: book battery and EV energy."""
+        if self.journal is not None:
+            self.journal.append(["end"])
         if self.fleet is not None:
             self.fleet.advance()
 
     def state(self) -> dict:
         """What the next step needs from this one, taken after the step's solve and before
-        `end_step` (see tandem.grid.dss_state): JSON-ready."""
+        `end_step` (see tandem.grid.dss_state): JSON-ready. A feeder with a journal adds it."""
         fleet = self.fleet
-        return {
+        state = {
             "fleet": fleet.state(),
             "circuit": dss_state.capture(self.dss, fleet.regulators, fleet.capacitors),
         }
+        if self.journal is not None:
+            state["journal"] = list(self.journal)
+        return state
 
-    def restore(self, state: dict) -> float:
+    def restore(self, state: dict, on_replay: Callable[[int, int], None] | None = None) -> float:
         """Continue from a saved `state` on a freshly built feeder, as if its step had just been
-        solved and ended. Returns the admittance mismatch of the rebuilt circuit (round-off)."""
+        solved and ended. Returns the relative mismatch of the rebuilt circuit (round-off): of
+        the admittances, or of the node voltages for a replayed journal (0.0: to the bit).
+        `on_replay(done, total)` hears now and then how far a journal's replay got."""
+        if "journal" in state:
+            return self._replay(state, on_replay)
         self.fleet.restore(state["fleet"])
         caps = [self.fleet._pv_sent[unit.name][0] for unit in self.fleet.pv]
         worst = dss_state.restore(self.dss, state["circuit"], caps)
+        self.end_step()
+        return worst
+
+    def _replay(self, state: dict, on_replay: Callable[[int, int], None] | None) -> float:
+        """Restore by feeding a freshly built feeder every input of the saved journal, in order,
+        through the calls the federate made. OpenDSS's inverter controls (InvControl) carry
+        state from step to step (the last Q and P limits they moved from, adaptive step sizes,
+        the voltages of earlier iterations) that no API reads or writes; the same inputs in the
+        same order rebuild it, and everything else, to the bit."""
+        journal = state["journal"]
+        self.journal = []
+        solves = sum(1 for entry in journal if entry[0] == "solve")
+        done, reported = 0, time.monotonic()
+        for entry in journal:
+            kind = entry[0]
+            if kind == "solve":
+                self.step(complex(entry[2], entry[3]), int(entry[1]), f" at step {entry[1]} (replaying the journal)")
+                done += 1
+                if on_replay and time.monotonic() - reported >= REPLAY_REPORT_SECONDS:
+                    on_replay(done, solves)
+                    reported = time.monotonic()
+            elif kind == "end":
+                self.end_step()
+            elif kind == "setpoints":
+                setpoints = dict(entry[1])
+                if setpoints.get("pv"):  # JSON made the (cap, kvar) pairs lists
+                    setpoints["pv"] = {name: tuple(pair) for name, pair in setpoints["pv"].items()}
+                self.set_setpoints(**setpoints)
+            else:
+                raise ValueError(f"feeder {self.name}: unknown journal entry {kind!r} in the checkpoint")
+        if on_replay:
+            on_replay(solves, solves)
+        saved = np.asarray(state["circuit"]["node_voltages"])
+        now = np.asarray(dss_state.capture(self.dss, [], [])["node_voltages"])
+        if now.shape != saved.shape:
+            raise ValueError(f"feeder {self.name}: the checkpoint's circuit has {saved.size // 2} nodes, the feeder {now.size // 2}")
+        worst = float(np.max(np.abs(now - saved)) / max(float(np.max(np.abs(saved))), 1e-300))
+        if self.fleet.state() != state["fleet"]:
+            worst = max(worst, 1.0)  # the DERs' bookkeeping did not come out the same
         self.end_step()
         return worst
 
@@ -240,4 +323,6 @@ def build_feeder(spec, scenario) -> FeederModel:
         model.fleet = DerFleet(model.dss, model.alt, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
     except ValueError as exc:
         raise FeederModelError(f"feeder {spec.label}: {exc}") from None
+    if scenario.output.checkpoint_every is not None and model.fleet.inverter_controls:
+        model.journal = []  # its checkpoints replay it (see FeederModel._replay)
     return model

@@ -103,6 +103,33 @@ def test_non_convergent_transmission_power_flow(tmp_path):
         assert not run.complete and "did not converge" in run.error and run.n_steps == 0
 
 
+HUNTING_FEEDER = """
+New Circuit.hunting basekv=12.47 pu=1.0 phases=3 bus1=sourcebus
+New Line.feeder phases=3 bus1=sourcebus bus2=loadbus r1=0.5 x1=1.0 r0=1.5 x0=3.0 length=2 units=km
+New Load.load phases=3 bus1=loadbus kV=12.47 kW=3000 kvar=1500 model=1
+New Capacitor.cap phases=3 bus1=loadbus kV=12.47 kvar=1500
+! Switched on below 9000 V and off above 5000 V (the bus is near 7000 V either way): it never settles.
+New CapControl.hunting Capacitor=cap Element=Line.feeder Terminal=2 type=voltage PTratio=1 ON=9000 OFF=5000 Delay=0 DelayOFF=0
+Set voltagebases=[12.47]
+Calcvoltagebases
+"""
+
+
+def test_feeder_whose_controls_never_settle_names_the_feeder_and_step(tmp_path):
+    model = tmp_path / "hunting.dss"
+    model.write_text(HUNTING_FEEDER)
+    path = _scenario_file(tmp_path, feeders__2__model=str(model), feeders__2__name="hunting")
+    out = tmp_path / "out.h5"
+    proc = tandem("run", str(path), "--duration", "1h", "-o", str(out), timeout=120)
+    assert proc.returncode == 1
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: federate 'feeders_0' failed: feeder hunting: OpenDSS could not solve at step 0 ("), message
+    assert message.endswith("Max Control Iterations Exceeded."), message
+    assert not run_processes(tmp_path / "out_run")
+    with RunFile(out) as run:
+        assert not run.complete and "feeder hunting" in run.error
+
+
 def _wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ import numpy as np
 import opendssdirect
 import pandas as pd
 from altdss.enums import SetterFlags
+from dss import DSSException
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
@@ -241,7 +242,10 @@ class FeederModel:
         self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
     def solve(self, label: str = "") -> None:
-        self.dss.Solution.Solve()
+        try:
+            self.dss.Solution.Solve()
+        except DSSException as exc:  # e.g. controls still moving after MaxControlIterations rounds
+            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}: {str(exc).strip().splitlines()[0]}") from None
         if not self.dss.Solution.Converged():
             raise PowerFlowError(f"feeder {self.name}: OpenDSS power flow did not converge{label}")
 

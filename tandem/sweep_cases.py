@@ -4,7 +4,8 @@ One case runs as `python -m tandem.sweep_cases FOLDER CASE` (the same on this ma
 Slurm array task): it writes `state/<id>.running` (pid, host, Slurm task), runs `tandem run` on
 the case's scenario in a forked child process (a crash of the run cannot take the runner down), and
 on exit writes `state/<id>.exit` (exit code and the run's one-line error) and removes the
-running marker. `logs/<id>.log` holds what `tandem run` printed; the federates' logs are in
+running marker. An unfinished results file with a checkpoint (`output.checkpoint_every`) is
+continued with `tandem run --resume` instead of started again. `logs/<id>.log` holds what `tandem run` printed; the federates' logs are in
 `results/<id>_run/logs/`.
 
 A case's state: `done` when its HDF5 file's `complete` flag is set; `running` while its runner
@@ -88,9 +89,18 @@ def _error_line(log: Path) -> str:
     return ""
 
 
+def _resumable_step(results: Path) -> int | None:
+    """The checkpoint step an earlier attempt's unfinished results file can be resumed from."""
+    found = _read_results(results)
+    if found is None or found["complete"]:
+        return None
+    return found["checkpoint"]
+
+
 def run_case(folder: SweepFolder, case: dict) -> int:
     """Run one case to its end; 0 when its results are complete. SIGTERM or SIGINT (scancel, a
-    Slurm time limit, Ctrl-C) stop the run the way Ctrl-C stops `tandem run`: results kept."""
+    Slurm time limit, Ctrl-C) stop the run the way Ctrl-C stops `tandem run`: results kept.
+    An earlier attempt's results with a checkpoint are resumed; without one it starts anew."""
     (folder.path / "state").mkdir(exist_ok=True)
     (folder.path / "logs").mkdir(exist_ok=True)
     # Held until this process ends: two sweeps started on one folder never run a case twice at once.
@@ -104,7 +114,9 @@ def run_case(folder: SweepFolder, case: dict) -> int:
         pass  # a file system without locks: go on without
     results = folder.results(case)
     exit_record(folder, case).unlink(missing_ok=True)
-    results.unlink(missing_ok=True)  # a stale file of an earlier attempt must not decide the state
+    resume_from = _resumable_step(results)
+    if resume_from is None:
+        results.unlink(missing_ok=True)  # a stale file of an earlier attempt must not decide the state
     marker = running_marker(folder, case)
     _write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now(), "slurm": _slurm_task()})
     log = case_log(folder, case)
@@ -120,12 +132,15 @@ def run_case(folder: SweepFolder, case: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with open(log, "w") as out:
+    run = ["run", "--resume", str(results)] if resume_from is not None else ["run", str(folder.scenario(case)), "-o", str(results)]
+    with open(log, "a" if resume_from is not None else "w") as out:
+        if resume_from is not None:
+            print(f"{_now()} resuming {results.name} from its checkpoint after step {resume_from}", file=out, flush=True)
         if not stopped_by:
             devnull = os.open(os.devnull, os.O_RDONLY)
             try:
                 children.append(ForkedProcess(
-                    [sys.executable, "-m", "tandem.cli", "run", str(folder.scenario(case)), "-o", str(results), "-q"],
+                    [sys.executable, "-m", "tandem.cli", *run, "-q"],
                     devnull, out.fileno(), out.fileno(), close=[devnull, lock.fileno()],
                     death_signal=signal.SIGINT,  # SIGINT: the run keeps its results
                 ))
@@ -142,7 +157,7 @@ def run_case(folder: SweepFolder, case: dict) -> int:
         error = _error_line(log) or f"tandem run exited with code {code}; see {log}"
     _write_json(exit_record(folder, case), {
         "code": code, "error": error, "finished_at": _now(), "wall_s": round(time.monotonic() - started, 3),
-        "host": socket.gethostname(), "slurm": _slurm_task(),
+        "host": socket.gethostname(), "slurm": _slurm_task(), "resumed_from_step": None if resume_from is None else resume_from + 1,
     })
     marker.unlink(missing_ok=True)
     return 0 if code == 0 else 1
@@ -162,6 +177,7 @@ class CaseState:
     steps_planned: int | None = None
     wall_s: float | None = None
     where: str = ""  # host / pid / Slurm task while running or queued
+    checkpoint: int | None = None  # the step an unfinished results file can be resumed after
 
 
 def _pid_runs_case(pid: int, case: dict) -> bool:
@@ -186,6 +202,7 @@ def _read_results(path: Path) -> dict | None:
     """complete, error, steps of a results file; None if there is none (or not yet readable)."""
     if not path.is_file():
         return None
+    from timeseries.checkpoint import checkpoint_step
     from timeseries.results import RunFile
 
     try:
@@ -193,9 +210,10 @@ def _read_results(path: Path) -> dict | None:
             return {
                 "complete": run.complete, "error": run.error, "steps": run.n_steps,
                 "planned": int(run.attr("n_steps_planned", 0)),
+                "checkpoint": checkpoint_step(run.file),
             }
     except (OSError, KeyError):
-        return {"complete": False, "error": "", "steps": 0, "planned": None, "unreadable": True}
+        return {"complete": False, "error": "", "steps": 0, "planned": None, "checkpoint": None, "unreadable": True}
 
 
 def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = None,
@@ -207,6 +225,7 @@ def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = N
     results = _read_results(folder.results(case))
     if results:
         out.steps, out.steps_planned = results["steps"], results["planned"]
+        out.checkpoint = None if results["complete"] else results.get("checkpoint")
     record = _read_json(exit_record(folder, case))
     if record:
         out.wall_s = record.get("wall_s")

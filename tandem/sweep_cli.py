@@ -153,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tandem.sweep_folder import SweepFolder
-    from tandem.sweep_cases import STATES, sweep_states
+    from tandem.sweep_cases import RUNNING, STATES, sweep_states
 
     folder = SweepFolder(args.folder)
     states = sweep_states(folder)
@@ -170,6 +170,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{s.id:<{width}}  {s.state:<7}  steps {steps:<9}  {label}{extra}")
         if s.error:
             print(f"{'':<{width}}  error: {s.error}")
+        if s.checkpoint is not None and s.state != RUNNING:
+            print(f"{'':<{width}}  checkpoint after step {s.checkpoint}: running the sweep again resumes it there")
     return 0
 
 

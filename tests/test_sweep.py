@@ -219,6 +219,47 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
     assert not processes_mentioning(str(out))
 
 
+def test_a_stopped_case_with_checkpoints_resumes_when_the_sweep_runs_again(tmp_path):
+    """A case stopped after a checkpoint (as scancel or a Slurm time limit stops it) continues
+    from there when the sweep runs again, and ends with the results of an uninterrupted run."""
+    from tests.test_checkpoint import assert_same_results
+    from timeseries.checkpoint import latest_checkpoint_step
+
+    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"},  # 2016 steps
+            "output": {"checkpoint_every": "2h"}}
+    path = write_sweep(tmp_path, {"name": "resume", "cases": [{"feeders.0.seed": 1}]}, base)
+    out = tmp_path / "out"
+    assert tandem("sweep", str(path), "-o", str(out), timeout=120).returncode == 0
+    results = out / "results" / "case_000.h5"
+    runner = subprocess.Popen([sys.executable, "-m", "tandem.sweep_cases", str(out), "case_000"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and runner.poll() is None and latest_checkpoint_step(results) is None:
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    stopped = states(out)[0]
+    assert stopped["state"] == "failed" and stopped["error"].startswith("stopped by SIGTERM"), stopped
+    step = stopped["checkpoint"]
+    assert step is not None and step % 24 == 23 and stopped["steps"] < 2016
+    assert f"checkpoint after step {step}: running the sweep again resumes it there" in tandem("sweep", "status", str(out)).stdout
+
+    proc = tandem("sweep", str(path), "-o", str(out), "--local", "1", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming case_000.h5 from its checkpoint after step {step}" in (out / "logs" / "case_000.log").read_text()
+    assert json.loads((out / "state" / "case_000.exit").read_text())["resumed_from_step"] == step + 1
+    after = states(out)[0]
+    assert after["state"] == "done" and after["checkpoint"] is None
+    reference = tmp_path / "reference.h5"
+    proc = tandem("run", str(out / "cases" / "case_000.yaml"), "-o", str(reference), "-q", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_results(reference, results)
+
+
 def test_dry_run_writes_the_sbatch_script_only(tmp_path):
     path = write_sweep(tmp_path, {
         "name": "batch",

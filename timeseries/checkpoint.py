@@ -63,12 +63,17 @@ def _latest(file: h5py.File) -> h5py.Group | None:
     return max(groups, key=lambda g: int(g.attrs["rows"]), default=None)
 
 
+def checkpoint_step(file: h5py.File) -> int | None:
+    """The step of an open results file's last complete checkpoint, None if it has none."""
+    group = _latest(file)
+    return None if group is None else int(group.attrs["step"])
+
+
 def latest_checkpoint_step(path: str | Path) -> int | None:
     """The step of a file's last checkpoint, None if it has none or cannot be read."""
     try:
         with h5py.File(path, "r", locking=False) as file:
-            group = _latest(file)
-            return None if group is None else int(group.attrs["step"])
+            return checkpoint_step(file)
     except (OSError, KeyError, ValueError):
         return None
 

@@ -319,6 +319,7 @@ def test_feeder_with_inverter_controls_replays_its_journal_bit_for_bit(scenario_
     replayed, heard = build_feeder(spec, scenario), []
     assert replayed.restore(state, lambda done, total: heard.append((done, total))) == 0.0
     assert heard[-1] == (solves, solves)
+    assert replayed.journal == [*state["journal"], ["end"]]  # it goes on, for the next checkpoint and resume
     assert differing_steps(replayed) == []
     circuit_only = build_feeder(spec, scenario)
     circuit_only.journal = None

@@ -16,7 +16,7 @@ from tandem.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True, highlight=False)  # rich took "line:9" for a time
 
 
 def _add_run_parser(commands) -> None:

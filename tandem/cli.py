@@ -220,6 +220,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global console
+    # Made anew for this process's stderr: a `tandem run` forked by a sweep inherits the console
+    # made for the sweep's terminal, and would write its colours into the case's log.
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
     parser = argparse.ArgumentParser(prog="tandem", description="Tandem: T&D co-simulation with pandapower, OpenDSS and HELICS")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)

@@ -179,6 +179,41 @@ def test_local_sweep_records_failures_reruns_only_unfinished_and_collects(tmp_pa
     assert [s["state"] for s in states(out)] == ["done", "done", "failed", "failed"]
 
 
+def test_a_sweep_on_a_terminal_keeps_its_cases_errors_plain(tmp_path):
+    """The driver's console colours the terminal; the `tandem run` it forks writes a log, whose
+    one-line error the case's state is read from."""
+    import pty
+    import select
+
+    path = write_sweep(tmp_path, {"name": "tty", "cases": [{"feeders.1.multiplier": 30000.0}]})
+    out = tmp_path / "out"
+    master, terminal = pty.openpty()
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "tandem.cli", "sweep", str(path), "-o", str(out), "--local", "1"],
+                                  stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, cwd=ROOT)
+        os.close(terminal)
+        shown, deadline = b"", time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # every process holding the terminal has gone
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif driver.poll() is not None:
+                break
+        driver.wait(timeout=60)
+    finally:
+        os.close(master)
+    assert driver.returncode == 1, shown
+    assert b"\x1b[" in shown  # coloured: rich saw a terminal
+    log = (out / "logs" / "case_000.log").read_text()
+    assert "\x1b[" not in log and "error: federate 'transmission' failed" in log
+    assert "transmission power flow did not converge at step 0" in states(out)[0]["error"]
+
+
 def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
     base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"}}  # 2016 steps
     path = write_sweep(tmp_path, {"name": "long", "grid": {"feeders.0.seed": [1, 2, 3]}}, base)

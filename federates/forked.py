@@ -57,21 +57,24 @@ class ForkedProcess:
     subprocess.Popen its users need (pid, returncode, poll, wait, send_signal, kill). The child
     leads its own session and gets `death_signal` when its parent dies, so none is orphaned.
 
-    stdin, stdout, stderr are file descriptors for the child's 0, 1, 2; `close` lists this
-    process's descriptors the child must not keep (other processes' logs, pipe ends)."""
+    stdin, stdout, stderr are file descriptors for the child's 0, 1, 2; it keeps no other of
+    this process's descriptors (as Popen's close_fds)."""
 
-    def __init__(self, argv: list[str], stdin: int, stdout: int, stderr: int, close: list[int] = (),
-                 death_signal: int = signal.SIGTERM):
+    def __init__(self, argv: list[str], stdin: int, stdout: int, stderr: int, death_signal: int = signal.SIGTERM):
         module = python_module(argv)
         if module is None:
             raise ValueError(f"not a `python -m` command line: {shlex.join(argv)}")
         self.args = argv
         self.returncode: int | None = None
+        if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+            # Inherited from whoever started us: the kernel would reap the child and its exit code be lost.
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _run_child(argv, module, (stdin, stdout, stderr), close, death_signal)  # never returns
+            _run_child(argv, module, (stdin, stdout, stderr), parent, death_signal)  # never returns
         self.pid = pid
 
     def poll(self) -> int | None:
@@ -101,20 +104,20 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
-def _run_child(argv: list[str], module: str, stdio: tuple[int, int, int], close: list[int], death_signal: int) -> None:
+def _run_child(argv: list[str], module: str, stdio: tuple[int, int, int], parent: int, death_signal: int) -> None:
     """In the forked child: become the process `argv` describes, run it, and exit without
     returning into the parent's code."""
     code = 1
     try:
         os.setsid()
         die_with_parent(death_signal)
+        if os.getppid() != parent:  # it died before the death signal was armed
+            os._exit(code)
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
-        for fd in set(close) - {0, 1, 2}:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        # Other processes' logs and pipe ends, and whatever this process inherited: a pipe
+        # kept open here would withhold its end-of-file from the reader.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         # Fresh stream objects: the parent's may hold locks taken by its other threads.
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)

@@ -283,18 +283,13 @@ class Federation:
             for name, argv in self.plan.commands.items():
                 if python_module(argv) is None:
                     continue
-                launcher_fds = [log.fileno() for log in self._logs] + [devnull]
-                if self._progress is not None:
-                    launcher_fds.append(self._progress.fileno())
                 if name == names.RECORDER:  # its progress lines come through a pipe
                     read_end, write_end = os.pipe()
                     self._progress = os.fdopen(read_end, "r")
-                    self.procs[name] = ForkedProcess(argv, devnull, write_end, logs[name].fileno(),
-                                                      close=[*launcher_fds, read_end, write_end])
+                    self.procs[name] = ForkedProcess(argv, devnull, write_end, logs[name].fileno())
                     os.close(write_end)
                 else:
-                    self.procs[name] = ForkedProcess(argv, devnull, logs[name].fileno(), logs[name].fileno(),
-                                                      close=launcher_fds)
+                    self.procs[name] = ForkedProcess(argv, devnull, logs[name].fileno(), logs[name].fileno())
         finally:
             os.close(devnull)
 

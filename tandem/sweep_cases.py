@@ -141,7 +141,7 @@ def run_case(folder: SweepFolder, case: dict) -> int:
             try:
                 children.append(ForkedProcess(
                     [sys.executable, "-m", "tandem.cli", *run, "-q"],
-                    devnull, out.fileno(), out.fileno(), close=[devnull, lock.fileno()],
+                    devnull, out.fileno(), out.fileno(),
                     death_signal=signal.SIGINT,  # SIGINT: the run keeps its results
                 ))
             finally:
@@ -328,7 +328,7 @@ def run_local(
                 case = waiting.pop(0)
                 proc = ForkedProcess(  # in its own session: Ctrl-C reaches the driver only
                     [sys.executable, "-m", "tandem.sweep_cases", str(folder.path), case["id"]],
-                    devnull, 1, 2, close=[devnull], death_signal=signal.SIGTERM,  # this process's own stdout, stderr
+                    devnull, 1, 2, death_signal=signal.SIGTERM,  # this process's own stdout, stderr
                 )
                 live[case["id"]] = (proc, case, time.monotonic())
                 if on_started:

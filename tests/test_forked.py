@@ -3,6 +3,7 @@ exit codes, output, process title and signals behave as for `python -m MODULE`."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -59,3 +60,22 @@ def test_only_python_module_command_lines_are_forked():
     assert python_module(["helics_broker", "--federates=3"]) is None
     with pytest.raises(ValueError, match="not a `python -m` command line"):
         ForkedProcess(["helics_broker", "--federates=3"], 0, 1, 2)
+
+
+def test_the_child_keeps_only_its_standard_descriptors_and_its_exit_code_survives_an_ignored_sigchld(tmp_path):
+    """Like Popen(close_fds=True): a pipe this process holds is not kept open by the child (its
+    reader would wait for the child's end). With SIGCHLD ignored, as some process managers
+    leave it, the kernel would reap the child and its exit code be lost."""
+    read_end, write_end = os.pipe()
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        argv = [sys.executable, "-m", "timeit", "-n", "1", "-r", "1", "import os; print(sorted(map(int, os.listdir('/proc/self/fd'))))"]
+        proc = _fork(argv, tmp_path / "o", tmp_path / "e")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        os.close(read_end)
+        os.close(write_end)
+    # 0, 1, 2 and the one os.listdir opens to read the folder
+    fds = json.loads((tmp_path / "o").read_text().splitlines()[0])
+    assert write_end not in fds and read_end not in fds and len(fds) == 4, fds

@@ -424,6 +424,9 @@ class Federation:
                 pass
         for proc in self.procs.values():
             # Each process leads its own session: kill the group, so nothing it started survives.
+            # Only while it is not reaped: a reaped pid may already lead another run's process.
+            if proc.poll() is not None:
+                continue
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

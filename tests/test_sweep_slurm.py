@@ -104,3 +104,39 @@ def test_slurm_failed_case_shows_its_error_and_only_it_is_submitted_again(tmp_pa
     record = json.loads((out / "state" / "case_001.exit").read_text())
     assert record["slurm"] == f"{second}_1" and "did not converge" in record["error"]
     assert json.loads((out / "state" / "case_000.exit").read_text())["slurm"] == f"{job}_0"
+
+
+def test_slurm_case_cancelled_after_a_checkpoint_resumes_there_when_submitted_again(tmp_path, slurm_cluster):  # noqa: F811
+    """scancel (as a time limit) stops a long case; its next array task continues the results
+    file from the checkpoint, and the case ends as an uninterrupted run would."""
+    import subprocess
+
+    from tests.test_checkpoint import assert_same_results
+    from tests.test_sweep import BASE
+    from timeseries.checkpoint import latest_checkpoint_step
+
+    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"},  # 2016 steps
+            "output": {"checkpoint_every": "2h"}}
+    path = write_sweep(tmp_path, {"name": "long", "cases": [{"feeders.0.seed": 3}], "slurm": SLURM}, base)
+    out = tmp_path / "out"
+    results = out / "results" / "case_000.h5"
+    job = _submit(path, out)
+    deadline = time.monotonic() + 300
+    while latest_checkpoint_step(results) is None:
+        assert time.monotonic() < deadline, slurm_cluster.logs()
+        time.sleep(0.05)
+    subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)
+    stopped = _wait_until_settled(out, 300, slurm_cluster)[0]
+    assert stopped["state"] == "failed" and stopped["checkpoint"] is not None and stopped["steps"] < 2016, stopped
+    step = stopped["checkpoint"]
+
+    second = _submit(path, out)
+    final = _wait_until_settled(out, 300, slurm_cluster)[0]
+    assert final["state"] == "done", final
+    record = json.loads((out / "state" / "case_000.exit").read_text())
+    assert record["slurm"] == f"{second}_0" and record["resumed_from_step"] == step + 1
+    assert f"resuming case_000.h5 from its checkpoint after step {step}" in (out / "logs" / "case_000.log").read_text()
+    reference = tmp_path / "reference.h5"
+    proc = tandem("run", str(out / "cases" / "case_000.yaml"), "-o", str(reference), "-q", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_results(reference, results)

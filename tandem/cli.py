@@ -16,7 +16,12 @@ from tandem.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-console = Console(stderr=True, soft_wrap=True, highlight=False)  # rich took "line:9" for a time
+def _stderr_console() -> Console:
+    """The console for this process's stderr (no automatic highlighting: it took "line:9" for a time)."""
+    return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+console = _stderr_console()
 
 
 def _add_run_parser(commands) -> None:
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     global console
     # Made anew for this process's stderr: a `tandem run` forked by a sweep inherits the console
     # made for the sweep's terminal, and would write its colours into the case's log.
-    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    console = _stderr_console()
     parser = argparse.ArgumentParser(prog="tandem", description="Tandem: T&D co-simulation with pandapower, OpenDSS and HELICS")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)

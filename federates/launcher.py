@@ -467,10 +467,10 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
         if records:
             mark_failed(Path(plan.config.output), str(exc))
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         federation.close()
         if records:
-            mark_failed(Path(plan.config.output), "interrupted by the user")
+            mark_failed(Path(plan.config.output), f"stopped by {exc.args[0]}" if exc.args else "interrupted by the user")
         raise
     finally:
         federation.close()

@@ -3,7 +3,11 @@
 It reads step k half a step after the others exchanged it, when all iterations of
 the step have settled, so it never holds up the co-simulation. Time requests are
 asynchronous and polled so that SIGTERM from the launcher is handled at once: the
-file is closed with what was written and the completion flag unset.
+file is closed with what was written and the completion flag unset. The signal only
+sets a flag that is acted on between writes, and once the file is being closed
+further SIGTERMs are ignored: a Slurm `scancel` signals every process of a job, so the
+recorder gets SIGTERM from Slurm and again from its stopping launcher, and HDF5 left
+in the middle of a write keeps chunks that can no longer be read.
 """
 
 from __future__ import annotations
@@ -25,8 +29,17 @@ class StopRequested(Exception):
     """The launcher asked the recorder to stop (SIGTERM)."""
 
 
-def _raise_stop(signum, frame) -> None:
-    raise StopRequested(f"stopped by signal {signal.Signals(signum).name}")
+_stop_signals: list[str] = []  # the stopping signals received, acted on by check_stop()
+
+
+def _note_stop(signum, frame) -> None:
+    _stop_signals.append(signal.Signals(signum).name)
+
+
+def check_stop() -> None:
+    """Raise StopRequested once a stopping signal has arrived: at points between writes."""
+    if _stop_signals:
+        raise StopRequested(f"stopped by signal {_stop_signals[0]}")
 
 
 class RecorderFederate:
@@ -37,7 +50,7 @@ class RecorderFederate:
         self.writer: ResultsWriter | None = None
 
     def setup(self) -> None:
-        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGTERM, _note_stop)
         resume_rows = self.config.first_step if self.config.resume_state is not None else None
         self.writer = ResultsWriter(
             self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps,
@@ -75,6 +88,7 @@ class RecorderFederate:
     def _request_time(self, t: float) -> None:
         h.helicsFederateRequestTimeAsync(self.fed, t)
         while not h.helicsFederateIsAsyncOperationCompleted(self.fed):
+            check_stop()
             time.sleep(0.002)
         h.helicsFederateRequestTimeComplete(self.fed)
 
@@ -271,6 +285,7 @@ class RecorderFederate:
         n_steps = self.scenario.time.n_steps
         dt = self.scenario.time.step_seconds
         for k in range(self.config.first_step, n_steps):
+            check_stop()
             self._request_time(self.config.step_time(k) + dt / 2)
             if k == self.config.first_step:
                 self._declare_datasets()
@@ -294,7 +309,7 @@ class RecorderFederate:
         print(f"checkpoint after step {k} written", file=sys.stderr, flush=True)
 
     def finish(self, error: str = "", own_error: bool = False) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the file is closed whole (the launcher SIGKILLs if it hangs)
         if self.writer is not None:
             complete = not error and self.writer.rows_received == self.scenario.time.n_steps
             self.writer.finish(complete=complete, error=error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,10 @@ def _print_summary(outcome) -> None:
         console.print(f"  coupling (loose):     one exchange per step; largest one-step voltage lag {s.max_mismatch_pu:.2e} pu")
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from federates import interfaces as names
     from federates.launcher import RunFailed
@@ -163,6 +168,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             rate = f"{(p.steps_done - first_step[0][1]) / max(time.monotonic() - first_step[0][0], 1e-9):.1f}"
         progress.update(task, completed=p.steps_done, simtime=str(start + step * p.steps_done), rate=rate)
 
+    # SIGTERM (kill, scancel, a Slurm time limit) stops the run as Ctrl-C does: the federates are
+    # stopped and the results file closed with the steps so far, not left to die with us.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with progress:
         try:
             outcome = execute_run(plan, on_progress)
@@ -171,6 +179,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return EXIT_RUN_FAILED
+        except KeyboardInterrupt as exc:
+            progress.stop()
+            how = f"stopped by {exc.args[0]}" if exc.args else "the run was stopped"
+            console.print(f"[bold red]interrupted[/]: {how}; partial results were kept", highlight=False, soft_wrap=True)
+            _hint_resume(plan.config.output)
+            return 130
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)

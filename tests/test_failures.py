@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -175,6 +176,48 @@ def test_killed_federate_ends_the_run_cleanly(tmp_path):
         seconds = run.read("time/seconds")
         np.testing.assert_array_equal(seconds, np.arange(run.n_steps) * 300.0)
         assert np.all(run.read("feeders/p_total_kw") > 0), "every written row must be a complete step"
+
+
+def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
+    """As Slurm's scancel or time limit does: the launcher and every federate get SIGTERM at
+    once, and the recorder gets it again from its stopping launcher. The file is closed whole."""
+    out = tmp_path / "stopped.h5"
+    run_dir = tmp_path / "stopped_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--duration", "2d",
+         "--checkpoint-every", "1h", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        seen = _wait_for_rows(out, 30, proc)
+        pids = [int(line.split(":")[0]) for line in run_processes(run_dir) if "federates." in line]
+        assert len(pids) == 3, run_processes(run_dir)
+        for pid in [proc.pid, *pids]:
+            os.kill(pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-2] == "interrupted: stopped by SIGTERM; partial results were kept", stderr
+    assert lines[-1].startswith("the last checkpoint is after step ") and "tandem run --resume" in lines[-1]
+    assert not run_processes(run_dir), "processes left behind"
+    with RunFile(out) as run:
+        assert not run.complete and run.error == "stopped by SIGTERM"
+        assert seen <= run.n_steps < 576
+        unreadable = []
+        run.file.visititems(lambda name, obj: unreadable.append(name) if isinstance(obj, h5py.Dataset) and not _readable(obj) else None)
+        assert unreadable == []
+        np.testing.assert_array_equal(run.read("time/seconds"), np.arange(run.n_steps) * 300.0)
+
+
+def _readable(dataset) -> bool:
+    try:
+        dataset[()]
+        return True
+    except OSError:
+        return False
 
 
 def test_two_runs_at_once_both_complete(tmp_path):

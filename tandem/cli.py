@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # SIGTERM (kill, scancel, a Slurm time limit) stops the run as Ctrl-C does: the federates are
     # stopped and the results file closed with the steps so far, not left to die with us.
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with progress:
         try:
             outcome = execute_run(plan, on_progress)
@@ -185,6 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"[bold red]interrupted[/]: {how}; partial results were kept", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)

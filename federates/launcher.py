@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -454,6 +455,22 @@ def mark_failed(output: Path, message: str) -> None:
         pass  # no file, or unreadable: the error is still reported on the console
 
 
+@contextmanager
+def _stop_signals_held():
+    """Ctrl-C and SIGTERM ignored while the federation is being stopped: a cancelled Slurm case
+    sends both at once (Slurm's SIGTERM, its case runner's SIGINT), and the second must not cut
+    the cleanup short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> None:
     """Start, watch and stop the federation; raises RunFailed (or KeyboardInterrupt) on failure."""
     federation = Federation(plan)
@@ -468,9 +485,10 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
             mark_failed(Path(plan.config.output), str(exc))
         raise
     except KeyboardInterrupt as exc:
-        federation.close()
-        if records:
-            mark_failed(Path(plan.config.output), f"stopped by {exc.args[0]}" if exc.args else "interrupted by the user")
+        with _stop_signals_held():
+            federation.close()
+            if records:
+                mark_failed(Path(plan.config.output), f"stopped by {exc.args[0]}" if exc.args else "interrupted by the user")
         raise
     finally:
         federation.close()

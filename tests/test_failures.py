@@ -180,7 +180,8 @@ def test_killed_federate_ends_the_run_cleanly(tmp_path):
 
 def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
     """As Slurm's scancel or time limit does: the launcher and every federate get SIGTERM at
-    once, and the recorder gets it again from its stopping launcher. The file is closed whole."""
+    once (and the launcher SIGINT from a sweep's case runner), and the recorder gets it again
+    from its stopping launcher. The cleanup runs to its end and the file is closed whole."""
     out = tmp_path / "stopped.h5"
     run_dir = tmp_path / "stopped_run"
     proc = subprocess.Popen(
@@ -194,6 +195,7 @@ def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
         assert len(pids) == 3, run_processes(run_dir)
         for pid in [proc.pid, *pids]:
             os.kill(pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)  # as a sweep's case runner adds when Slurm cancels the case
         _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

@@ -455,15 +455,22 @@ def mark_failed(output: Path, message: str) -> None:
         pass  # no file, or unreadable: the error is still reported on the console
 
 
+def _do_nothing(signum, frame) -> None:
+    pass
+
+
 @contextmanager
 def _stop_signals_held():
     """Ctrl-C and SIGTERM ignored while the federation is being stopped: a cancelled Slurm case
-    sends both at once (Slurm's SIGTERM, its case runner's SIGINT), and the second must not cut
-    the cleanup short."""
+    sends both at once (Slurm's SIGTERM, its case runner's SIGINT), and Slurm signals the
+    federates too, so a stop signal may also arrive while a failure is being cleaned up; none
+    may cut the cleanup short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A handler that does nothing, not SIG_IGN: Python reports a signal already pending when
+    # SIG_IGN is set as "ignored due to race condition" on stderr.
+    saved = {sig: signal.signal(sig, _do_nothing) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -480,9 +487,10 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
         federation.start()
         federation.wait(on_progress)
     except RunFailed as exc:
-        federation.close()
-        if records:
-            mark_failed(Path(plan.config.output), str(exc))
+        with _stop_signals_held():
+            federation.close()
+            if records:
+                mark_failed(Path(plan.config.output), str(exc))
         raise
     except KeyboardInterrupt as exc:
         with _stop_signals_held():

@@ -216,7 +216,13 @@ class RecorderFederate:
             w.add_static(f"{base}/capacitor", meta["capacitors"], "", ("capacitor",), "capacitor banks")
             w.add_series(Series(f"{base}/capacitor_steps", (counts["capacitor_steps"],), "", ("capacitor",), "energised steps", "i2"))
 
-    def _row(self) -> dict[str, np.ndarray]:
+    def _row(self, k: int) -> dict[str, np.ndarray]:
+        # Every step brings new values from the transmission and every feeder. None means one of
+        # them has left: the federation is stopping because of it, and this is no error of ours.
+        sources = (("transmission", self.sub_coupling), *zip(self.labels, self.sub_power))
+        stale = [name for name, sub in sources if not h.helicsInputIsUpdated(sub)]
+        if stale:
+            raise h.HelicsException(f"no values from {stale[0]} for step {k}: a federate has left")
         vec = read_vector
         vm, va = vec(self.sub_vm), vec(self.sub_va)
         load = vec(self.sub_load).reshape(2, -1)
@@ -289,7 +295,7 @@ class RecorderFederate:
             self._request_time(self.config.step_time(k) + dt / 2)
             if k == self.config.first_step:
                 self._declare_datasets()
-            self.writer.append(k * dt, self._row())
+            self.writer.append(k * dt, self._row(k))
             if self.scenario.is_checkpoint_step(k):
                 self._checkpoint(k)
             print(f"progress {k + 1} {n_steps}", flush=True)

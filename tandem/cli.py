@@ -111,8 +111,16 @@ def _print_summary(outcome) -> None:
         console.print(f"  coupling (loose):     one exchange per step; largest one-step voltage lag {s.max_mismatch_pu:.2e} pu")
 
 
-def _stop_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+_stopping: list[int] = []  # the stop signal the running `tandem run` got, if any
+
+
+def _stop_run(signum, frame) -> None:
+    """The first Ctrl-C or SIGTERM stops the run; later ones do nothing, so they cannot cut its
+    cleanup short (a cancelled Slurm case gets SIGTERM from Slurm and SIGINT from its runner)."""
+    if _stopping:
+        return
+    _stopping.append(signum)
+    raise KeyboardInterrupt(*(() if signum == signal.SIGINT else (signal.Signals(signum).name,)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -170,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # SIGTERM (kill, scancel, a Slurm time limit) stops the run as Ctrl-C does: the federates are
     # stopped and the results file closed with the steps so far, not left to die with us.
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = {sig: signal.signal(sig, _stop_run) for sig in (signal.SIGINT, signal.SIGTERM)}
     with progress:
         try:
             outcome = execute_run(plan, on_progress)
@@ -186,7 +194,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             _hint_resume(plan.config.output)
             return 130
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            _stopping.clear()
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)

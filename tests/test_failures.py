@@ -200,13 +200,22 @@ def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    # Which the launcher acts on first, its SIGTERM, its SIGINT or a federate stopped by SIGTERM,
+    # is a race; whichever it is, the others must not cut the cleanup short.
     lines = stderr.strip().splitlines()
-    assert lines[-2] == "interrupted: stopped by SIGTERM; partial results were kept", stderr
+    assert "Traceback" not in stderr and "race condition" not in stderr, stderr
+    reasons = {"stopped by SIGTERM": "stopped by SIGTERM", "the run was stopped": "interrupted by the user"}
+    if proc.returncode == 130:
+        shown = lines[-2].removeprefix("interrupted: ").removesuffix("; partial results were kept")
+        assert shown in reasons, stderr
+        error = reasons[shown]
+    else:
+        assert proc.returncode == 1 and "SIGTERM" in lines[-2], stderr
+        error = lines[-2].removeprefix("error: ")
     assert lines[-1].startswith("the last checkpoint is after step ") and "tandem run --resume" in lines[-1]
     assert not run_processes(run_dir), "processes left behind"
     with RunFile(out) as run:
-        assert not run.complete and run.error == "stopped by SIGTERM"
+        assert not run.complete and run.error == error
         assert seen <= run.n_steps < 576
         unreadable = []
         run.file.visititems(lambda name, obj: unreadable.append(name) if isinstance(obj, h5py.Dataset) and not _readable(obj) else None)

@@ -146,14 +146,18 @@ def _wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float
     raise AssertionError(f"{path} never reached {rows} rows")
 
 
+def _start_small_run(out: Path, *args: str) -> subprocess.Popen:
+    """The small scenario, loosely coupled over 2 days (576 steps), as a running `tandem run`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--duration", "2d", *args, "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+
+
 def test_killed_federate_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "killed.h5"
     run_dir = tmp_path / "killed_run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--feeder-processes", "2",
-         "--duration", "2d", "-o", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )
+    proc = _start_small_run(out, "--feeder-processes", "2")
     try:
         seen = _wait_for_rows(out, 5, proc)
         victims = [line for line in processes_mentioning(str(run_dir)) if "federates.feeders" in line and "--group 1" in line]
@@ -184,11 +188,7 @@ def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
     from its stopping launcher. The cleanup runs to its end and the file is closed whole."""
     out = tmp_path / "stopped.h5"
     run_dir = tmp_path / "stopped_run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--duration", "2d",
-         "--checkpoint-every", "1h", "-o", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )
+    proc = _start_small_run(out, "--checkpoint-every", "1h")
     try:
         seen = _wait_for_rows(out, 30, proc)
         pids = [int(line.split(":")[0]) for line in run_processes(run_dir) if "federates." in line]

@@ -486,17 +486,15 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
     try:
         federation.start()
         federation.wait(on_progress)
-    except RunFailed as exc:
+    except (RunFailed, KeyboardInterrupt) as exc:
+        if isinstance(exc, RunFailed):
+            reason = str(exc)
+        else:
+            reason = f"stopped by {exc.args[0]}" if exc.args else "interrupted by the user"
         with _stop_signals_held():
             federation.close()
             if records:
-                mark_failed(Path(plan.config.output), str(exc))
-        raise
-    except KeyboardInterrupt as exc:
-        with _stop_signals_held():
-            federation.close()
-            if records:
-                mark_failed(Path(plan.config.output), f"stopped by {exc.args[0]}" if exc.args else "interrupted by the user")
+                mark_failed(Path(plan.config.output), reason)
         raise
     finally:
         federation.close()

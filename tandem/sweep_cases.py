@@ -5,8 +5,8 @@ Slurm array task): it writes `state/<id>.running` (pid, host, Slurm task), runs 
 the case's scenario in a forked child process (a crash of the run cannot take the runner down), and
 on exit writes `state/<id>.exit` (exit code and the run's one-line error) and removes the
 running marker. An unfinished results file with a checkpoint (`output.checkpoint_every`) is
-continued with `tandem run --resume` instead of started again. `logs/<id>.log` holds what `tandem run` printed; the federates' logs are in
-`results/<id>_run/logs/`.
+continued with `tandem run --resume` instead of started again. `logs/<id>.log` holds what
+`tandem run` printed; the federates' logs are in `results/<id>_run/logs/`.
 
 A case's state: `done` when its HDF5 file's `complete` flag is set; `running` while its runner
 lives (this host: the pid; another host: Slurm's word); `failed` when it stopped otherwise
@@ -225,7 +225,7 @@ def case_state(folder: SweepFolder, case: dict, queue: dict[str, str] | None = N
     results = _read_results(folder.results(case))
     if results:
         out.steps, out.steps_planned = results["steps"], results["planned"]
-        out.checkpoint = None if results["complete"] else results.get("checkpoint")
+        out.checkpoint = None if results["complete"] else results["checkpoint"]
     record = _read_json(exit_record(folder, case))
     if record:
         out.wall_s = record.get("wall_s")

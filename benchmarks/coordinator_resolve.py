@@ -48,7 +48,7 @@ BUSES = [15, 20, 42, 46, 54, 70, 82, 94, 100, 117, 11, 33]
 
 
 def scenario(feeders: int, periods: int):
-    from tandem.scenario import Scenario
+    from scenario.schema import Scenario
 
     return Scenario.model_validate({
         "name": "coordinator_benchmark",

@@ -14,7 +14,7 @@ federates record in the HDF5 file.
 
 Measured on a quiet machine: 1.44x (co-simulation 9.3 s, loop 6.5 s) while the transmission
 step wrote pandapower's result tables; with results read from the solved voltages
-(tandem/grid/pf_results.py, used by both sides) both got faster, the co-simulation to 6.6 s and
+(grid/pf_results.py, used by both sides) both got faster, the co-simulation to 6.6 s and
 the loop to 4.2 s, so the ratio rose to 1.57x: per step the loop spends 3.1 ms, the
 co-simulation as much compute plus ~1.3 ms of HELICS exchange (two hops through the broker;
 ~0.6 ms for the same chain of bare federates) and ~0.9 ms of reading and publishing values.
@@ -30,15 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-
 TARGET_RATIO = 1.5
 
 
 def plain_loop(duration: str) -> None:
     """Runs in a child interpreter: the whole study as one Python loop; prints its timings."""
     started = time.perf_counter()
-    from tandem.grid.sequential import run_sequential
-    from tandem.scenario import load_scenario
+    from grid.sequential import run_sequential
+    from scenario.schema import load_scenario
     from tandem.study import resolve_scenario
 
     scenario, _ = resolve_scenario(load_scenario(None, {"time.duration": duration}))
@@ -57,7 +56,7 @@ def time_cosim(duration: str, output: Path) -> dict:
     subprocess.run([sys.executable, "-m", "tandem.cli", "run", "-q", "--duration", duration, "-o", str(output)],
                    check=True, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - started
-    from timeseries.results import RunFile
+    from results.store import RunFile
 
     with RunFile(output) as run:
         n = run.n_steps

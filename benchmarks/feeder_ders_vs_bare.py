@@ -57,8 +57,8 @@ def bare_solve_seconds(duration: str, pause: float = 0.0) -> float:
     """Median per-step time of the same feeder solved by OpenDSS alone: LoadMult + Solve,
     optionally pausing between steps as a federate does while it waits for the others
     (a process that has just waited runs the same code markedly slower: cold caches)."""
-    from tandem.grid.feeder import build_feeder
-    from tandem.scenario import Scenario
+    from grid.feeder import build_feeder
+    from scenario.schema import Scenario
     from timeseries.profiles import load_shape
 
     study = Scenario.model_validate(scenario(duration))
@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", default="7d", help="simulated span (default 7d = 10080 steps)")
     args = parser.parse_args()
-    from timeseries.results import RunFile
+    from results.store import RunFile
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenario.yaml"

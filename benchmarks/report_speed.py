@@ -2,7 +2,7 @@
 
     python benchmarks/report_speed.py [--keep DIR] [--days 7] [--feeders 20]
 
-No co-simulation runs: the results file is written with `timeseries.results.ResultsWriter`
+No co-simulation runs: the results file is written with `results.store.ResultsWriter`
 in the layout the recorder federate declares (its own `_declare_datasets`, fed with
 made-up metadata instead of HELICS inputs, so dataset names, shapes, dtypes and chunking
 are the recorder's), on IEEE 118 with 20 feeders in two feeder processes, batteries, PV,
@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timeseries.results import ResultsWriter  # noqa: E402
+from results.store import ResultsWriter  # noqa: E402
 
 TARGET_S = 30.0
 NETWORK = "case118"
@@ -165,7 +165,7 @@ def build(path: Path, days: int = 7, n_feeders: int = 20, n_processes: int = 2, 
 
     import pandapower as pp
 
-    from tandem.grid.networks import load_network
+    from grid.networks import load_network
 
     rng = np.random.default_rng(seed)
     net = load_network(NETWORK)

@@ -36,8 +36,8 @@ def case(n_feeders: int, horizon: int):
     from coordination.centralized import FeederSetup
     from coordination.ders import ders_from_fleet
     from coordination.network_data import feeder_data, transmission_data
-    from tandem.grid.feeder import build_feeder
-    from tandem.scenario import load_scenario
+    from grid.feeder import build_feeder
+    from scenario.schema import load_scenario
 
     scenario = load_scenario(None, overrides={"time.step": "1h", "time.duration": "2d"})
     specs = [f.model_copy(update={"pv": f.pv.model_copy(update={"penetration": 0.5, "count": 10}),
@@ -83,7 +83,7 @@ def main() -> None:
         build = time.perf_counter() - start
         problem.update(**data(8))
         start = time.perf_counter()
-        cold = problem.solve()
+        problem.solve()
         cold_s = time.perf_counter() - start
         warm_s = []
         for k in (9, 10):

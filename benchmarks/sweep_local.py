@@ -64,7 +64,7 @@ def _children_cpu() -> float:
 
 def _complete(paths: list[Path]) -> int:
     sys.path.insert(0, str(ROOT))
-    from timeseries.results import RunFile
+    from results.store import RunFile
 
     done = 0
     for path in paths:

@@ -5,7 +5,7 @@
 One `TransmissionModel.run` per step (recycled pandapower Newton-Raphson with the feeders'
 powers) on the scenario's network and feeders (default: the built-in study, IEEE 118), measured in the same run two ways, alternating in
 blocks so load from other work weighs on both: as Tandem runs it (pandapower stops at the
-voltages, tandem.grid.pf_results computes the results) and with pandapower writing its full
+voltages, grid.pf_results computes the results) and with pandapower writing its full
 result tables every step (the way before). Prints ms per step and the ratio.
 
 Measured on a quiet machine: default study (IEEE 118, 8 feeders) 6.04 -> 2.09 ms per step
@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tandem.grid.transmission import TransmissionModel  # noqa: E402
-from tandem.scenario import load_scenario  # noqa: E402
+from grid.transmission import TransmissionModel  # noqa: E402
+from scenario.schema import load_scenario  # noqa: E402
 from tandem.study import resolve_scenario  # noqa: E402
 
 

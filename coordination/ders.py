@@ -9,7 +9,7 @@ kW and kvar, + = into the grid), spread evenly over the unit's phases by
   circle as an inscribed polygon (vertices on the circle, so P = kVA stays reachable).
 * Batteries: charge and discharge as separate variables; SOC (share of kWh) at the end
   of period t: soc[t] = soc[t-1] + (eta_c p_ch - p_dis / eta_d) dt / kWh, from the
-  measured soc0, the bookkeeping of `tandem.grid.ders.BatteryUnit`; SOC bounds; a
+  measured soc0, the bookkeeping of `grid.ders.BatteryUnit`; SOC bounds; a
   terminal SOC target with a penalised shortfall; no simultaneous charge and discharge
   through a binary u[t] (p_ch <= kW u, p_dis <= kW (1 - u)), or its LP relaxation
   u in [0, 1] (then charging and discharging at once only pays when dumping energy
@@ -302,7 +302,7 @@ def der_injections(fb: pyo.Block, data: FeederData) -> tuple[dict, dict]:
 
 
 def ders_from_fleet(fleet) -> FeederDers:
-    """The DERs of a `tandem.grid.ders.DerFleet` (PV, batteries, EV chargers) as data."""
+    """The DERs of a `grid.ders.DerFleet` (PV, batteries, EV chargers) as data."""
     pv = [PVData(u.name, u.at.bus, u.kva, u.pmpp_kw) for u in fleet.pv]
     batteries = [BatteryData(u.name, u.at.bus, u.kw_rated, u.kwh_rated, u.eta_charge, u.eta_discharge,
                              u.soc_min, u.soc_max, u.soc) for u in fleet.batteries]
@@ -312,7 +312,7 @@ def ders_from_fleet(fleet) -> FeederDers:
 
 def ev_horizon(unit, k: int, horizon: int, step_hours: float) -> tuple[np.ndarray, float]:
     """Plugged-in flags over steps k .. k+horizon-1 and the energy (kWh) the horizon must
-    deliver for a `tandem.grid.ders.EVCharger`: what is owed for sessions leaving within
+    deliver for a `grid.ders.EVCharger`: what is owed for sessions leaving within
     the horizon, and what cannot wait until after the horizon for those leaving later."""
     plugged = np.zeros(horizon)
     required = 0.0

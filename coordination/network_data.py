@@ -356,7 +356,7 @@ def feeder_data(source, name: str | None = None, loads: list[str] | None = None,
                 source_bus: str | None = None) -> FeederData:
     """LinDist3Flow data of a compiled OpenDSS circuit.
 
-    `source` is a `tandem.grid.feeder.FeederModel` (its own loads are taken, in its order,
+    `source` is a `grid.feeder.FeederModel` (its own loads are taken, in its order,
     so `model.load_levels` lines up with `FeederData.loads`) or an opendssdirect context.
     Regulator ratios are the taps at the moment of extraction (solve first to get the
     taps OpenDSS settles on); `update_ratios` reads them again later.
@@ -521,7 +521,7 @@ def _branch(edges: list, parent: str, child: str, buses: dict[str, FeederBus]) -
     phases: set[int] = set()
     kinds = []
     ratings = []
-    for element, b1, n1, b2, n2, z, ratio, kind, kva in edges:
+    for _element, b1, n1, _b2, n2, z, ratio, kind, kva in edges:
         forward = b1 == parent
         nodes = n2 if forward else n1  # phases named by the child side
         nodes = [x for x in nodes if x != 0]

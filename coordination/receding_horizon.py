@@ -24,7 +24,6 @@ from coordination.schemes import TERMS
 from timeseries import forecasts
 
 
-
 def scheme_class(name: str) -> type:
     """The problem class of a `coordination.scheme` the coordinator federate runs."""
     from coordination.schemes import SCHEMES
@@ -62,8 +61,8 @@ class RecedingHorizon:
     """The coordinator's model of the study and its plan-by-plan use."""
 
     def __init__(self, scenario, problem_class: type | None = None):
-        from tandem.grid.feeder import build_feeder
-        from tandem.grid.networks import load_network
+        from grid.feeder import build_feeder
+        from grid.networks import load_network
         from timeseries.profiles import load_shape
 
         spec = scenario.coordination

@@ -15,7 +15,7 @@ import helics as h
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from tandem.scenario import Scenario
+from scenario.schema import Scenario
 
 # Exit codes the launcher reads to tell a federate that failed from one that was
 # stopped because another one failed.

@@ -23,8 +23,7 @@ from federates.base import (
     metadata_json,
     publish_vector,
 )
-from tandem.grid.feeder import build_feeder
-
+from grid.feeder import build_feeder
 
 # Imported late by the code it runs (PV and load-diversity profiles); the launcher imports
 # them before forking this federate.

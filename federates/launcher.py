@@ -29,8 +29,8 @@ from typing import Callable
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
-from tandem.scenario import Scenario, ScenarioError
-from timeseries.checkpoint import Checkpoint
+from results.checkpoint import Checkpoint
+from scenario.schema import Scenario, ScenarioError
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it

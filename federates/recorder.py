@@ -22,7 +22,7 @@ import numpy as np
 
 from federates import interfaces as names
 from federates.base import FederationConfig, close_federate, create_value_federate, federate_main, read_vector
-from timeseries.results import ResultsWriter, Series
+from results.store import ResultsWriter, Series
 
 
 class StopRequested(Exception):

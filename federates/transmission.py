@@ -25,8 +25,7 @@ from federates.base import (
     publish_vector,
     read_vector,
 )
-from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
-
+from grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
 # Imported late by the code it runs; the launcher imports them before forking this federate.
 PRELOAD = ("pandapower", "pandapower.networks", "lightsim2grid.newtonpf")

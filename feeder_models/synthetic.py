@@ -722,7 +722,7 @@ def write_synthetic_feeder(
         "! Synthetic feeder: feeder-head regulator bank, three single-phase units",
         "! (subst_lv -> b0001), 32 steps of 5/8 %, each phase controlled individually.",
         f"! Line-drop compensation (R, X in volts, CT {ct} A, PT ratio {_fmt(ptratio)}) is set",
-        f"! from a peak-load sweep so that each phase holds its lowest voltage near",
+        "! from a peak-load sweep so that each phase holds its lowest voltage near",
         f"! {_fmt(_VREG_V)} V on 120 V; vlimit keeps the head at most {_fmt(_VLIMIT_V)} V.",
         f"! Estimated feeder voltage drop at peak: {_fmt(100 * fb.drop, 3)} %.",
     ]

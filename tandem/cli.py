@@ -12,7 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tandem.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
+from scenario.schema import DEFAULT_SCENARIO, SCHEMES, ScenarioError, load_scenario
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -40,7 +40,7 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--coupling", choices=["loose", "iterative"], help="override coupling.mode")
     run.add_argument("--tolerance", type=float, metavar="PU", help="override coupling.tolerance_pu (iterative coupling)")
     run.add_argument("--max-iterations", type=int, metavar="N", help="override coupling.max_iterations")
-    run.add_argument("--scheme", metavar="NAME", help="override coordination.scheme (none, local, centralized, external)")
+    run.add_argument("--scheme", metavar="NAME", help=f"override coordination.scheme ({', '.join(SCHEMES)})")
     run.add_argument("--duration", metavar="D", help="override time.duration, with units (e.g. 6h, 2d)")
     run.add_argument("--step", metavar="S", help="override time.step, with units (e.g. 5min, 60s)")
     run.add_argument("--feeder-processes", metavar="N", help="override federation.feeder_processes (a number or 'auto')")
@@ -231,7 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _hint_resume(output: str) -> None:
-    from timeseries.checkpoint import latest_checkpoint_step
+    from results.checkpoint import latest_checkpoint_step
 
     step = latest_checkpoint_step(output)
     if step is not None:
@@ -240,7 +240,7 @@ def _hint_resume(output: str) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from tandem.results import describe
+    from results.dataset import describe
 
     try:
         print(describe(args.results))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tandem.scenario import Scenario, ScenarioError, load_scenario
+from scenario.schema import Scenario, ScenarioError, load_scenario
 
 # (column, unit, how it is computed from a run's KPIs)
 COLUMNS: list[tuple[str, str]] = [

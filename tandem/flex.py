@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tandem.scenario import ScenarioError, load_scenario
+from scenario.schema import ScenarioError, load_scenario
 
 TAP_STEP_PU = 0.00625  # one step of a 32-step +-10 % regulator
 
@@ -78,7 +78,7 @@ def feeder_setup(scenario, name: str, k: int, horizon: int, v_source: float):
     from coordination.centralized import FeederSetup, Options
     from coordination.ders import ders_from_fleet, ev_horizon
     from coordination.network_data import feeder_data
-    from tandem.grid.feeder import VOLTAGE_BAND, build_feeder
+    from grid.feeder import VOLTAGE_BAND, build_feeder
 
     specs = {f.label: f for f in scenario.feeders}
     if name not in specs:
@@ -160,7 +160,7 @@ def report(regions: dict) -> str:
 
 def main_flex(args: argparse.Namespace) -> int:
     from coordination.flexibility import plot_regions
-    from tandem.grid.errors import FeederModelError, PowerFlowError
+    from grid.errors import FeederModelError, PowerFlowError
 
     if args.directions < 4:
         raise ScenarioError(f"--directions must be at least 4 (got {args.directions})")

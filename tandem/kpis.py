@@ -4,7 +4,7 @@
     values = kpis("runs/output/small_iterative.h5")      # {"pv_curtailment_MWh": 1.2, ...}
     table = kpi_table([path_a, path_b])                    # one column per run
 
-Everything is read through the results API (`tandem.results.open`). The unit is the last
+Everything is read through the results API (`results.dataset.open`). The unit is the last
 part of each name (`_MWh`, `_kWh`, `_pu`, `_s`, `_h`, `_pct`, `_node_h`, `_branch_h`).
 
 Feeder quantities in the file are for ONE copy of a feeder; names ending in `_per_copy`
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import tandem.results
+import results.dataset
 
 BAND = (0.95, 1.05)  # the band the recorder counts `feeders/nodes_outside_band` against
 OVERLOAD_PCT = 100.0
@@ -63,7 +63,7 @@ class _Reader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.results = tandem.results.open(self.path)
+            self.results = results.dataset.open(self.path)
         except FileNotFoundError:
             raise
         except (OSError, KeyError) as exc:  # not HDF5, or HDF5 without a run's attributes
@@ -152,10 +152,10 @@ def _branch_model(network: str):
     """(baseMVA, Yf, Yt, from, to, lookup of pandapower bus index -> internal bus) of a network,
     with the same power-flow options the transmission federate uses (so the same branch model)."""
     import pandapower as pp
-
-    from tandem.grid.networks import load_network
     from pandapower.pypower.idx_brch import F_BUS, T_BUS
     from pandapower.pypower.makeYbus import makeYbus
+
+    from grid.networks import load_network
 
     net = load_network(network)
     with warnings.catch_warnings():

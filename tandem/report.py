@@ -684,7 +684,7 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
                          f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
                          + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "") + "</figure>")
     notes: dict[str, list[str]] = {}
-    for label, v in zip(labels, values):
+    for v in values:
         for key, note in v.items():
             if key.endswith(".note"):
                 notes.setdefault(key[:-5], [])

@@ -1,6 +1,6 @@
 """Running a study from Python: validate, launch the federation, summarise.
 
-    from tandem.scenario import load_scenario
+    from scenario.schema import load_scenario
     from tandem.study import run_study
     outcome = run_study(load_scenario("runs/small_iterative.yaml"))
 """
@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from federates import interfaces as names
 from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
-from tandem.grid.networks import network_summary
-from tandem.grid.transmission import check_boundary_buses
-from tandem.scenario import Scenario, ScenarioError, _apply_overrides, describe_validation_error
+from grid.networks import network_summary
+from grid.transmission import check_boundary_buses
+from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
+from scenario.schema import Scenario, ScenarioError, _apply_overrides, describe_validation_error
 from tandem.summary import RunSummary, summarize
-from timeseries.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
 
 
 @dataclass

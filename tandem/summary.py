@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from timeseries.results import RunFile
+from results.store import RunFile
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
-from tandem.scenario import Duration, Scenario, ScenarioError, _read_mapping, _resolve_paths, check_files, describe_validation_error
+from scenario.schema import Duration, Scenario, ScenarioError, _read_mapping, _resolve_paths, check_files, describe_validation_error
 from tandem.sweep_folder import MANIFEST, SweepFolder
 
 SWEEP_COPY = "sweep.yaml"

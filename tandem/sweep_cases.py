@@ -202,8 +202,8 @@ def _read_results(path: Path) -> dict | None:
     """complete, error, steps of a results file; None if there is none (or not yet readable)."""
     if not path.is_file():
         return None
-    from timeseries.checkpoint import checkpoint_step
-    from timeseries.results import RunFile
+    from results.checkpoint import checkpoint_step
+    from results.store import RunFile
 
     try:
         with RunFile(path) as run:

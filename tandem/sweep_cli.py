@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tandem.scenario import ScenarioError
+from scenario.schema import ScenarioError
 
 EXIT_RUN_FAILED = 1
 
@@ -66,7 +66,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _slurm_spec(spec, args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from tandem.scenario import describe_validation_error
+    from scenario.schema import describe_validation_error
     from tandem.sweep import SlurmSpec
 
     overrides = {"partition": args.partition, "account": args.account, "time": args.time,
@@ -152,8 +152,8 @@ def _submit(folder, spec, todo: list[dict], dry_run: bool) -> int:
 def _status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from tandem.sweep_folder import SweepFolder
     from tandem.sweep_cases import RUNNING, STATES, sweep_states
+    from tandem.sweep_folder import SweepFolder
 
     folder = SweepFolder(args.folder)
     states = sweep_states(folder)

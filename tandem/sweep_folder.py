@@ -10,7 +10,7 @@ MANIFEST = "manifest.json"
 
 
 def _error(message: str) -> Exception:
-    from tandem.scenario import ScenarioError  # only on the way out: it imports pandas
+    from scenario.schema import ScenarioError  # only on the way out: it imports pandas
 
     return ScenarioError(message)
 

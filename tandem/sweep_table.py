@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tandem.sweep_folder import SweepFolder
 from tandem.sweep_cases import sweep_states
+from tandem.sweep_folder import SweepFolder
 
 
 def _cell(value):

@@ -67,7 +67,7 @@ def small_scenario_path() -> Path:
 def ieee13():
     """The IEEE 13 feeder's data for the optimisation models, after one OpenDSS solve (taps settled)."""
     from coordination.network_data import feeder_data
-    from tandem.grid.feeder import FeederModel
+    from grid.feeder import FeederModel
 
     model = FeederModel("ieee13", "ieee13")
     model.solve()

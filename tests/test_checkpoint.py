@@ -17,13 +17,13 @@ import h5py
 import numpy as np
 import pytest
 
+from grid.feeder import build_feeder
+from grid.transmission import TransmissionModel
+from results.checkpoint import read_checkpoint, write_checkpoint
+from scenario.schema import ScenarioError, load_scenario
 from tandem.cli import main as cli_main
-from tandem.grid.feeder import build_feeder
-from tandem.grid.transmission import TransmissionModel
-from tandem.scenario import ScenarioError, load_scenario
 from tandem.study import resolve_scenario
 from tests.conftest import ROOT, run_processes, tandem
-from timeseries.checkpoint import read_checkpoint, write_checkpoint
 
 SCENARIO = """
 name: checkpoint_test

@@ -7,8 +7,8 @@ import pytest
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
 from coordination.ders import BatteryData, FeederDers, PVData
-from coordination.objective import Prices
 from coordination.network_data import transmission_data
+from coordination.objective import Prices
 from tests.test_coordination_network_data import three_bus_net
 
 H = 6

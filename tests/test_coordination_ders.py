@@ -10,7 +10,7 @@ import pytest
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
 from coordination.ders import BatteryData, EVData, FeederDers, FlexibleLoadData, PVData, ev_horizon
 from coordination.network_data import transmission_data
-from tandem.grid.ders import BatteryUnit, Connection, EVCharger, EVSession
+from grid.ders import BatteryUnit, Connection, EVCharger, EVSession
 
 
 def one_bus_net(cost_per_mwh: float = 10.0, p_min_mw: float = 0.0, own_load_mw: float = 10.0):
@@ -32,7 +32,7 @@ def problem(data, ders, horizon=4, dt=1.0, **options) -> CentralizedProblem:
 def test_battery_soc_reproduces_battery_unit(ieee13):
     """The only unit is cut to 13.2 MW in two periods, below the 13.4 MW demand: the battery
     discharges then rather than leave load unserved. The SOC the model predicts is what
-    tandem.grid.ders.BatteryUnit books for the same dispatch, period by period."""
+    grid.ders.BatteryUnit books for the same dispatch, period by period."""
     bat = BatteryData("bat0", "675", 400.0, 800.0, eta_charge=0.92, eta_discharge=0.9, soc_min=0.1,
                       soc_max=0.95, soc_initial=0.5, soc_target=0.3)
     prob = problem(ieee13, FeederDers([], [bat], [], []), horizon=6, dt=0.5, battery_binaries="mip",

@@ -31,7 +31,7 @@ from coordination.distribution import (
 from coordination.interface import constraints_head_voltage, parameters_head_voltage
 from coordination.network_data import FeederBranch, FeederBus, FeederData, FeederLoad, feeder_data
 from coordination.solver import PersistentHighs
-from tandem.grid.feeder import FeederModel
+from grid.feeder import FeederModel
 
 
 def opendss_voltages(model: FeederModel) -> dict[tuple[str, int], float]:

@@ -10,7 +10,7 @@ import pandapower as pp
 import pytest
 
 from coordination.network_data import _delta_split, feeder_data, transmission_data
-from tandem.grid.feeder import FeederModel
+from grid.feeder import FeederModel
 
 
 def three_bus_net(rating_13_mw: float = 80.0):
@@ -60,8 +60,12 @@ def test_case118_dc_flows_match_pandapower():
     shift_inj = np.zeros(len(d.buses))
     for br in d.branches:
         f, t, b = index[br.from_bus], index[br.to_bus], 1.0 / br.x_pu
-        B[f, f] += b; B[t, t] += b; B[f, t] -= b; B[t, f] -= b
-        shift_inj[f] -= b * br.shift_rad; shift_inj[t] += b * br.shift_rad
+        B[f, f] += b
+        B[t, t] += b
+        B[f, t] -= b
+        B[t, f] -= b
+        shift_inj[f] -= b * br.shift_rad
+        shift_inj[t] += b * br.shift_rad
     keep = [i for i in range(len(d.buses)) if i != index[d.slack_bus]]
     theta = np.zeros(len(d.buses))
     theta[keep] = np.linalg.solve(B[np.ix_(keep, keep)], (injection / d.base_mva - shift_inj)[keep])

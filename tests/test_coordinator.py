@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from results.store import RunFile
 from tandem.kpis import kpis
 from tests.conftest import ROOT, run_processes, tandem
-from timeseries.results import RunFile
 
 PV_CENTRALIZED = ROOT / "runs" / "pv_centralized.yaml"
 K = 3  # 15-minute intervals of 5-minute steps
@@ -116,7 +116,7 @@ def test_infeasible_period_keeps_the_last_plan():
     infeasible; the plan says so and sends nothing, the last good plan stays, and the next
     consistent data solve again."""
     from coordination.receding_horizon import Measurements, RecedingHorizon
-    from tandem.scenario import load_scenario
+    from scenario.schema import load_scenario
     from tandem.study import resolve_scenario
 
     scenario, _ = resolve_scenario(load_scenario(PV_CENTRALIZED, {"time.duration": "2h"}))
@@ -155,7 +155,7 @@ def test_default_study_with_high_pv(tmp_path):
     each feeder's peak load and batteries, over the sunny hours: the centralized scheme leaves
     fewer voltage-violation node-hours than no coordination. (Kept to midday and a 2-hour
     look-ahead at 30 minutes so the test stays short; the scheme is the same.)"""
-    from tandem.scenario import DEFAULT_SCENARIO
+    from scenario.schema import DEFAULT_SCENARIO
 
     data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
     for feeder in data["feeders"]:

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from tandem.grid.networks import load_network
-from tandem.grid.sequential import run_sequential
-from tandem.scenario import load_scenario
+from grid.networks import load_network
+from grid.sequential import run_sequential
+from results.store import RunFile
+from scenario.schema import load_scenario
 from tandem.study import resolve_scenario
 from tests.conftest import SMALL, run_processes, tandem
-from timeseries.results import RunFile
 
 DURATION = "2h"  # 24 steps of 5 min
 

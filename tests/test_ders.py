@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tandem.grid.ders import VOLT_VAR_CURVE, VOLT_WATT_CURVE, BatteryUnit
-from tandem.grid.errors import FeederModelError
-from tandem.grid.feeder import build_feeder
-from tandem.scenario import load_scenario
+from grid.ders import VOLT_VAR_CURVE, VOLT_WATT_CURVE, BatteryUnit
+from grid.errors import FeederModelError
+from grid.feeder import build_feeder
+from scenario.schema import load_scenario
 from tests.conftest import SMALL
 
 
@@ -134,7 +134,7 @@ def test_battery_setpoints_are_clipped_by_rating_and_soc():
 def test_fleet_dispatch_matches_each_battery_own_rules():
     """The fleet dispatches all batteries at once; each must get what its own rules give:
     set-point or schedule, clipped by rating and SOC, and the SOC booked from it."""
-    from tandem.grid.ders import time_of_day_dispatch
+    from grid.ders import time_of_day_dispatch
 
     model, scenario = _feeder(battery={"penetration": 0.3, "count": 6, "hours": 1, "soc_initial": 0.3})
     fleet, spec = model.fleet, scenario.feeders[0].battery
@@ -284,8 +284,8 @@ def test_zoned_parquet_profile_in_a_feeder_process(tmp_path):
     pd.DataFrame({"timestamp": stamps, "load [kW]": np.linspace(50, 100, 30)}).to_parquet(tmp_path / "load.parquet")
     script = (
         "import federates.feeders\n"
-        "from tandem.scenario import load_scenario\n"
-        "from tandem.grid.feeder import build_feeder\n"
+        "from scenario.schema import load_scenario\n"
+        "from grid.feeder import build_feeder\n"
         f"s = load_scenario({str(SMALL)!r}, {{'feeders': [{{'name': 'f', 'model': 'ieee13', 'bus': 6, "
         f"'load_profile': {{'file': {str(tmp_path / 'load.parquet')!r}}}}}], 'time.start': '2024-07-01T00:00:00+02:00'}})\n"
         "print(round(float(build_feeder(s.feeders[0], s).load_levels.max()), 6))\n"
@@ -296,7 +296,7 @@ def test_zoned_parquet_profile_in_a_feeder_process(tmp_path):
 
 
 def test_battery_windows_may_wrap_midnight():
-    from tandem.grid.ders import BatteryUnit, time_of_day_dispatch
+    from grid.ders import BatteryUnit, time_of_day_dispatch
 
     battery = BatteryUnit("b", None, kw_rated=100.0, kwh_rated=400.0, eta_charge=1.0, eta_discharge=1.0,
                           soc_min=0.0, soc_max=1.0, soc=0.5)

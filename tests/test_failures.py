@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+from results.store import RunFile
 from tests.conftest import ROOT, SMALL, helics_app, processes_mentioning, run_processes, tandem
-from timeseries.results import RunFile
 
 
 def _scenario_file(tmp_path: Path, **changes) -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from results.store import RunFile
 from tests.conftest import ROOT, processes_mentioning, tandem
 from tests.netns import Hosts, two_hosts
-from timeseries.results import RunFile
 
 SCENARIO = """\
 name: two_hosts

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from results.store import RunFile
 from tests.conftest import ROOT, processes_mentioning, tandem
 from tests.netns import two_hosts
 from tests.slurm_cluster import munge_key, slurm_conf, stop_daemons
 from tests.test_multihost import COMPARED, _scenario
-from timeseries.results import RunFile
 
 SCRIPT = ROOT / "broker_configs" / "slurm_multihost.sbatch"
 PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scancel", "scontrol", "srun", "nsenter")

@@ -1,4 +1,4 @@
-"""Transmission results read from the solved voltages (tandem/grid/pf_results.py) against
+"""Transmission results read from the solved voltages (grid/pf_results.py) against
 pandapower's own result tables and a fresh, full pandapower solve."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 
-from tandem.grid.errors import PowerFlowError
-from tandem.grid.networks import load_network
-from tandem.grid.pf_results import PowerFlowResults, ResultReader
-from tandem.grid.transmission import TransmissionModel
-from tandem.scenario import load_scenario
+from grid.errors import PowerFlowError
+from grid.networks import load_network
+from grid.pf_results import PowerFlowResults, ResultReader
+from grid.transmission import TransmissionModel
+from scenario.schema import load_scenario
 from tandem.study import resolve_scenario
 from tests.conftest import SMALL
 

@@ -19,12 +19,13 @@ import h5py
 import numpy as np
 import pytest
 
-import tandem.results
+import results.dataset
+from results.store import ResultsWriter, Series
 from tandem.kpis import kpi_table, kpis, transmission_losses_mw
 from tandem.report import PLOTS, main_report, write_report
 from tandem.summary import summarize
-from tests.conftest import SMALL, tandem as run_tandem
-from timeseries.results import ResultsWriter, Series
+from tests.conftest import SMALL
+from tests.conftest import tandem as run_tandem
 
 STEP_H = 0.25  # the hand-made files are at 15-minute steps
 KILLED = "federate 'feeders_0' was killed by SIGKILL after step 4"
@@ -157,7 +158,7 @@ def test_cost_terms_and_solver_stats_appear_only_with_coordinator_datasets(tmp_p
 def test_derived_transmission_losses_equal_pandapower_branch_losses():
     import pandapower as pp
 
-    from tandem.grid.networks import load_network
+    from grid.networks import load_network
 
     net = load_network("case9")
     vm, va, reference = [], [], []
@@ -192,7 +193,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert (k["branch_loading_max_pct"], k["branch_loading_max_where"]) == (s.max_branch_loading.value, s.max_branch_loading.where)
     assert (k["coupling_iterations_mean"], k["coupling_iterations_max"]) == (s.mean_iterations, s.max_iterations)
     assert k["coupling_mismatch_max_pu"] == s.max_mismatch_pu
-    with tandem.results.open(small_run) as run:
+    with results.dataset.open(small_run) as run:
         outside, m = run["feeders/nodes_outside_band"], run.run.read("feeders/multiplier")
         hours = 5 / 60
         assert k["voltage_violation_node_h_per_copy"] == pytest.approx(float(outside.sum()) * hours)
@@ -205,7 +206,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert 0.5 < k["transmission_losses_MWh"] < 10 and "derived" in k["transmission_losses_MWh.note"]
     assert k["transmission_losses_peak_MW"] > 0
     assert k["wall_time_s"] >= 0 and k["timing_transmission_power_flow_total_s"] > 0
-    with tandem.results.open(small_run) as run:
+    with results.dataset.open(small_run) as run:
         losses, m = run["feeders/losses_kw"].values, run.run.read("feeders/multiplier")
     assert k["distribution_losses_MWh"] == pytest.approx(float((losses * m).sum()) * hours / 1000, rel=1e-12)
     # IEEE test feeders lose a few percent of what they draw.

@@ -1,4 +1,4 @@
-"""Reading runs: labelled arrays through tandem.results, and `tandem inspect`."""
+"""Reading runs: labelled arrays through results.dataset, and `tandem inspect`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tandem.results
-from tests.conftest import SMALL, tandem as run_tandem
-from timeseries.results import ResultsWriter, Series
+import results.dataset
+from results.store import ResultsWriter, Series
+from tests.conftest import SMALL
+from tests.conftest import tandem as run_tandem
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def small_run(tmp_path_factory):
 
 
 def test_variables_come_labelled_with_times_and_names(small_run):
-    with tandem.results.open(small_run) as run:
+    with results.dataset.open(small_run) as run:
         assert run.complete and run.n_steps == 12
         vmin = run["feeders/vmin_pu"]
         assert vmin.dims == ("time", "feeder") and vmin.attrs["units"] == "pu"
@@ -41,7 +42,7 @@ def test_variables_come_labelled_with_times_and_names(small_run):
 
 def test_one_variable_reads_only_that_variable(small_run, monkeypatch):
     read = []
-    with tandem.results.open(small_run) as run:
+    with results.dataset.open(small_run) as run:
         original = run.run.read
         monkeypatch.setattr(run.run, "read", lambda name: read.append(name) or original(name))
         run["boundary/vm_pu"]
@@ -55,7 +56,7 @@ def test_an_interrupted_run_reads_and_says_so(tmp_path):
     for k in range(4):
         writer.append(k * 60.0, {"coupling/iterations": k + 1})
     writer.finish(complete=False, error="federate 'feeders_0' was killed by SIGKILL after step 4")
-    with tandem.results.open(path) as run:
+    with results.dataset.open(path) as run:
         assert not run.complete and "SIGKILL" in run.error
         assert run["coupling/iterations"].values.tolist() == [1, 2, 3, 4]
     proc = run_tandem("inspect", str(path), timeout=60)

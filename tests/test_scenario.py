@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from federates.launcher import feeder_groups
-from tandem.grid.networks import BUILTIN_CASES, load_network
-from tandem.scenario import ScenarioError, load_scenario
+from grid.networks import BUILTIN_CASES, load_network
+from results.store import ResultsWriter, RunFile, Series
+from scenario.schema import ScenarioError, load_scenario
 from tandem.study import resolve_scenario
 from tests.conftest import SMALL, tandem
 from timeseries.profiles import LOAD_SHAPES, load_shape
-from timeseries.results import ResultsWriter, RunFile, Series
 
 # MATPOWER's 9-bus case (Anderson & Fouad), the format's usual small example.
 CASE9_M = """function mpc = case9
@@ -159,7 +159,7 @@ def test_feeder_groups_split_round_robin():
 WRITE_AND_DIE = """
 import os, sys
 import numpy as np
-from timeseries.results import ResultsWriter, Series
+from results.store import ResultsWriter, Series
 writer = ResultsWriter(sys.argv[1], '{"time": {}}', "name: x", n_steps=100, block_rows=4)
 writer.add_series(Series("feeders/p_kw", (2, 3), "kW", ("feeder", "phase"), "power"))
 for k in range(10):
@@ -215,7 +215,7 @@ def test_scenario_relative_paths_resolve_against_the_scenario_folder(tmp_path):
 def test_network_summary_is_cached_and_follows_file_changes(tmp_path, monkeypatch):
     import pandapower as pp
 
-    from tandem.grid.networks import NetworkSummary, network_summary
+    from grid.networks import NetworkSummary, network_summary
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "grid.json"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from results.store import RunFile
 from tests.conftest import ROOT, SMALL, run_processes
-from timeseries.results import RunFile
 
 CONTROLLER = r"""
 import json, sys
@@ -72,8 +72,8 @@ def test_external_controller_setpoints_are_applied(tmp_path):
 
 
 def test_setpoints_for_unknown_ders_are_rejected():
-    from tandem.grid.feeder import build_feeder
-    from tandem.scenario import load_scenario
+    from grid.feeder import build_feeder
+    from scenario.schema import load_scenario
 
     scenario = load_scenario(SMALL, {"feeders": [{"name": "f13", "model": "ieee13", "bus": 6,
                                                   "battery": {"penetration": 0.1, "count": 1}}]})

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tandem.scenario import load_scenario
+from results.store import RunFile
+from scenario.schema import load_scenario
 from tests.conftest import ROOT, processes_mentioning, tandem
-from timeseries.results import RunFile
 
 BASE = {
     "name": "tiny",
@@ -257,8 +257,8 @@ def test_a_running_case_shows_as_running_and_ctrl_c_stops_the_sweep(tmp_path):
 def test_a_stopped_case_with_checkpoints_resumes_when_the_sweep_runs_again(tmp_path):
     """A case stopped after a checkpoint (as scancel or a Slurm time limit stops it) continues
     from there when the sweep runs again, and ends with the results of an uninterrupted run."""
+    from results.checkpoint import latest_checkpoint_step
     from tests.test_checkpoint import assert_same_results
-    from timeseries.checkpoint import latest_checkpoint_step
 
     base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"},  # 2016 steps
             "output": {"checkpoint_every": "2h"}}

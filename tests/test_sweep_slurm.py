@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
+from results.store import RunFile
 from tests.conftest import tandem
+from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 from tests.test_sweep import states, write_sweep
-from timeseries.results import RunFile
 
 SLURM = {"cpus_per_case": 1, "mem": "1G", "time": "10min", "partition": "debug"}
 
@@ -111,9 +111,9 @@ def test_slurm_case_cancelled_after_a_checkpoint_resumes_there_when_submitted_ag
     file from the checkpoint, and the case ends as an uninterrupted run would."""
     import subprocess
 
+    from results.checkpoint import latest_checkpoint_step
     from tests.test_checkpoint import assert_same_results
     from tests.test_sweep import BASE
-    from timeseries.checkpoint import latest_checkpoint_step
 
     base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"},  # 2016 steps
             "output": {"checkpoint_every": "2h"}}

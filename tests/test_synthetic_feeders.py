@@ -250,7 +250,7 @@ def _run_at_peak(model) -> None:
 
 @pytest.mark.parametrize("n", SIZES)
 def test_runs_as_a_tandem_feeder_model(feeders, n):
-    from tandem.grid.feeder import FeederModel
+    from grid.feeder import FeederModel
 
     model = FeederModel(f"synthetic{n}", str(feeders[n].master))
     _run_at_peak(model)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from results.store import RunFile
 from tests.conftest import ROOT, run_processes, tandem
-from timeseries.results import RunFile
 
 WEEK = ROOT / "runs" / "ieee123_pv_week.yaml"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -358,3 +358,28 @@ def resample_to(
     edges = np.append(s, s[-1] + resolution)
     energy = np.concatenate([[0.0], np.cumsum(values * np.diff(edges))])
     return (np.interp(t + step, edges, energy) - np.interp(t, edges, energy)) / step
+
+
+def profile_values(spec, index: pd.DatetimeIndex, expected_units: str) -> np.ndarray:
+    """A file's series on the run's time steps, in `expected_units`. A power series given for a
+    per-unit profile is scaled by the file's peak, so the level does not depend on the run's
+    window. Timestamps with UTC offsets are read as UTC, so naive run times then meet them as
+    UTC (give the run's start with its offset to mean local time); a run step coarser than the
+    file averages it (energy kept). `spec` is a scenario's ProfileFile (file, column, timestamp_column,
+    start, resolution, units, tz)."""
+    series = read_profile(
+        spec.file, spec.column, timestamp_column=spec.timestamp_column, start=spec.start,
+        resolution=spec.resolution, units=spec.units, tz=spec.tz,
+    )
+    unit = series.attrs.get("units")
+    if unit is None:
+        raise ProfileError(f"{spec.file}: give the units of column {series.name!r} (key 'units'; expected {expected_units})")
+    if index.tz is None and series.index.tz is not None:
+        index = index.tz_localize(series.index.tz)
+    file_step = series.index[1] - series.index[0] if len(series) > 1 else pd.Timedelta(0)
+    run_step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(0)
+    values = resample_to(series, index, "mean" if run_step > file_step else "interpolate")
+    if expected_units == "pu" and unit.lower() in ("w", "kw", "mw"):
+        peak = float(np.max(np.abs(series.to_numpy())))
+        return values / peak if peak > 0 else values
+    return convert_units(values, unit, expected_units, where=f"{spec.file}: column {series.name!r}")

@@ -13,9 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-from tandem.grid.feeder import FeederModel, build_feeder
-from tandem.grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
-from tandem.scenario import Scenario
+from grid.feeder import FeederModel, build_feeder
+from grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
+from scenario.schema import Scenario
 
 
 @dataclass
@@ -72,7 +72,7 @@ def run_sequential(
     )
     vm, va = transmission.initial_voltage
     for k in range(steps):
-        for n in range(1, max_iterations + 1):
+        for n in range(1, max_iterations + 1):  # noqa: B007 - n is the count recorded below
             t0 = time.perf_counter()
             voltage = complex_voltage(vm, va)
             for i, feeder in enumerate(feeders):

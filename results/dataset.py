@@ -1,7 +1,7 @@
 """Labelled access to a run's results.
 
-    import tandem.results
-    with tandem.results.open("runs/output/default.h5") as run:
+    import results.dataset
+    with results.dataset.open("runs/output/default.h5") as run:
         vmin = run["feeders/vmin_pu"]            # xarray.DataArray [time, feeder], only this read
         vmin.sel(feeder="ieee13_bus20").plot()
         ds = run.dataset(["boundary/vm_pu", "boundary/va_deg"])
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from timeseries.checkpoint import latest_checkpoint_step
-from timeseries.results import RunFile
+from results.checkpoint import latest_checkpoint_step
+from results.store import RunFile
 
 PHASES = ("a", "b", "c")
 

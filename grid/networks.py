@@ -1,7 +1,7 @@
 """Loading transmission networks by case name or file.
 
-The names are listed statically so that validating a scenario does not import
-pandapower (the feeder and recorder processes never need it).
+The case names are listed in the scenario schema, statically, so that validating a
+scenario does not import pandapower (the feeder and recorder processes never need it).
 """
 
 from __future__ import annotations
@@ -13,12 +13,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-BUILTIN_CASES = (
-    "case4gs", "case5", "case6ww", "case9", "case11_iwamoto", "case14", "case24_ieee_rts",
-    "case30", "case_ieee30", "case33bw", "case39", "case57", "case89pegase", "case118",
-    "case145", "case_illinois200", "case300",
-)
-NETWORK_FILE_SUFFIXES = (".json", ".m", ".mat")
+from scenario.schema import BUILTIN_CASES
 
 
 def load_network(network: str):

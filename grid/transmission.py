@@ -11,10 +11,10 @@ import warnings
 
 import numpy as np
 
-from tandem.grid.errors import PowerFlowError
-from tandem.grid.networks import NetworkSummary, load_network
-from tandem.grid.pf_results import PowerFlowResults, ResultReader
-from tandem.scenario import Scenario, ScenarioError
+from grid.errors import PowerFlowError
+from grid.networks import NetworkSummary, load_network
+from grid.pf_results import PowerFlowResults, ResultReader
+from scenario.schema import Scenario, ScenarioError
 from timeseries.profiles import load_shape
 
 
@@ -189,7 +189,7 @@ class TransmissionModel:
 
         After the first solve pandapower stops at the voltages (`only_v_results`) and
         `ResultReader` computes the results from them: pandapower's writing of its result tables
-        costs two thirds of a recycled solve (see tandem.grid.pf_results).
+        costs two thirds of a recycled solve (see grid.pf_results).
         numba stays off: its JIT compilation costs more per process than it saves here, and
         pandapower's Newton-Raphson already runs in lightsim2grid's compiled solver."""
         import pandapower as pp

@@ -25,12 +25,13 @@ from dss import DSSException
 
 from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
-from tandem.grid import dss_state
-from tandem.grid.ders import DerFleet, feeder_loads
-from tandem.grid.errors import FeederModelError, PowerFlowError
+from grid import dss_state
+from grid.ders import DerFleet, feeder_loads
+from grid.errors import FeederModelError, PowerFlowError
 
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
+_NO_EVS = np.empty(0)  # read-only default: a feeder without EV chargers
 
 
 @dataclass
@@ -159,7 +160,7 @@ class FeederModel:
 
     def state(self) -> dict:
         """What the next step needs from this one, taken after the step's solve and before
-        `end_step` (see tandem.grid.dss_state): JSON-ready. A feeder with a journal adds it."""
+        `end_step` (see grid.dss_state): JSON-ready. A feeder with a journal adds it."""
         fleet = self.fleet
         state = {
             "fleet": fleet.state(),
@@ -229,7 +230,7 @@ class FeederModel:
         vsources.PU(vm_pu)
         vsources.AngleDeg(self._base_angle + va_deg)
 
-    def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = np.empty(0)) -> None:
+    def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = _NO_EVS) -> None:
         """Each load at its own level (per unit of its nominal power); EV chargers, created
         after the feeder's own loads, at their charging power.
 
@@ -290,8 +291,8 @@ def solar_site_time(index: pd.DatetimeIndex, longitude_deg: float) -> pd.Datetim
 
 def build_feeder(spec, scenario) -> FeederModel:
     """A scenario's feeder: the compiled model, each load's profile over the run, and its DERs."""
-    from tandem.scenario import profile_values
     from timeseries.profiles import load_shape
+    from timeseries.sources import profile_values
 
     model = FeederModel(spec.label, spec.model, spec.seed)
     index = scenario.time.index()

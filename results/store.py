@@ -161,7 +161,7 @@ class ResultsWriter:
 
     def checkpoint(self, step: int, states: dict[str, str]) -> None:
         """Write the rows up to `step` and, with them, the federates' states after it."""
-        from timeseries.checkpoint import write_checkpoint
+        from results.checkpoint import write_checkpoint
 
         self.flush()
         if self.rows != step + 1:

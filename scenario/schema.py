@@ -7,7 +7,7 @@ scenario file -> launcher -> federates -> HDF5 -> report.
 
 Checks that need no network data happen here (types, unknown keys, units, missing
 files). Checks against the transmission network (unknown buses) happen in
-`tandem.grid.transmission.check_boundary_buses` (on a cached summary of the network), still
+`grid.transmission.check_boundary_buses` (on a cached summary of the network), still
 before any process starts.
 """
 
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 import pandas as pd
 import yaml
 from pydantic import (
@@ -30,9 +29,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    PlainSerializer,
     Field,
     NonNegativeInt,
+    PlainSerializer,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -42,6 +41,13 @@ from pydantic import (
 from feeder_models import BUNDLED_FEEDERS
 from timeseries.profiles import LOAD_SHAPES
 
+# pandapower's built-in cases a scenario may name; listed here so validating needs no pandapower.
+BUILTIN_CASES = (
+    "case4gs", "case5", "case6ww", "case9", "case11_iwamoto", "case14", "case24_ieee_rts",
+    "case30", "case_ieee30", "case33bw", "case39", "case57", "case89pegase", "case118",
+    "case145", "case_illinois200", "case300",
+)
+NETWORK_FILE_SUFFIXES = (".json", ".m", ".mat")
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
 
 
@@ -134,8 +140,6 @@ class TransmissionSpec(_Strict):
     @field_validator("network")
     @classmethod
     def _known_network(cls, value: str) -> str:
-        from tandem.grid.networks import BUILTIN_CASES, NETWORK_FILE_SUFFIXES
-
         if value in BUILTIN_CASES or Path(value).suffix.lower() in NETWORK_FILE_SUFFIXES:
             return value
         raise ValueError(
@@ -313,13 +317,15 @@ class SolarSpec(_Strict):
 
 # Schemes run by the coordinator federate (`coordination.schemes`; tso_managed is centralized).
 COORDINATED_SCHEMES = ("centralized", "tso_managed", "hybrid", "dso_managed", "dso_first", "admm")
+SCHEMES = ("none", "local", *COORDINATED_SCHEMES, "external")
+SchemeName = Literal[SCHEMES]
 
 
 class CoordinationSpec(_Strict):
     """Who sets the DERs: nobody, their local inverter functions, the coordinator federate's
     look-ahead OPF, or a federate of your own."""
 
-    scheme: Literal["none", "local", "centralized", "tso_managed", "hybrid", "dso_managed", "dso_first", "admm", "external"] = Field(
+    scheme: SchemeName = Field(
         "none",
         description=(
             "none: DERs follow their own profiles and schedules; local: Volt-VAR and Volt-Watt on every PV; "
@@ -528,15 +534,15 @@ def check_files(scenario: Scenario) -> None:
     for i, feeder in enumerate(scenario.feeders):
         if feeder.model.lower().endswith(".dss") and not Path(feeder.model).is_file():
             raise ScenarioError(f"feeders.{i}.model: OpenDSS master file not found: {feeder.model}")
-    from timeseries.sources import ProfileError
+    from timeseries import sources  # pandas readers: only when a scenario names a file
 
     try:
-        for i, feeder in enumerate(scenario.feeders):
+        for feeder in scenario.feeders:
             if isinstance(feeder.load_profile, ProfileFile):
-                profile_values(feeder.load_profile, scenario.time.index(), "pu")
+                sources.profile_values(feeder.load_profile, scenario.time.index(), "pu")
         if scenario.solar.file is not None:
-            profile_values(scenario.solar.file, scenario.time.index(), "W/m2")
-    except ProfileError as exc:
+            sources.profile_values(scenario.solar.file, scenario.time.index(), "W/m2")
+    except sources.ProfileError as exc:
         raise ScenarioError(str(exc)) from None
 
 
@@ -552,32 +558,6 @@ def _apply_overrides(data: dict, overrides: dict[str, object], source: str) -> d
             node = child
         node[leaf] = value
     return data
-
-
-def profile_values(spec: ProfileFile, index: pd.DatetimeIndex, expected_units: str) -> np.ndarray:
-    """A file's series on the run's time steps, in `expected_units`. A power series given for a
-    per-unit profile is scaled by the file's peak, so the level does not depend on the run's
-    window. Timestamps with UTC offsets are read as UTC, so naive run times then meet them as
-    UTC (give the run's start with its offset to mean local time); a run step coarser than the
-    file averages it (energy kept)."""
-    from timeseries.sources import ProfileError, convert_units, read_profile, resample_to
-
-    series = read_profile(
-        spec.file, spec.column, timestamp_column=spec.timestamp_column, start=spec.start,
-        resolution=spec.resolution, units=spec.units, tz=spec.tz,
-    )
-    unit = series.attrs.get("units")
-    if unit is None:
-        raise ProfileError(f"{spec.file}: give the units of column {series.name!r} (key 'units'; expected {expected_units})")
-    if index.tz is None and series.index.tz is not None:
-        index = index.tz_localize(series.index.tz)
-    file_step = series.index[1] - series.index[0] if len(series) > 1 else pd.Timedelta(0)
-    run_step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(0)
-    values = resample_to(series, index, "mean" if run_step > file_step else "interpolate")
-    if expected_units == "pu" and unit.lower() in ("w", "kw", "mw"):
-        peak = float(np.max(np.abs(series.to_numpy())))
-        return values / peak if peak > 0 else values
-    return convert_units(values, unit, expected_units, where=f"{spec.file}: column {series.name!r}")
 
 
 def load_scenario(path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Scenario:

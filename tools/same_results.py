@@ -1,0 +1,132 @@
+"""Check that a change leaves results bit-identical: run the reference studies with a git
+revision and with this checkout, then compare every dataset and attribute of each pair of
+HDF5 files.
+
+    python tools/same_results.py --before HEAD~3           # runs both sides, compares
+    python tools/same_results.py --compare A.h5 B.h5       # compares two files only
+
+The studies are the default study, `runs/pv_centralized.yaml` under every coordination
+scheme and `runs/ieee123_pv_week.yaml` shortened to one day. What a run measures of itself
+(wall-clock times, solve times, dates, host names, paths) differs between any two runs and
+is left out of the comparison; everything else must be equal to the bit (NaN equals NaN).
+Exit code 0 when every pair is identical, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCHEMES = ["none", "local", "centralized", "tso_managed", "hybrid", "dso_managed", "dso_first", "admm"]
+STUDIES: dict[str, list[str]] = {
+    "default": [],
+    **{f"pv_centralized_{s}": ["runs/pv_centralized.yaml", "--scheme", s] for s in SCHEMES},
+    "ieee123_pv_day": ["runs/ieee123_pv_week.yaml", "--duration", "1d"],
+}
+
+# Names (datasets or attributes) whose values are measurements of the run itself.
+VOLATILE = ("wall", "seconds", "solve_time", "elapsed", "created", "finished", "started", "host", "path",
+            "command", "run_dir", "pid", "version", "_time_s", "timing", "duration_s")
+
+
+def _volatile(name: str) -> bool:
+    leaf = name.rsplit("/", 1)[-1].lower()
+    return any(word in leaf for word in VOLATILE)
+
+
+def _equal(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+        return False
+    if a.dtype.kind == "f" or a.dtype.kind == "c":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def compare_files(before: Path, after: Path) -> list[str]:
+    """Every difference between two results files, one line each (empty: identical)."""
+    problems: list[str] = []
+    with h5py.File(before, "r") as fa, h5py.File(after, "r") as fb:
+        names_a: dict[str, h5py.HLObject] = {}
+        names_b: dict[str, h5py.HLObject] = {}
+        fa.visititems(lambda n, o: names_a.__setitem__(n, o))
+        fb.visititems(lambda n, o: names_b.__setitem__(n, o))
+        names_a[""], names_b[""] = fa, fb
+        for name in sorted(set(names_a) | set(names_b)):
+            if _volatile(name):
+                continue
+            if name not in names_b:
+                problems.append(f"{name}: only in {before.name}")
+                continue
+            if name not in names_a:
+                problems.append(f"{name}: only in {after.name}")
+                continue
+            oa, ob = names_a[name], names_b[name]
+            if isinstance(oa, h5py.Dataset) and not _equal(oa[()], ob[()]):
+                problems.append(f"{name}: values differ")
+            for key in sorted(set(oa.attrs) | set(ob.attrs)):
+                if _volatile(key):
+                    continue
+                if key not in oa.attrs or key not in ob.attrs:
+                    problems.append(f"{name}@{key}: attribute only on one side")
+                elif not _equal(oa.attrs[key], ob.attrs[key]):
+                    problems.append(f"{name}@{key}: attribute differs")
+    return problems
+
+
+def run_study(checkout: Path, args: list[str], output: Path) -> None:
+    """One `tandem run` of `checkout`'s code (its folder first on the import path)."""
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    command = [sys.executable, "-c", "import sys; from tandem.cli import main; sys.exit(main())",
+               "run", *args, "-o", str(output), "-q"]
+    subprocess.run(command, cwd=checkout, env=env, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", metavar="REV", help="git revision to compare this checkout with")
+    parser.add_argument("--before-dir", metavar="DIR", help="reuse result files of the revision from DIR")
+    parser.add_argument("--compare", nargs=2, metavar="H5", help="only compare two files")
+    parser.add_argument("--studies", help="comma-separated subset of: " + ", ".join(STUDIES))
+    args = parser.parse_args()
+    if args.compare:
+        problems = compare_files(Path(args.compare[0]), Path(args.compare[1]))
+        print("\n".join(problems) or "identical")
+        return 1 if problems else 0
+    if not (args.before or args.before_dir):
+        parser.error("give --before REV, --before-dir DIR or --compare A B")
+    names = args.studies.split(",") if args.studies else list(STUDIES)
+    work = Path(tempfile.mkdtemp(prefix="same_results_"))
+    before_dir = Path(args.before_dir) if args.before_dir else work / "before"
+    if args.before:
+        tree = work / "tree"
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), args.before], cwd=ROOT, check=True)
+        before_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in names:
+                run_study(tree, STUDIES[name], before_dir / f"{name}.h5")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    failed = 0
+    for name in names:
+        after = work / f"{name}.h5"
+        run_study(ROOT, STUDIES[name], after)
+        problems = compare_files(before_dir / f"{name}.h5", after)
+        print(f"{name}: " + ("identical" if not problems else f"{len(problems)} differences"))
+        for line in problems[:20]:
+            print("   ", line)
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

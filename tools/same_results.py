@@ -39,8 +39,9 @@ VOLATILE = ("wall", "seconds", "solve_time", "elapsed", "created", "finished", "
 
 
 def _volatile(name: str) -> bool:
+    """Wall-clock measurements: the timing/ group, anything in seconds (`*_s`), dates, hosts."""
     leaf = name.rsplit("/", 1)[-1].lower()
-    return any(word in leaf for word in VOLATILE)
+    return name.startswith("timing") or leaf.endswith("_s") or any(word in leaf for word in VOLATILE)
 
 
 def _equal(a, b) -> bool:
@@ -86,7 +87,7 @@ def compare_files(before: Path, after: Path) -> list[str]:
 def run_study(checkout: Path, args: list[str], output: Path) -> None:
     """One `tandem run` of `checkout`'s code (its folder first on the import path)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    command = [sys.executable, "-c", "import sys; from tandem.cli import main; sys.exit(main())",
+    command = [sys.executable, "-m", "tandem",
                "run", *args, "-o", str(output), "-q"]
     subprocess.run(command, cwd=checkout, env=env, check=True)
 

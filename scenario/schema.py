@@ -199,6 +199,59 @@ class EVSpec(_Strict):
     departure_hours: tuple[float, float] = Field((6.0, 8.0), description="range of local departure hours (next day)")
 
 
+class DGSpec(_Strict):
+    """Dispatchable distributed generators (diesel or gas gensets): P and Q within their
+    ratings, ramp limits, a convex piecewise-linear cost curve, optionally unit commitment
+    (minimum stable output, minimum up and down times, start-up cost)."""
+
+    penetration: float = Field(0.0, ge=0, le=10, description="total rating as a share of the feeder's peak load")
+    count: PositiveInt | None = Field(None, description="number of gensets; default: one per chosen load bus, at most 100")
+    phases: Literal["load", "single", "three"] = Field("three", description="connect like the load at the bus, single-phase, or three-phase buses only")
+    buses: list[str] | None = Field(None, description="explicit buses instead of seeded random load buses")
+    kva_ratio: float = Field(1.25, ge=1.0, le=2.0, description="apparent-power rating over the kW rating (Q within the kVA circle)")
+    ramp_pu_per_hour: float | None = Field(None, gt=0, description="largest change of output per hour as a share of the rating; None: no ramp limit")
+    cost_per_mwh: list[Annotated[float, Field(ge=0)]] = Field(
+        [150.0], min_length=1,
+        description="marginal cost of each equal-width segment of the output range, non-decreasing (a convex cost curve), per MWh",
+    )
+    commitment: bool = Field(False, description="on/off decisions (binaries): minimum stable output, minimum up/down times and start-up cost apply")
+    p_min_pu: float = Field(0.3, ge=0, lt=1, description="with commitment: minimum stable output when on, as a share of the rating")
+    min_up_hours: float = Field(0.0, ge=0, description="with commitment: shortest time a started unit stays on")
+    min_down_hours: float = Field(0.0, ge=0, description="with commitment: shortest time a stopped unit stays off")
+    startup_cost: float = Field(0.0, ge=0, description="with commitment: cost of one start")
+    schedule: Literal["off", "window"] = Field("off", description="output when no set-points come from outside: off, or full output within run_hours")
+    run_hours: tuple[float, float] = Field((17.0, 21.0), description="local hours [start, end) of the 'window' schedule; may wrap midnight")
+
+    @field_validator("cost_per_mwh")
+    @classmethod
+    def _convex(cls, costs: list[float]) -> list[float]:
+        if any(b < a for a, b in zip(costs, costs[1:])):
+            raise ValueError(f"segment costs must not decrease (a convex cost curve; got {costs})")
+        return costs
+
+    @field_validator("run_hours")
+    @classmethod
+    def _hours_of_day(cls, window: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= h <= 24 for h in window) or window[0] == window[1]:
+            raise ValueError(f"a window is two different hours of the day in 0..24 (got {window})")
+        return window
+
+
+class FlexibleLoadSpec(_Strict):
+    """Flexible loads: new loads that follow the feeder's load shape (their baseline) and can be
+    moved up or down within limits by set-points; what is moved must come back (energy owed
+    is tracked), and moving costs `shift_price` per MWh up plus down."""
+
+    penetration: float = Field(0.0, ge=0, le=10, description="total baseline peak as a share of the feeder's peak load")
+    count: PositiveInt | None = Field(None, description="number of flexible loads; default: one per chosen load bus, at most 100")
+    phases: Literal["load", "single", "three"] = Field("load", description="connect like the load at the bus, single-phase, or three-phase buses only")
+    buses: list[str] | None = Field(None, description="explicit buses instead of seeded random load buses")
+    up_pu: float = Field(0.5, ge=0, le=10, description="largest increase above the baseline, as a share of the baseline peak")
+    down_pu: float = Field(0.5, ge=0, le=1, description="largest decrease below the baseline, as a share of the baseline peak (never below zero)")
+    power_factor: float = Field(0.95, gt=0, le=1, description="lagging power factor of the load")
+    shift_price: float = Field(5.0, ge=0, description="cost of moving load up or down, per MWh moved")
+
+
 class ControlsSpec(_Strict):
     """Local controls active in time-series operation."""
 
@@ -237,6 +290,8 @@ class FeederSpec(_Strict):
     pv: PVSpec = PVSpec()
     battery: BatterySpec = BatterySpec()
     ev: EVSpec = EVSpec()
+    dg: DGSpec = DGSpec()
+    flexible_load: FlexibleLoadSpec = FlexibleLoadSpec()
     controls: ControlsSpec = ControlsSpec()
     seed: int = Field(0, ge=0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
 

@@ -8,13 +8,15 @@ HDF5 files.
 The studies are the default study, `runs/pv_centralized.yaml` under every coordination
 scheme and `runs/ieee123_pv_week.yaml` shortened to one day. What a run measures of itself
 (wall-clock times, solve times, dates, host names, paths) differs between any two runs and
-is left out of the comparison; everything else must be equal to the bit (NaN equals NaN).
+is left out of the comparison; everything else must be equal to the bit (NaN equals NaN),
+except that the resolved scenario may list options added since, with their defaults.
 Exit code 0 when every pair is identical, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +55,15 @@ def _equal(a, b) -> bool:
     return bool(np.array_equal(a, b))
 
 
+def _covers(before, after) -> bool:
+    """Whether `after` holds every key of `before` with the same value (new keys allowed)."""
+    if isinstance(before, dict):
+        return isinstance(after, dict) and all(k in after and _covers(v, after[k]) for k, v in before.items())
+    if isinstance(before, list):
+        return isinstance(after, list) and len(before) == len(after) and all(map(_covers, before, after))
+    return before == after
+
+
 def compare_files(before: Path, after: Path) -> list[str]:
     """Every difference between two results files, one line each (empty: identical)."""
     problems: list[str] = []
@@ -79,6 +90,9 @@ def compare_files(before: Path, after: Path) -> list[str]:
                     continue
                 if key not in oa.attrs or key not in ob.attrs:
                     problems.append(f"{name}@{key}: attribute only on one side")
+                elif key == "scenario":  # new options appear with their defaults; the rest must be equal
+                    if not _covers(json.loads(oa.attrs[key]), json.loads(ob.attrs[key])):
+                        problems.append(f"{name}@{key}: scenario differs")
                 elif not _equal(oa.attrs[key], ob.attrs[key]):
                     problems.append(f"{name}@{key}: attribute differs")
     return problems

@@ -69,6 +69,9 @@ class LocalControls(Controller):
         self._capacitors_switch = dss.CapControls.Count() > 0
         self._capacitor_steps: np.ndarray | None = None if self.capacitors else NONE
 
+    def idle(self) -> bool:
+        return False  # regulators and capacitors are read every step, the feeder's own or none
+
     def devices(self) -> dict[str, list[str]]:
         return {"regulator": list(self.regulators), "capacitor": list(self.capacitors)}
 

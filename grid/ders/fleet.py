@@ -9,12 +9,10 @@ from grid.ders.battery import BatteryUnit
 from grid.ders.dg import DGUnit
 from grid.ders.ev import EVCharger
 from grid.ders.flexible_load import FlexibleLoadUnit
-from grid.ders.kind import Controller, FeederContext, unknown_names
+from grid.ders.kind import NONE, Controller, FeederContext, unknown_names
 from grid.ders.placement import feeder_loads
 from grid.ders.pv import PVUnit
-from grid.ders.registry import KINDS
-
-_NO_LOADS = np.empty(0)
+from grid.ders.registry import KINDS, READINGS
 
 
 class DerFleet:
@@ -35,6 +33,9 @@ class DerFleet:
             ctx.controllers[kind.key] = kind(ctx, getattr(spec, kind.key))
         self.controllers: dict[str, Controller] = ctx.controllers
         self._controllers = tuple(ctx.controllers.values())
+        # Each step drives only the kinds with units; the others read empty, in declared order.
+        self._active = tuple(c for c in self._controllers if not c.idle())
+        self._empty_readings = {r.name: NONE for r in READINGS}
         c = self.controllers
         self.pv: list[PVUnit] = c["pv"].units
         self.batteries: list[BatteryUnit] = c["battery"].units
@@ -49,9 +50,9 @@ class DerFleet:
         """Step k's inputs into OpenDSS, kind by kind; returns the kW of the loads the kinds
         created (EV chargers, flexible loads, in creation order), which the feeder writes
         with its own loads."""
-        loads = [kw for kw in (c.apply(k) for c in self._controllers) if kw is not None]
+        loads = [kw for kw in (c.apply(k) for c in self._active) if kw is not None]
         if not loads:
-            return _NO_LOADS
+            return NONE
         return loads[0] if len(loads) == 1 else np.concatenate(loads)
 
     def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
@@ -83,14 +84,14 @@ class DerFleet:
 
     def advance(self) -> None:
         """The step is final: book its energy (battery SOC, energy owed, ramp references)."""
-        for controller in self._controllers:
+        for controller in self._active:
             controller.advance()
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
         """Every reading of grid.ders.registry.READINGS after the solve of step k, in that
         order, one value per unit (arrays that belong to the fleet are read-only)."""
-        out: dict[str, np.ndarray] = {}
-        for controller in self._controllers:
+        out = dict(self._empty_readings)
+        for controller in self._active:
             out.update(controller.readings(k))
         return out
 

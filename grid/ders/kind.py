@@ -81,6 +81,10 @@ class Controller:
 
     units: list
 
+    def idle(self) -> bool:
+        """A kind without units: nothing to apply, advance or read, every step."""
+        return not self.units
+
     def devices(self) -> dict[str, list[str]]:
         """Unit names along each device dimension of this kind's readings."""
         dims = {r.device for r in self.READINGS if r.device}

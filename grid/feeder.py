@@ -31,7 +31,7 @@ from grid.errors import FeederModelError, PowerFlowError
 
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
-_NO_EVS = np.empty(0)  # read-only default: a feeder without EV chargers
+_NO_DER_LOADS = np.empty(0)  # read-only default: a feeder without DERs that are loads
 
 
 @dataclass
@@ -133,8 +133,8 @@ class FeederModel:
             self.journal.append(["solve", k, voltage_pu.real, voltage_pu.imag])
         # np.angle's own arithmetic, without its array handling; math.degrees multiplies as np.degrees.
         self.set_source(abs(voltage_pu), math.degrees(np.arctan2(voltage_pu.imag, voltage_pu.real)))
-        ev_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
-        self.set_load_levels(self.load_levels[:, k], ev_kw)
+        der_kw = self.fleet.apply(k) if self.fleet is not None else np.empty(0)
+        self.set_load_levels(self.load_levels[:, k], der_kw)
         self.solve(label)
 
     def step(self, voltage_pu: complex, k: int, label: str = "") -> StepReadings:
@@ -152,7 +152,7 @@ class FeederModel:
         self.fleet.set_setpoints(**setpoints)
 
     def end_step(self) -> None:
-        """The step's solution is final: book battery and EV energy."""
+        """The step's solution is final: book the DERs' energy (DerFleet.advance)."""
         if self.journal is not None:
             self.journal.append(["end"])
         if self.fleet is not None:
@@ -178,8 +178,7 @@ class FeederModel:
         if "journal" in state:
             return self._replay(state, on_replay)
         self.fleet.restore(state["fleet"])
-        caps = [self.fleet._pv_sent[unit.name][0] for unit in self.fleet.pv]
-        worst = dss_state.restore(self.dss, state["circuit"], caps)
+        worst = dss_state.restore(self.dss, state["circuit"], self.fleet.pv_caps())
         self.end_step()
         return worst
 
@@ -230,16 +229,16 @@ class FeederModel:
         vsources.PU(vm_pu)
         vsources.AngleDeg(self._base_angle + va_deg)
 
-    def set_load_levels(self, levels: np.ndarray, ev_kw: np.ndarray = _NO_EVS) -> None:
-        """Each load at its own level (per unit of its nominal power); EV chargers, created
-        after the feeder's own loads, at their charging power.
+    def set_load_levels(self, levels: np.ndarray, der_kw: np.ndarray = _NO_DER_LOADS) -> None:
+        """Each load at its own level (per unit of its nominal power); the DERs that are loads
+        (EV chargers, flexible loads), created after the feeder's own loads, at their kW.
 
         One batch write for all loads. A plain batch write invalidates the system admittance
         matrix and doubles the solve; AvoidFullRecalc updates the loads as the classic Loads
         interface does, leaving the matrix valid."""
         kw = self._load_kw * levels
-        if len(ev_kw):
-            kw = np.concatenate([kw, ev_kw])
+        if len(der_kw):
+            kw = np.concatenate([kw, der_kw])
         self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
     def solve(self, label: str = "") -> None:
@@ -324,8 +323,12 @@ def build_feeder(spec, scenario) -> FeederModel:
     local_hours = np.asarray(index.hour + index.minute / 60.0 + index.second / 3600.0, dtype=float)
     if scenario.coordination.scheme == "local":
         spec = spec.model_copy(update={"controls": spec.controls.model_copy(update={"volt_var": True, "volt_watt": True})})
+    # The feeder's own load level, kW-weighted over its loads: flexible loads' baseline shape.
+    nominal = model._load_kw.sum()
+    load_shape = model._load_kw @ model.load_levels / nominal if nominal > 0 else np.zeros(len(index))
     try:
-        model.fleet = DerFleet(model.dss, model.alt, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance)
+        model.fleet = DerFleet(model.dss, model.alt, spec, scenario.time.step_seconds / 3600.0, local_hours, irradiance,
+                               load_shape)
     except ValueError as exc:
         raise FeederModelError(f"feeder {spec.label}: {exc}") from None
     if scenario.output.checkpoint_every is not None and model.fleet.inverter_controls:

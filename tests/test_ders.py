@@ -307,3 +307,265 @@ def test_battery_windows_may_wrap_midnight():
     assert time_of_day_dispatch(battery, 18.0, night, evening) == pytest.approx(100.0)  # capped by the rating
     with pytest.raises(Exception, match="two different hours"):
         load_scenario(SMALL, {"feeders": [{"name": "f", "model": "ieee13", "bus": 6, "battery": {"charge_hours": [5, 5]}}]})
+
+
+# -- the kinds table ------------------------------------------------------------------------
+
+
+def test_readings_are_declared_once_per_kind():
+    """fleet.readings returns exactly the declared readings, in order, one value per unit or
+    device; the declared totals and device series start with the wire's present layout."""
+    from federates.interfaces import DER_DEVICES, DER_TOTALS
+    from grid.ders import DEVICE_SERIES, READINGS, TOTALS
+
+    assert TOTALS[: len(DER_TOTALS)] == DER_TOTALS and DEVICE_SERIES[: len(DER_DEVICES)] == DER_DEVICES
+    assert len({r.name for r in READINGS}) == len(READINGS) and all(r.description and (r.total or r.device) for r in READINGS)
+    model, _ = _feeder(model="ieee13", pv={"penetration": 0.2, "count": 2}, battery={"penetration": 0.1, "count": 3},
+                       ev={"penetration": 0.02}, dg={"penetration": 0.2, "count": 2}, flexible_load={"penetration": 0.1, "count": 4},
+                       controls={"capacitors": True})
+    fleet = model.fleet
+    model.run(1.0 + 0j, 40)
+    readings = fleet.readings(40)
+    assert list(readings) == [r.name for r in READINGS]
+    sizes = {"pv": 2, "battery": 3, "ev": len(fleet.evs), "dg": 2, "flexible_load": 4,
+             "regulator": len(fleet.regulators), "capacitor": len(fleet.capacitors)}
+    devices = fleet.devices()
+    assert {dim: len(names) for dim, names in devices.items()} == {dim: sizes[dim] for dim in devices}
+    for r in READINGS:
+        prefix = r.name.split("_")[0]
+        kind = {"flexible": "flexible_load", "regulator": "regulator", "capacitor": "capacitor"}.get(prefix, prefix)
+        assert len(readings[r.name]) == sizes[kind], r.name
+        if r.device:
+            assert len(readings[r.name]) == len(devices[r.device])
+    bare, _ = _feeder(model="ieee13")
+    bare.run(1.0 + 0j, 40)
+    assert list(bare.fleet.readings(40)) == [r.name for r in READINGS]  # kinds without units read empty
+    assert set(bare.fleet.state()) == {"pv", "battery", "battery_soc_next", "ev"}  # checkpoints as before
+
+
+# -- dispatchable generators ----------------------------------------------------------------
+
+
+def _balance(model, readings) -> tuple[float, float]:
+    """Head P + generation - consumption - losses (kW; zero to solver tolerance), and the consumption."""
+    consumption = float(model.alt.Load.TotalPowers().real.sum())
+    generation = sum(float(readings[key].sum()) for key in ("pv_kw", "battery_kw", "dg_kw"))
+    return float(model.substation_power()[0].sum()) + generation - consumption - model.losses()[0], consumption
+
+
+def test_energy_balances_with_every_kind_every_step():
+    model, scenario = _feeder(model="ieee13", pv={"penetration": 0.3, "count": 3}, battery={"penetration": 0.1, "count": 2},
+                              ev={"penetration": 0.05}, dg={"penetration": 0.3, "count": 2, "ramp_pu_per_hour": 1.0},
+                              flexible_load={"penetration": 0.2, "count": 3})
+    fleet = model.fleet
+    rng = np.random.default_rng(3)
+    generated = 0
+    for k in range(scenario.time.n_steps):
+        if k % 5 == 0:
+            fleet.set_setpoints(dg={u.name: (float(rng.uniform(-0.2, 1.2) * u.kw_rated), float(rng.uniform(-1, 1) * u.kva))
+                                    for u in fleet.dg},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads})
+        model.run(1.0 + 0j, k)
+        readings = fleet.readings(k)
+        residual, consumption = _balance(model, readings)
+        assert abs(residual) < 1e-4 * consumption, f"step {k}: {residual} kW"
+        # OpenDSS delivers what was dispatched: generators and flexible loads are constant power.
+        np.testing.assert_allclose(readings["dg_kw"], readings["dg_dispatch_kw"], rtol=1e-3, atol=1e-4 * fleet.dg[0].kw_rated)
+        flex = model.alt.Load.TotalPowers()[-len(fleet.flexible_loads):]
+        np.testing.assert_allclose(flex.real, readings["flexible_load_kw"], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(flex.imag, flex.real * fleet.flexible_loads[0].q_per_p, rtol=1e-3, atol=1e-3)
+        generated += float(readings["dg_kw"].sum()) > 1.0
+        model.end_step()
+    assert generated > 20, "the generators must run for the balance to mean something"
+
+
+def test_a_generator_at_its_setpoint_relieves_the_feeder_head():
+    model, _ = _feeder(model="ieee13", dg={"penetration": 0.2, "buses": ["675"]})
+    unit = model.fleet.dg[0]
+    model.run(1.0 + 0j, 60)
+    head_off, losses_off = model.substation_power()[0].sum(), model.losses()[0]
+    loads_off = model.alt.Load.TotalPowers().real.sum()
+    model.fleet.set_setpoints(dg={unit.name: (0.8 * unit.kw_rated, 0.0)})
+    model.run(1.0 + 0j, 60)
+    readings = model.fleet.readings(60)
+    assert readings["dg_dispatch_kw"][0] == pytest.approx(0.8 * unit.kw_rated)  # no ramp limit: at once
+    head_on, losses_on = model.substation_power()[0].sum(), model.losses()[0]
+    loads_on = model.alt.Load.TotalPowers().real.sum()
+    # The head takes P less, give or take the change of losses and of the voltage-dependent loads.
+    drop = head_off - head_on
+    assert drop == pytest.approx(readings["dg_kw"][0] + (losses_off - losses_on) + (loads_off - loads_on), rel=1e-4)
+    assert drop == pytest.approx(0.8 * unit.kw_rated, rel=0.05)
+
+
+def test_generators_keep_ramp_rating_and_kva_limits_under_extreme_setpoints():
+    model, scenario = _feeder(model="ieee13", dg={"penetration": 0.3, "count": 3, "ramp_pu_per_hour": 1.2, "kva_ratio": 1.1})
+    fleet = model.fleet
+    hours = scenario.time.step_seconds / 3600
+    rating = np.array([u.kw_rated for u in fleet.dg])
+    kva = np.array([u.kva for u in fleet.dg])
+    rng = np.random.default_rng(11)
+    previous, moved = np.zeros(3), 0
+    for k in range(48):
+        if k % 3 == 0:
+            fleet.set_setpoints(dg={u.name: (float(rng.choice([-5, 0, 0.4, 10]) * u.kw_rated), float(rng.choice([-10, 0, 10]) * u.kva))
+                                    for u in fleet.dg})
+        model.run(1.0 + 0j, k)
+        readings = fleet.readings(k)
+        p = readings["dg_dispatch_kw"]
+        q = np.array(fleet.controllers["dg"]._q)
+        assert np.all(np.abs(p - previous) <= 1.2 * rating * hours * (1 + 1e-12))
+        assert np.all((p >= 0) & (p <= rating))
+        assert np.all(p**2 + q**2 <= kva**2 * (1 + 1e-9))
+        np.testing.assert_allclose(readings["dg_kvar"], q, rtol=1e-3, atol=1e-2)
+        moved += int(np.sum(np.isclose(np.abs(p - previous), 1.2 * rating * hours)))
+        model.end_step()
+        previous = p
+        np.testing.assert_array_equal([u.p_kw for u in fleet.dg], p)
+    assert moved > 10, "the ramp limit must bind"
+
+
+def test_generator_commitment_minimum_output_and_times():
+    model, scenario = _feeder(model="ieee13", step="30min", dg={"penetration": 0.2, "count": 1, "commitment": True,
+                                                                 "p_min_pu": 0.4, "min_up_hours": 2, "min_down_hours": 1})
+    fleet = model.fleet
+    unit = fleet.dg[0]
+
+    def step(k: int, setpoint: float) -> float:
+        fleet.set_setpoints(dg={unit.name: (setpoint * unit.kw_rated, 0.0)})
+        model.run(1.0 + 0j, k)
+        p = float(fleet.readings(k)["dg_dispatch_kw"][0]) / unit.kw_rated
+        model.end_step()
+        return p
+
+    assert step(0, 0.1) == pytest.approx(0.4)  # on: at least the minimum stable output
+    assert [step(k, 0.0) for k in (1, 2, 3)] == pytest.approx([0.4, 0.4, 0.4])  # 2 h up (4 steps) first
+    assert step(4, 0.0) == 0.0 and not unit.on
+    assert step(5, 1.0) == 0.0  # 1 h down (2 steps) first
+    assert step(6, 1.0) == pytest.approx(1.0) and unit.on and unit.hours_in_state == 0.5
+
+
+def test_generator_schedule_runs_only_in_its_window():
+    model, scenario = _feeder(model="ieee13", dg={"penetration": 0.2, "count": 2, "schedule": "window", "run_hours": [22, 6]})
+    fleet = model.fleet
+    for k in range(scenario.time.n_steps):
+        model.run(1.0 + 0j, k)
+        readings = fleet.readings(k)
+        hour = fleet.local_hours[k]
+        inside = hour >= 22 or hour < 6
+        np.testing.assert_array_equal(readings["dg_dispatch_kw"], [u.kw_rated if inside else 0.0 for u in fleet.dg])
+        assert (readings["dg_kw"] > 1.0).all() if inside else (np.abs(readings["dg_kw"]) < 1e-9).all()
+        model.end_step()
+    fleet.set_setpoints(dg={fleet.dg[0].name: (10.0, 0.0)})
+    model.run(1.0 + 0j, 0)  # midnight: the set-point overrides the schedule, the other unit keeps it
+    np.testing.assert_array_equal(fleet.readings(0)["dg_dispatch_kw"], [10.0, fleet.dg[1].kw_rated])
+    with pytest.raises(KeyError, match="unknown DER 'dg_7'"):
+        fleet.set_setpoints(flexible_load={}, dg={"dg_0": None, "dg_7": (1.0, 0.0)})
+    assert fleet.dg[0].setpoint == (10.0, 0.0)  # an unknown name changes nothing
+
+
+# -- flexible loads -------------------------------------------------------------------------
+
+
+def test_flexible_load_shift_is_clipped_and_the_energy_owed_tracked_exactly():
+    model, scenario = _feeder(model="ieee123", flexible_load={"penetration": 0.3, "count": 5, "up_pu": 0.4, "down_pu": 0.9,
+                                                              "power_factor": 0.9})
+    fleet = model.fleet
+    units = fleet.flexible_loads
+    hours = scenario.time.step_seconds / 3600
+    assert sum(u.peak_kw for u in units) == pytest.approx(0.3 * sum(p.kw for p in model.loads))
+    shape = model._load_kw @ model.load_levels / model._load_kw.sum()
+    rng = np.random.default_rng(2)
+    owed = np.zeros(len(units))
+    clipped = {"up": 0, "down": 0, "zero": 0}
+    for k in range(scenario.time.n_steps):
+        if k % 4 == 0:
+            fleet.set_setpoints(flexible_load={u.name: (None if rng.random() < 0.2 else float(rng.uniform(-2, 2) * u.peak_kw))
+                                               for u in units})
+        model.run(1.0 + 0j, k)
+        readings = fleet.readings(k)
+        base = np.array([u.peak_kw for u in units]) * shape[k] / shape.max()
+        wanted = np.array([0.0 if u.setpoint_kw is None else u.setpoint_kw for u in units])
+        expected = np.maximum(np.clip(wanted, [-0.9 * u.peak_kw for u in units], [0.4 * u.peak_kw for u in units]), -base)
+        np.testing.assert_allclose(readings["flexible_load_shift_kw"], expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(readings["flexible_load_kw"], base + expected, rtol=1e-12, atol=1e-9)
+        assert (readings["flexible_load_kw"] >= 0).all()
+        clipped["up"] += int((wanted > 0.4 * units[0].peak_kw).sum())
+        clipped["down"] += int((wanted < -0.9 * units[0].peak_kw).sum())
+        clipped["zero"] += int((expected == -base).sum())
+        owed = owed - readings["flexible_load_shift_kw"] * hours
+        np.testing.assert_array_equal(readings["flexible_load_owed_kwh"], owed)
+        model.end_step()
+        np.testing.assert_array_equal([u.owed_kwh for u in units], owed)
+    assert min(clipped.values()) > 0, clipped
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def test_new_kinds_continue_bit_for_bit_from_a_checkpoint():
+    import json
+
+    spec = dict(model="ieee13", battery={"penetration": 0.1, "count": 1},
+                dg={"penetration": 0.3, "count": 2, "ramp_pu_per_hour": 0.8, "commitment": True, "min_up_hours": 3,
+                    "schedule": "window", "run_hours": [6, 9]},
+                flexible_load={"penetration": 0.2, "count": 3})
+    checkpoint = 40
+
+    def step(model, k: int) -> np.ndarray:
+        if k % 6 == 1:
+            rng = np.random.default_rng(k)
+            fleet = model.fleet
+            fleet.set_setpoints(dg={u.name: (None if rng.random() < 0.3 else (float(rng.uniform(0, 1.2) * u.kw_rated), 50.0))
+                                    for u in fleet.dg},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads})
+        model.run(complex(1.0 + 0.01 * np.sin(k / 3), 0.002 * k), k)
+        p, q = model.substation_power()
+        return np.concatenate([p, q, model.node_voltages(), *model.fleet.readings(k).values()])
+
+    original, scenario = _feeder(**spec)
+    expected = {}
+    for k in range(scenario.time.n_steps):
+        expected[k] = step(original, k)
+        if k == checkpoint:
+            state = json.loads(json.dumps(original.state()))
+        original.end_step()
+    assert {"dg", "flexible_load"} <= set(state["fleet"])
+    assert any(row[1] for row in state["fleet"]["dg"]) and any(row[0] for row in state["fleet"]["flexible_load"])
+    restored, _ = _feeder(**spec)
+    assert restored.restore(state) == 0.0
+    for k in range(checkpoint + 1, scenario.time.n_steps):
+        np.testing.assert_array_equal(step(restored, k), expected[k], err_msg=f"step {k}")
+        restored.end_step()
+    assert restored.fleet.state() == original.fleet.state()
+
+
+def test_new_kinds_replay_from_a_journal_bit_for_bit():
+    """Under inverter controls a feeder is restored by replaying its journal: set-points of
+    the new kinds go through JSON (pairs become lists) and come out the same."""
+    import json
+
+    spec = dict(model="ieee13", pv={"penetration": 0.3, "count": 2}, controls={"volt_var": True},
+                dg={"penetration": 0.2, "count": 2, "ramp_pu_per_hour": 1.0}, flexible_load={"penetration": 0.1, "count": 2})
+    checkpoint = 30
+
+    def step(model, k: int) -> np.ndarray:
+        if k % 5 == 2:
+            rng = np.random.default_rng(k)
+            model.set_setpoints(dg={u.name: (float(rng.uniform(0, 1) * u.kw_rated), float(rng.uniform(-50, 50))) for u in model.fleet.dg},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in model.fleet.flexible_loads})
+        readings = model.step(complex(1.0 + 0.01 * np.sin(k / 3), 0.0), k)
+        return np.concatenate([readings.p_kw, readings.node_vm_pu, *readings.ders.values()])
+
+    original, scenario = _feeder(**spec)
+    original.journal = []
+    expected = {}
+    for k in range(scenario.time.n_steps // 2):
+        expected[k] = step(original, k)
+        if k == checkpoint:
+            state = json.loads(json.dumps(original.state()))
+        original.end_step()
+    replayed, _ = _feeder(**spec)
+    assert replayed.restore(state) == 0.0  # the fleet's state after the replay is the saved one, too
+    for k in range(checkpoint + 1, scenario.time.n_steps // 2):
+        np.testing.assert_array_equal(step(replayed, k), expected[k], err_msg=f"step {k}")
+        replayed.end_step()

@@ -1,0 +1,123 @@
+"""The DERs and local controls of one feeder: one controller per kind (grid.ders.registry),
+driven together step by step."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grid.ders.battery import BatteryUnit
+from grid.ders.dg import DGUnit
+from grid.ders.ev import EVCharger
+from grid.ders.flexible_load import FlexibleLoadUnit
+from grid.ders.kind import NONE, Controller, FeederContext, unknown_names
+from grid.ders.placement import feeder_loads
+from grid.ders.pv import PVUnit
+from grid.ders.registry import KINDS, READINGS
+
+
+class DerFleet:
+    """The DERs and local controls of one feeder, and their state between steps."""
+
+    def __init__(self, dss, alt, spec, step_hours: float, local_hours: np.ndarray, irradiance_w_m2: np.ndarray,
+                 load_shape: np.ndarray):
+        """`spec` is the scenario's feeder spec; `load_shape` the feeder's load level per step
+        (flexible loads' baseline)."""
+        self.dss = dss
+        self.alt = alt
+        self.step_hours = step_hours
+        self.local_hours = local_hours
+        self.irradiance_kw_m2 = np.asarray(irradiance_w_m2) / 1000.0
+        ctx = FeederContext(dss, alt, step_hours, local_hours, feeder_loads(dss), np.random.default_rng(spec.seed),
+                            self.irradiance_kw_m2, load_shape)
+        for kind in KINDS:
+            ctx.controllers[kind.key] = kind(ctx, getattr(spec, kind.key))
+        self.controllers: dict[str, Controller] = ctx.controllers
+        self._controllers = tuple(ctx.controllers.values())
+        # Each step drives only the kinds with units; the others read empty, in declared order.
+        self._active = tuple(c for c in self._controllers if not c.idle())
+        self._empty_readings = {r.name: NONE for r in READINGS}
+        c = self.controllers
+        self.pv: list[PVUnit] = c["pv"].units
+        self.batteries: list[BatteryUnit] = c["battery"].units
+        self.evs: list[EVCharger] = c["ev"].units
+        self.dg: list[DGUnit] = c["dg"].units
+        self.flexible_loads: list[FlexibleLoadUnit] = c["flexible_load"].units
+        self.regulators: list[str] = c["controls"].regulators
+        self.capacitors: list[str] = c["controls"].capacitors
+        self.inverter_controls: bool = c["controls"].inverter_controls
+
+    def apply(self, k: int) -> np.ndarray:
+        """Step k's inputs into OpenDSS, kind by kind; returns the kW of the loads the kinds
+        created (EV chargers, flexible loads, in creation order), which the feeder writes
+        with its own loads."""
+        loads = [kw for kw in (c.apply(k) for c in self._active) if kw is not None]
+        if not loads:
+            return NONE
+        return loads[0] if len(loads) == 1 else np.concatenate(loads)
+
+    def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
+                      batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
+                      battery_kvar: dict[str, float] | None = None,
+                      dg: dict[str, tuple[float, float] | None] | None = None,
+                      flexible_load: dict[str, float | None] | None = None) -> None:
+        """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
+        kvar), battery kW (+ discharge; None returns to the schedule) and kvar, EV charging kW,
+        generator (kW, kvar) (None: schedule), flexible-load shift kW (+ more; None: baseline).
+        Names are checked first: an unknown one changes nothing."""
+        c = self.controllers
+        given = ((pv, c["pv"]), (batteries, c["battery"]), (battery_kvar, c["battery"]), (evs, c["ev"]),
+                 (dg, c["dg"]), (flexible_load, c["flexible_load"]))
+        for values, controller in given:
+            unknown = unknown_names(values, controller.units)
+            if unknown:
+                raise KeyError(f"unknown DER {unknown[0]!r}")
+        if pv:
+            c["pv"].set_setpoints(pv)
+        if batteries or battery_kvar:
+            c["battery"].set_setpoints(batteries or {}, battery_kvar or {})
+        if evs:
+            c["ev"].set_setpoints(evs)
+        if dg:
+            c["dg"].set_setpoints(dg)
+        if flexible_load:
+            c["flexible_load"].set_setpoints(flexible_load)
+
+    def advance(self) -> None:
+        """The step is final: book its energy (battery SOC, energy owed, ramp references)."""
+        for controller in self._active:
+            controller.advance()
+
+    def readings(self, k: int) -> dict[str, np.ndarray]:
+        """Every reading of grid.ders.registry.READINGS after the solve of step k, in that
+        order, one value per unit (arrays that belong to the fleet are read-only)."""
+        out = dict(self._empty_readings)
+        for controller in self._active:
+            out.update(controller.readings(k))
+        return out
+
+    def devices(self) -> dict[str, list[str]]:
+        """Names along each device dimension of the readings (battery, regulator, dg, ...)."""
+        out: dict[str, list[str]] = {}
+        for controller in self._controllers:
+            out.update(controller.devices())
+        return out
+
+    def pv_caps(self) -> list[float]:
+        """The PV systems' active-power caps in force in OpenDSS (grid.dss_state probes with them)."""
+        return self.controllers["pv"].caps_in_force()
+
+    # -- checkpoints --------------------------------------------------------
+    def state(self) -> dict:
+        """Everything the fleet carries from step to step, taken after a solve and before
+        `advance` (so the step's energy is booked again on restore): JSON-ready, one entry
+        per kind ("pv", "battery", ...; kinds without units added since write none)."""
+        out: dict = {}
+        for controller in self._controllers:
+            out.update(controller.state())
+        return out
+
+    def restore(self, state: dict) -> None:
+        """Inverse of `state` on a freshly built fleet: the Python state, and the set-points
+        written into OpenDSS again, exactly as they were."""
+        for controller in self._controllers:
+            controller.restore(state)

@@ -1,0 +1,28 @@
+"""The kinds table: every DER kind (and the local controls), in the order the fleet builds
+them and reports their readings. A new kind is a module with its controller and one entry
+here (and its set-point keyword in `DerFleet.set_setpoints`).
+
+The order is part of the results: units are placed by one seeded random generator in this
+order, and OpenDSS elements are created in it (node order, admittance matrix). New kinds
+go last, where they create nothing unless configured.
+"""
+
+from __future__ import annotations
+
+from grid.ders.battery import BatteryController
+from grid.ders.controls import LocalControls
+from grid.ders.dg import DgController
+from grid.ders.ev import EvController
+from grid.ders.flexible_load import FlexibleLoadController
+from grid.ders.kind import Controller, Reading
+from grid.ders.pv import PvController
+
+KINDS: tuple[type[Controller], ...] = (
+    PvController, BatteryController, EvController, LocalControls, DgController, FlexibleLoadController,
+)
+
+# What `DerFleet.readings` returns, in order, with units and descriptions.
+READINGS: tuple[Reading, ...] = tuple(r for kind in KINDS for r in kind.READINGS)
+# Readings summed into feeder totals, and readings recorded per device, in order.
+TOTALS: tuple[str, ...] = tuple(r.name for r in READINGS if r.total)
+DEVICE_SERIES: tuple[str, ...] = tuple(r.name for r in READINGS if r.device)

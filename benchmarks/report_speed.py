@@ -68,6 +68,7 @@ def _layout(writer: ResultsWriter, n_feeders: int, n_processes: int, bus_names, 
         ))
     fake = recorder.RecorderFederate.__new__(recorder.RecorderFederate)
     fake.writer = writer
+    fake.coordinated = False  # no coordinator datasets
     fake.labels = [f.label for f in feeders]
     fake.scenario = SimpleNamespace(feeders=[SimpleNamespace(model=f.model, bus=f.bus) for f in feeders])
     groups = [list(range(g, n_feeders, n_processes)) for g in range(n_processes)]

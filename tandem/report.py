@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tandem.kpis import BAND, OVERLOAD_PCT, RECORDER_GAPS, _kpis, _Reader, _table, _unique
+from results.store import RunFile
+from tandem.kpis import (
+    BAND,
+    OVERLOAD_PCT,
+    feeder_multipliers,
+    kpi_frame,
+    run_kpis,
+    run_transmission_losses,
+    unique_labels,
+)
 
 MAX_BINS = 600  # time bins per plotted series (about one per pixel column)
 DPI = 80
@@ -83,7 +92,7 @@ LINESTYLES = ("-", "--", "-.", ":")  # per run, so that runs that coincide stay 
 
 
 class _Run:
-    def __init__(self, reader: _Reader, color: str, relative: bool, ls: str = "-"):
+    def __init__(self, reader: RunFile, color: str, relative: bool, ls: str = "-"):
         self.r = reader
         self.color = color
         self.ls = ls
@@ -91,11 +100,11 @@ class _Run:
         times = reader.times
         self.dx = reader.step_hours if relative else reader.step_hours / 24.0  # one step in x units
         if relative:
-            self.x = np.arange(reader.n, dtype=float) * reader.step_hours
+            self.x = np.arange(reader.n_steps, dtype=float) * reader.step_hours
         else:
             import matplotlib.dates as mdates
 
-            self.x = mdates.date2num(times.values) if reader.n else np.zeros(0)
+            self.x = mdates.date2num(times.values) if reader.n_steps else np.zeros(0)
 
     def has(self, *names: str) -> bool:
         return all(self.r.has(n) for n in names)
@@ -190,7 +199,8 @@ def plot_transmission(runs: list[_Run], relative: bool):
     runs = [u for u in runs if u.has("transmission/vm_pu")]
     if not runs:
         return None
-    with_losses = [u for u in runs if "derived/transmission_losses_mw" in u.r._cache]
+    losses = {u.label: run_transmission_losses(u.r)[0] for u in runs}
+    with_losses = [u for u in runs if losses[u.label] is not None]
     fig, axes = _figure(2 if with_losses else 1, sharex=True)
     ax = axes[0]
     for u in runs:
@@ -202,7 +212,7 @@ def plot_transmission(runs: list[_Run], relative: bool):
     ax.set_title("Transmission bus voltages: range over all buses")
     if with_losses:
         for u in with_losses:
-            _line(axes[1], u, u.r._cache["derived/transmission_losses_mw"], color=u.color, label=u.label)
+            _line(axes[1], u, losses[u.label], color=u.color, label=u.label)
         axes[1].set_ylabel("MW")
         axes[1].set_title("Transmission losses (derived from recorded bus voltages and the network's branch admittances)")
     for ax in axes:
@@ -247,7 +257,7 @@ def plot_feeder_envelopes(runs: list[_Run], relative: bool):
 
 
 def plot_heat_map(runs: list[_Run], relative: bool):
-    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name") and u.r.n > 0]
+    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name") and u.r.n_steps > 0]
     if not runs:
         return None
     from matplotlib.colors import TwoSlopeNorm
@@ -279,7 +289,7 @@ def plot_heat_map(runs: list[_Run], relative: bool):
 
 def plot_node_heat_map(runs: list[_Run], relative: bool):
     """Every node's voltage over time (time binned, each bin's lowest value): feeders stacked."""
-    runs = [u for u in runs if u.r.n > 0 and u.has("feeders/name")
+    runs = [u for u in runs if u.r.n_steps > 0 and u.has("feeders/name")
             and all(u.has(f"feeders/node_vm_pu/{f}") for f in u.r.labels("feeders/name"))]
     if not runs:
         return None
@@ -318,7 +328,7 @@ def plot_violations(runs: list[_Run], relative: bool):
     for u in runs:
         outside = u.read("feeders/nodes_outside_band").astype(float)
         _line(a_n, u, outside.sum(axis=1), color=u.color, label=u.label)
-        system = (outside * u.r.multipliers()).sum(axis=1) * u.r.step_hours
+        system = (outside * feeder_multipliers(u.r)).sum(axis=1) * u.r.step_hours
         _line(a_c, u, np.cumsum(system), color=u.color, label=u.label)
     a_n.set_ylabel("nodes")
     a_n.set_title(f"Nodes outside {BAND[0]}-{BAND[1]} pu (one copy of each feeder, summed over feeders)")
@@ -372,7 +382,7 @@ def plot_branch_loading(runs: list[_Run], relative: bool):
 
 def _system_mw(u: _Run, name: str) -> np.ndarray:
     """Sum over feeders of multiplier x per-copy kW, in MW."""
-    return (np.nan_to_num(u.read(name)) * u.r.multipliers()).sum(axis=1) / 1000.0
+    return (np.nan_to_num(u.read(name)) * feeder_multipliers(u.r)).sum(axis=1) / 1000.0
 
 
 def _has_der(u: _Run) -> bool:
@@ -438,7 +448,7 @@ def plot_curtailment(runs: list[_Run], relative: bool):
     fig, (a_p, a_e) = _figure(2, sharex=True)
     for u in runs:
         curtailed = np.clip(np.nan_to_num(u.read("feeders/pv_available_kw") - u.read("feeders/pv_kw")), 0, None)
-        mw = (curtailed * u.r.multipliers()).sum(axis=1) / 1000.0
+        mw = (curtailed * feeder_multipliers(u.r)).sum(axis=1) / 1000.0
         _line(a_p, u, mw, color=u.color, label=u.label)
         _line(a_e, u, np.cumsum(mw) * u.r.step_hours, color=u.color, label=u.label)
     a_p.set_title("PV curtailment, system (MW): available minus delivered")
@@ -485,7 +495,7 @@ def plot_coupling(runs: list[_Run], relative: bool):
 
 
 def _coordinator_series(u: _Run) -> list[str]:
-    return sorted(n for n in u.r.series_names if n.startswith("coordinator/"))
+    return sorted(n for n in u.r.names() if n.startswith("coordinator/"))
 
 
 def plot_coordinator(runs: list[_Run], relative: bool):
@@ -597,20 +607,20 @@ figcaption { font-size: 12px; color: #444; margin-top: 4px; }
 
 def _build(paths: list[Path], output: Path) -> tuple[Path, pd.DataFrame]:
     paths = [Path(p) for p in paths]
-    readers: list[_Reader] = []
+    readers: list[RunFile] = []
     try:
         for path in paths:
-            readers.append(_Reader(path))
-        values = [_kpis(r) for r in readers]
-        labels = _unique([r.label for r in readers])
-        table = _table(labels, values)
+            readers.append(RunFile(path))
+        values = [run_kpis(r) for r in readers]
+        labels = unique_labels(readers)
+        table = kpi_frame(labels, values)
 
-        starts = {str(r.scenario["time"]["start"]) for r in readers if r.n}
+        starts = {str(r.scenario["time"]["start"]) for r in readers if r.n_steps}
         relative = len(starts) > 1
         colors = [f"C{i % 10}" for i in range(len(readers))]
         runs = []
         for i, (r, color, label) in enumerate(zip(readers, colors, labels)):
-            if r.n:
+            if r.n_steps:
                 run = _Run(r, color, relative, LINESTYLES[i % len(LINESTYLES)] if len(readers) > 1 else "-")
                 run.label = label
                 runs.append(run)
@@ -634,6 +644,23 @@ def _build(paths: list[Path], output: Path) -> tuple[Path, pd.DataFrame]:
     return output, table
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def absent(run: RunFile, values: dict) -> list[tuple[str, str]]:
+    """What this run's file does not hold and the report therefore lacks, found by looking in
+    the file: (KPI or plot, why) for each KPI that came out n/a and for the node heat map."""
+    out = [(key, str(values.get(f"{key}.note", ""))) for key, value in values.items() if _is_nan(value)]
+    feeders = run.labels("feeders/name") if run.has("feeders/name") else []
+    missing = [f for f in feeders if not run.has(f"feeders/node_vm_pu/{f}")]
+    if missing:
+        off = run.scenario.get("output", {}).get("node_voltages") is False
+        out.append(("node_heat_map", f"no node voltages (`feeders/node_vm_pu/<feeder>`) of {', '.join(missing)}"
+                                     + (" (the run had output.node_voltages: false)" if off else "")))
+    return out
+
+
 def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
     title = "Tandem report: " + ", ".join(labels)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
@@ -641,26 +668,27 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
     parts.append("<h2>Runs</h2><table><thead><tr><th>run</th><th>file</th><th>scenario</th><th>state</th>"
                  "<th>steps</th><th>start</th><th>step</th></tr></thead><tbody>")
     for r, label in zip(readers, labels):
-        planned = int(r.results.run.attr("n_steps_planned", r.n))
-        state = '<span class="ok">complete</span>' if r.results.complete else "<b>incomplete</b>"
+        planned = int(r.attr("n_steps_planned", r.n_steps))
+        state = '<span class="ok">complete</span>' if r.complete else "<b>incomplete</b>"
         parts.append(
             f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(r.path))}</td>"
             f"<td>{html.escape(str(r.scenario.get('description', '')))}</td><td>{state}</td>"
-            f"<td>{r.n} of {planned}</td><td>{html.escape(str(r.scenario['time']['start']))}</td>"
-            f"<td>{html.escape(str(pd.Timedelta(r.scenario['time']['step'])))}</td></tr>"
+            f"<td>{r.n_steps} of {planned}</td><td>{html.escape(str(r.scenario['time']['start']))}</td>"
+            f"<td>{html.escape(str(r.step))}</td></tr>"
         )
     parts.append("</tbody></table>")
     for r, label in zip(readers, labels):
-        if not r.results.complete:
-            error = r.results.error or "the run did not finish (no error recorded: still running or killed)"
-            extra = "" if r.n else " No step was recorded: nothing to plot."
+        if not r.complete:
+            error = r.error or "the run did not finish (no error recorded: still running or killed)"
+            extra = "" if r.n_steps else " No step was recorded: nothing to plot."
             parts.append(f'<div class="banner">{html.escape(label)}: incomplete: {html.escape(error)}.'
-                         f"{html.escape(extra)} KPIs cover the {r.n} recorded steps.</div>")
+                         f"{html.escape(extra)} KPIs cover the {r.n_steps} recorded steps.</div>")
 
     parts.append("<h2>Key performance indicators</h2>")
     parts.append("<p>Unit at the end of each name. <code>_per_copy</code>: one copy of every feeder, summed over "
                  "feeders; other feeder energies are system totals (each feeder x its <code>feeders/multiplier</code>). "
-                 "n/a values and derived KPIs are explained under <a href=\"#notes\">Notes</a>.</p>")
+                 "Derived KPIs are explained under <a href=\"#notes\">Notes</a>, n/a values under "
+                 "<a href=\"#absent\">Not in the results file</a>.</p>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     parts.append(f"<table class=\"kpis\"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>")
     for name, row in table.iterrows():
@@ -674,7 +702,7 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
         if len(readers) > 1:
             parts.append("<p>One line (or band) per run, colours as in the legends. "
                          + ("Runs start at different times: the time axis is hours since each run's start." if any(
-                             r.n for r in readers) and len({str(r.scenario['time']['start']) for r in readers if r.n}) > 1 else "")
+                             r.n_steps for r in readers) and len({str(r.scenario['time']['start']) for r in readers if r.n_steps}) > 1 else "")
                          + "</p>")
         parts.append(f"<p>Long series are drawn with at most {MAX_BINS} time bins per line; each bin keeps its minimum "
                      "and maximum, so no extreme is lost.</p>")
@@ -686,7 +714,7 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
     notes: dict[str, list[str]] = {}
     for v in values:
         for key, note in v.items():
-            if key.endswith(".note"):
+            if key.endswith(".note") and not _is_nan(v.get(key[:-5])):
                 notes.setdefault(key[:-5], [])
                 if note not in notes[key[:-5]]:
                     notes[key[:-5]].append(note)
@@ -695,10 +723,12 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
         for key, texts in notes.items():
             parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(' | '.join(texts))}</li>")
         parts.append("</ul>")
-    parts.append("<h2>Not in the results file yet</h2><ul class=\"gaps\">")
-    for key, text in RECORDER_GAPS.items():
-        parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(text)}</li>")
-    parts.append("</ul>")
+    gaps = [(label, key, text) for r, label, v in zip(readers, labels, values) for key, text in absent(r, v)]
+    if gaps:
+        parts.append("<h2 id=\"absent\">Not in the results file</h2><ul class=\"gaps\">")
+        for label, key, text in gaps:
+            parts.append(f"<li>{html.escape(label)}: <code>{html.escape(key)}</code>: {html.escape(text)}</li>")
+        parts.append("</ul>")
 
     parts.append("</body></html>")
     return "\n".join(parts)

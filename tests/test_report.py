@@ -128,9 +128,11 @@ def test_kpis_of_a_hand_made_file_match_the_numbers_by_hand(tmp_path):
     assert k["transmission_vmin_where"] == "bus 1" and k["transmission_vmin_time"] == "2024-03-01 00:45:00"
     assert k["branch_loading_max_where"] == "line:0" and k["branch_loading_max_time"] == "2024-03-01 00:30:00"
     assert k["wall_time_s"] >= 0
-    # What the file cannot give is NaN, and the note says what the recorder would need.
-    assert math.isnan(k["distribution_losses_MWh"]) and "feeders/losses_kw" in k["distribution_losses_MWh.note"]
-    assert math.isnan(k["transmission_losses_MWh"]) and "not recorded" in k["transmission_losses_MWh.note"]
+    # What the file cannot give is NaN, and the note names what the file lacks.
+    assert math.isnan(k["distribution_losses_MWh"])
+    assert k["distribution_losses_MWh.note"] == "`feeders/losses_kw` (per-feeder losses) is not in this file"
+    assert math.isnan(k["transmission_losses_MWh"])
+    assert "the scenario names no transmission network" in k["transmission_losses_MWh.note"]
     assert not any(name.startswith("coordinator") for name in k), "no coordinator datasets, no cost section"
 
 
@@ -194,7 +196,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert (k["coupling_iterations_mean"], k["coupling_iterations_max"]) == (s.mean_iterations, s.max_iterations)
     assert k["coupling_mismatch_max_pu"] == s.max_mismatch_pu
     with results.dataset.open(small_run) as run:
-        outside, m = run["feeders/nodes_outside_band"], run.run.read("feeders/multiplier")
+        outside, m = run["feeders/nodes_outside_band"], run.read("feeders/multiplier")
         hours = 5 / 60
         assert k["voltage_violation_node_h_per_copy"] == pytest.approx(float(outside.sum()) * hours)
         assert k["voltage_violation_node_h"] == pytest.approx(float((outside.sum("time").values * m).sum()) * hours)
@@ -207,7 +209,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert k["transmission_losses_peak_MW"] > 0
     assert k["wall_time_s"] >= 0 and k["timing_transmission_power_flow_total_s"] > 0
     with results.dataset.open(small_run) as run:
-        losses, m = run["feeders/losses_kw"].values, run.run.read("feeders/multiplier")
+        losses, m = run["feeders/losses_kw"].values, run.read("feeders/multiplier")
     assert k["distribution_losses_MWh"] == pytest.approx(float((losses * m).sum()) * hours / 1000, rel=1e-12)
     # IEEE test feeders lose a few percent of what they draw.
     assert 0.005 < k["distribution_losses_MWh"] / k["feeder_head_MWh"] < 0.08

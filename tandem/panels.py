@@ -19,8 +19,8 @@ from bokeh.resources import Resources
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10, as the PNG figures
 DASHES = ("solid", "dashed", "dashdot", "dotted")
-WIDTH = 1150
-HEIGHT = 240
+WIDTH = 860  # of the plotting area, so that panels line up whatever their legends
+HEIGHT = 190
 TOOLS = "xpan,xbox_zoom,xwheel_zoom,reset,save"
 
 
@@ -41,10 +41,11 @@ def panel(title: str, ylabel: str, relative: bool, x_range=None, log: bool = Fal
           width: int = WIDTH, height: int = HEIGHT):
     """An empty time-series panel; panels given the same `x_range` zoom and pan together."""
     shared = {"x_range": x_range} if x_range is not None else {}
-    fig = figure(title=title, width=width, height=height, tools=TOOLS, active_drag="xbox_zoom",
+    fig = figure(title=title, frame_width=width, frame_height=height, tools=TOOLS, active_drag="xbox_zoom",
                  x_axis_type="linear" if relative else "datetime", y_axis_type="log" if log else "linear",
                  y_axis_label=ylabel, x_axis_label="hours since the run's start" if relative else None, **shared)
     fig.toolbar.logo = None
+    fig.xaxis.ticker.desired_num_ticks = max(3, width // 110)
     fig.title.text_font_size = "11pt"
     fig.add_layout(Legend(click_policy="hide", label_text_font_size="8pt", spacing=0, padding=4), "right")
     return fig

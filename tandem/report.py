@@ -122,8 +122,9 @@ def _linked(relative: bool, *specs: tuple[str, str], log: tuple[bool, ...] = ())
 
 
 def _style_time_axis(ax, relative: bool) -> None:
-    if relative and ax.get_subplotspec().is_last_row():
-        ax.set_xlabel("hours since the run's start")
+    if relative:
+        if ax.get_subplotspec().is_last_row():
+            ax.set_xlabel("hours since the run's start")
     else:
         import matplotlib.dates as mdates
 
@@ -198,7 +199,7 @@ def plot_feeder_envelopes(runs: list[_Run], relative: bool):
     for i, feeder in enumerate(feeders):
         first = figs[0] if figs else None
         fig = panels.panel(feeder, "V (pu)" if i % columns == 0 else "", relative,
-                           x_range=first.x_range if first else None, width=panels.WIDTH // columns, height=190)
+                           x_range=first.x_range if first else None, width=panels.WIDTH // columns - 50, height=140)
         if first:
             fig.y_range = first.y_range
         for u in runs:

@@ -21,7 +21,7 @@ of 10,080 points, one self-contained page each.
 Measured on the project's 2-core machine, 2026-12-07, shared with other work (load average
 given; wall times grow with it, so compare figures of one row only):
 
-| page (one week at 1 min) | HTML | Chromium, over an empty page (load ~3) | (load ~10) |
+| page (one week at 1 min) | HTML | Chromium, over an empty page (load 5-8) | (load ~10) |
 |---|---|---|---|
 | uPlot 1.6.32, 6 x 4 series | 3.13 MiB | 1.88 s | 4.29 s |
 | bokeh 3.9.0, 6 x 4 series | 3.76 MiB | 1.70 s | 6.53 s |
@@ -29,6 +29,9 @@ given; wall times grow with it, so compare figures of one row only):
 | plotly 7.1.0 (WebGL), 6 x 4 series | 7.78 MiB | 18.07 s | - |
 | `tandem report`, PNG plots (before) | 2.0 MiB | - | - |
 | `tandem report`, bokeh panels, synthetic week | 10.7 MiB | - | 24.0 s |
+
+A third run at load ~12 gave an empty page 5.9 s and the synthetic week's report 80 s: on a
+machine this busy the page timings are noise; measure again on a quiet one.
 
 bokeh is used: as fast to open as uPlot within the spread of these runs, 0.6 MiB more per
 page (its JavaScript), and a maintained Python API instead of a vendored JavaScript file and

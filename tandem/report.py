@@ -42,13 +42,13 @@ from tandem.kpis import (
     unique_labels,
 )
 
-MAX_BINS = 600  # time bins per plotted series (about one per pixel column)
+MAX_BINS = 600  # time bins of a heat map (about one per pixel column)
 DPI = 80
 WIDTH_IN = 12.0
 MAX_DEVICE_LINES = 40  # above this many batteries, SOC is drawn as a min/mean/max band
 
 
-# -- downsampling ---------------------------------------------------------------------------
+# -- heat-map binning ---------------------------------------------------------------------
 
 
 def _bin_size(n: int) -> int:
@@ -88,7 +88,7 @@ class _Run:
         self.dash = dash
         self.dx = run.step_hours if relative else run.step_hours / 24.0  # one step in matplotlib x units
         if relative:
-            hours = np.arange(run.n_steps, dtype=float) * run.step_hours
+            hours = run.read("time/seconds") / 3600.0
             self.x, self.series = hours, panels.Series(hours)
         else:
             import matplotlib.dates as mdates

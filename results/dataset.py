@@ -10,7 +10,8 @@ Every time-indexed dataset becomes a DataArray with real timestamps on `time` an
 on its other dimensions (bus, boundary, feeder, phase, branch, node, battery, regulator,
 capacitor, ...), its `units` and `description` as attributes. Only the datasets asked for
 are read, so one variable of a long run costs that variable. A run that stopped early reads
-the same way; `complete` and `error` say so.
+the same way; `complete` and `error` say so. The view is a `results.store.RunFile` (its
+`read`, `times`, `scenario`, ... are those of the file), so both share one read of each dataset.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from results.checkpoint import latest_checkpoint_step
@@ -27,45 +27,9 @@ from results.store import RunFile
 PHASES = ("a", "b", "c")
 
 
-class RunResults:
-    """One run's HDF5 file, read lazily as labelled arrays."""
+class RunResults(RunFile):
+    """One run's HDF5 file, read lazily as labelled arrays (everything `RunFile` has, and more)."""
 
-    def __init__(self, path: str | Path):
-        self.run = RunFile(path)
-        scenario = self.run.scenario
-        time = scenario["time"]
-        self.times = pd.date_range(time["start"], periods=self.run.n_steps, freq=pd.Timedelta(time["step"]))
-
-    # -- file facts --------------------------------------------------------
-    @property
-    def path(self) -> Path:
-        return self.run.path
-
-    @property
-    def complete(self) -> bool:
-        return self.run.complete
-
-    @property
-    def error(self) -> str:
-        return self.run.error
-
-    @property
-    def n_steps(self) -> int:
-        return self.run.n_steps
-
-    @property
-    def scenario(self) -> dict:
-        return self.run.scenario
-
-    def names(self) -> list[str]:
-        """Every time-indexed dataset in the file."""
-        found: list[str] = []
-        self.run.file.visititems(
-            lambda name, obj: found.append(name) if hasattr(obj, "shape") and obj.attrs.get("dims", "").startswith("time") else None
-        )
-        return sorted(found)
-
-    # -- labelled data -----------------------------------------------------
     def _coordinate(self, variable: str, dim: str, size: int) -> np.ndarray:
         """Labels of a dimension, from the static datasets written beside the series."""
         group = variable.rsplit("/", 1)[0]
@@ -82,39 +46,30 @@ class RunResults:
         if dim == "phase" and size == 3:
             return np.array(PHASES)
         source = candidates.get(dim)
-        if source and source in self.run.file:
-            labels = self.run.read(source)
+        if source and self.has(source):
+            labels = self.read(source)
             if len(labels) == size:
                 return labels
         return np.arange(size)
 
     def __getitem__(self, name: str) -> xr.DataArray:
-        if name not in self.run.file:
+        if not self.has(name):
             raise KeyError(f"{self.path}: no dataset {name!r}; datasets: {', '.join(self.names())}")
-        data = self.run.read(name)
-        ds = self.run.file[name]
-        dims = ds.attrs.get("dims", "").split(",") if ds.attrs.get("dims") else [f"dim_{i}" for i in range(data.ndim)]
+        data = self.read(name)
+        dims = self.dims(name) or tuple(f"dim_{i}" for i in range(data.ndim))
         coords = {
             dim: (self.times if dim == "time" else self._coordinate(name, dim, size))
             for dim, size in zip(dims, data.shape)
         }
+        attrs = self.file[name].attrs
         return xr.DataArray(
             data, dims=dims, coords=coords, name=name,
-            attrs={"units": ds.attrs.get("units", ""), "description": ds.attrs.get("description", "")},
+            attrs={"units": self.units(name), "description": str(attrs.get("description", ""))},
         )
 
     def dataset(self, names: list[str] | None = None) -> xr.Dataset:
         """Several variables at once (all time-indexed ones by default), keyed by their paths."""
         return xr.Dataset({name: self[name] for name in (names or self.names())})
-
-    def close(self) -> None:
-        self.run.close()
-
-    def __enter__(self) -> "RunResults":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open(path: str | Path) -> RunResults:  # noqa: A001 - mirrors the builtin on purpose: results.open(path)
@@ -124,20 +79,19 @@ def open(path: str | Path) -> RunResults:  # noqa: A001 - mirrors the builtin on
 
 def describe(path: str | Path) -> str:
     """What `tandem inspect` prints: the run, its versions, its state and its datasets."""
-    with open(path) as results:
-        run = results.run
-        scenario = results.scenario
-        planned = int(run.attr("n_steps_planned", results.n_steps))
+    with RunFile(path) as run:
+        scenario = run.scenario
+        planned = int(run.attr("n_steps_planned", run.n_steps))
         checkpoint = latest_checkpoint_step(path)
         lines = [
-            f"file:        {results.path}",
+            f"file:        {run.path}",
             f"scenario:    {scenario.get('name', '')} - {scenario.get('description', '')}".rstrip(" -"),
-            f"state:       {'complete' if results.complete else 'INCOMPLETE'}"
-            + (f" ({results.error})" if results.error else ""),
-            f"steps:       {results.n_steps} of {planned}, {pd.Timedelta(scenario['time']['step'])} each, from {scenario['time']['start']}",
+            f"state:       {'complete' if run.complete else 'INCOMPLETE'}"
+            + (f" ({run.error})" if run.error else ""),
+            f"steps:       {run.n_steps} of {planned}, {run.step} each, from {scenario['time']['start']}",
             f"started:     {run.attr('started_at', '')}   finished: {run.attr('finished_at', '') or '-'}",
             *([f"resumed:     {run.attr('resumed_at')} at step {run.attr('resumed_from_step')}"] if run.attr("resumed_at") else []),
-            *([f"checkpoint:  after step {checkpoint}" + ("" if results.complete else f" (tandem run --resume {results.path})")]
+            *([f"checkpoint:  after step {checkpoint}" + ("" if run.complete else f" (tandem run --resume {run.path})")]
               if checkpoint is not None else []),
             f"schema:      {run.attr('schema_version', '')}",
             "versions:    " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),

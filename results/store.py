@@ -19,11 +19,13 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 
 SCHEMA_VERSION = "1.0"
 _VERSIONED_PACKAGES = ("tandem-cosim", "helics", "pandapower", "OpenDSSDirect.py", "dss-python", "numpy", "pandas", "h5py", "pyomo", "highspy")
@@ -182,7 +184,10 @@ class ResultsWriter:
 
 
 class RunFile:
-    """Read access to a run's HDF5 file, complete or not; nothing is loaded until asked."""
+    """Read access to a run's HDF5 file, complete or not. Datasets are read when asked for, each
+    at most once while the file is open (the KPIs and the report plots share the reads);
+    time-indexed ones are cut to the complete rows. Arrays it returns are read-only for that
+    reason: copy one to change it."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -190,7 +195,11 @@ class RunFile:
             raise FileNotFoundError(f"results file not found: {self.path}")
         # No file lock, so a run can be read while its recorder is still writing it.
         self.file = h5py.File(self.path, "r", locking=False)
+        if "time/seconds" not in self.file:
+            self.file.close()
+            raise OSError(f"{self.path}: not a results file (no time/seconds)")
         self.n_steps = int(self.file["time/seconds"].shape[0])
+        self._read: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "RunFile":
         return self
@@ -199,6 +208,7 @@ class RunFile:
         self.close()
 
     def close(self) -> None:
+        self._read.clear()
         self.file.close()
 
     @property
@@ -209,7 +219,7 @@ class RunFile:
     def error(self) -> str:
         return str(self.file.attrs.get("error", ""))
 
-    @property
+    @cached_property
     def scenario(self) -> dict:
         return json.loads(self.file.attrs["scenario"])
 
@@ -217,18 +227,67 @@ class RunFile:
     def versions(self) -> dict:
         return json.loads(self.file.attrs["versions"])
 
+    @property
+    def name(self) -> str:
+        """The scenario's name, else the file's stem."""
+        return str(self.scenario.get("name", "")) or self.path.stem
+
+    @property
+    def label(self) -> str:
+        """Scenario name + file stem: how runs are told apart in tables and legends."""
+        name = str(self.scenario.get("name", ""))
+        return f"{name} ({self.path.stem})" if name and name != self.path.stem else self.path.stem
+
+    @cached_property
+    def step(self) -> pd.Timedelta:
+        """The length of one step (row k stands for the step from times[k])."""
+        return pd.Timedelta(self.scenario["time"]["step"])
+
+    @property
+    def step_hours(self) -> float:
+        return self.step.total_seconds() / 3600.0
+
+    @cached_property
+    def times(self) -> pd.DatetimeIndex:
+        """The time of each complete row: the scenario's start + `time/seconds`."""
+        start = pd.Timestamp(self.scenario["time"]["start"])
+        return pd.DatetimeIndex(start + pd.to_timedelta(self.read("time/seconds"), unit="s"), name="time")
+
     def attr(self, name: str, default=None):
         return self.file.attrs.get(name, default)
 
+    def has(self, path: str) -> bool:
+        return path in self.file
+
+    def dims(self, path: str) -> tuple[str, ...]:
+        """A dataset's dimension names (its `dims` attribute); ("time", ...) for time series."""
+        dims = str(self.file[path].attrs.get("dims", ""))
+        return tuple(dims.split(",")) if dims else ()
+
+    def names(self) -> list[str]:
+        """Every time-indexed dataset in the file."""
+        found: list[str] = []
+        self.file.visititems(lambda name, obj: found.append(name)
+                             if isinstance(obj, h5py.Dataset) and self.dims(name)[:1] == ("time",) else None)
+        return sorted(found)
+
     def read(self, path: str) -> np.ndarray:
-        """A dataset; time-indexed ones are cut to the complete rows."""
-        ds = self.file[path]
-        if ds.attrs.get("dims", "").startswith("time"):
-            return ds[: self.n_steps]
-        data = ds[()]
-        if ds.dtype.kind == "O":
-            return np.array([v.decode() if isinstance(v, bytes) else v for v in data])
-        return data
+        """A dataset; time-indexed ones are cut to the complete rows, strings come as str."""
+        if path not in self._read:
+            ds = self.file[path]
+            if self.dims(path)[:1] == ("time",):
+                data = ds[: self.n_steps]
+            elif ds.dtype.kind == "O":
+                data = np.array([v.decode() if isinstance(v, bytes) else v for v in ds[()]])
+            else:
+                data = np.asarray(ds[()])
+            data.flags.writeable = False
+            self._read[path] = data
+        return self._read[path]
+
+    def labels(self, path: str) -> list[str]:
+        """A static dataset's values as strings (names, bus indices)."""
+        return [str(v) for v in self.read(path)]
 
     def units(self, path: str) -> str:
         return str(self.file[path].attrs.get("units", ""))

@@ -4,7 +4,8 @@
     values = kpis("runs/output/small_iterative.h5")      # {"pv_curtailment_MWh": 1.2, ...}
     table = kpi_table([path_a, path_b])                    # one column per run
 
-Everything is read through the results API (`results.dataset.open`). The unit is the last
+Everything is read through `results.store.RunFile` (`run_kpis(run)` for a file already open,
+as the report does, so that its plots reuse the reads). The unit is the last
 part of each name (`_MWh`, `_kWh`, `_pu`, `_s`, `_h`, `_pct`, `_node_h`, `_branch_h`).
 
 Feeder quantities in the file are for ONE copy of a feeder; names ending in `_per_copy`
@@ -12,9 +13,8 @@ add up one copy of every feeder, the others are system totals (each feeder times
 `feeders/multiplier`, as the transmission side sees it). Energies integrate each row
 over one step (the value of row k stands for step k).
 
-A KPI the file does not allow is NaN, with the reason under `<name>.note` (a string).
-Notes also say how a derived KPI was derived. `RECORDER_GAPS` lists what the recorder
-would have to write for the KPIs it cannot give today.
+A KPI the file does not allow is NaN, with the reason under `<name>.note` (a string): the
+datasets it lacks, found by looking in the file. Notes also say how a derived KPI was derived.
 
 Costs: only when the file has `coordinator/...` time series, each recorded cost series is
 summed over the steps (`coordinator_<name>_sum_<units>`), and each solve-time (`s`) and
@@ -31,112 +31,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import results.dataset
+from results.store import RunFile
+from tandem import extremes
+from tandem.extremes import Extreme
 
 BAND = (0.95, 1.05)  # the band the recorder counts `feeders/nodes_outside_band` against
 OVERLOAD_PCT = 100.0
 
-# What the recorder does not write and the KPIs that need it (what NaN KPIs point to).
-RECORDER_GAPS = {
-    "distribution_losses_MWh": (
-        "per-feeder losses are not recorded: the recorder would need `feeders/losses_kw` "
-        "(OpenDSS Circuit.Losses per step, one copy) or the served load `feeders/load_kw` "
-        "(losses = substation P + PV + battery discharge - load - EV)"
-    ),
-    "transmission_losses_MWh": (
-        "generation is not recorded (`transmission/gen_p_mw`, `transmission/ext_grid_p_mw` or "
-        "per-branch `transmission/branch_pl_mw` would give losses directly); until then the losses are "
-        "derived from the recorded bus voltage phasors and the branch admittances of the scenario's network"
-    ),
-    "voltage_heat_map": (
-        "only per-feeder min/max voltages are recorded: a node-by-time heat map needs "
-        "`feeders/v_pu/<name>` [time, node] (every node's voltage magnitude)"
-    ),
-}
-
 KpiValue = float | str
 
 
-class _Reader:
-    """One run, each dataset read at most once (the report and the KPIs share it)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.results = results.dataset.open(self.path)
-        except FileNotFoundError:
-            raise
-        except (OSError, KeyError) as exc:  # not HDF5, or HDF5 without a run's attributes
-            raise OSError(f"{self.path}: not a readable results file ({exc})") from None
-        self._cache: dict[str, np.ndarray] = {}
-        names = set()
-        self.results.run.file.visit(names.add)
-        self.all_names = names
-        self.series_names = set(self.results.names()) if self.results.n_steps else set()
-
-    def close(self) -> None:
-        self.results.close()
-
-    def __enter__(self) -> "_Reader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- facts -----------------------------------------------------------
-    @property
-    def n(self) -> int:
-        return self.results.n_steps
-
-    @property
-    def scenario(self) -> dict:
-        return self.results.scenario
-
-    @property
-    def name(self) -> str:
-        return str(self.scenario.get("name", "")) or self.path.stem
-
-    @property
-    def label(self) -> str:
-        """Scenario name + file stem, how runs are told apart in tables and legends."""
-        name = str(self.scenario.get("name", ""))
-        return f"{name} ({self.path.stem})" if name and name != self.path.stem else self.path.stem
-
-    @property
-    def step_hours(self) -> float:
-        return pd.Timedelta(self.scenario["time"]["step"]).total_seconds() / 3600.0
-
-    @property
-    def times(self) -> pd.DatetimeIndex:
-        return self.results.times
-
-    def has(self, name: str) -> bool:
-        return name in self.all_names
-
-    def read(self, name: str) -> np.ndarray:
-        """A dataset's values (time-indexed ones cut to the complete rows)."""
-        if name not in self._cache:
-            self._cache[name] = np.asarray(self.results.run.read(name))
-        return self._cache[name]
-
-    def labels(self, name: str) -> list[str]:
-        return [str(v) for v in self.read(name)]
-
-    def units(self, name: str) -> str:
-        return self.results.run.units(name)
-
-    def multipliers(self) -> np.ndarray:
-        n_f = len(self.read("feeders/name")) if self.has("feeders/name") else 0
-        if self.has("feeders/multiplier"):
-            return np.asarray(self.read("feeders/multiplier"), dtype=float)
-        return np.ones(n_f)
-
-
-def _where_when(values: np.ndarray, pick) -> tuple[float, int, int]:
-    """Value, time row and column of the extreme of a [time, x] array (NaN-safe)."""
-    flat = int(pick(values))
-    k, j = np.unravel_index(flat, values.shape)
-    return float(values[k, j]), int(k), int(j)
+def feeder_multipliers(run: RunFile) -> np.ndarray:
+    """Copies of each feeder behind its bus (`feeders/multiplier`; 1 each in files without it)."""
+    if run.has("feeders/multiplier"):
+        return np.asarray(run.read("feeders/multiplier"), dtype=float)
+    return np.ones(len(run.read("feeders/name")) if run.has("feeders/name") else 0)
 
 
 def _nan(out: dict, name: str, why: str) -> None:
@@ -190,19 +99,18 @@ def transmission_losses_mw(network: str, bus_names, vm_pu: np.ndarray, va_deg: n
 # -- the KPIs ---------------------------------------------------------------------------------
 
 
-def _run_facts(r: _Reader, out: dict) -> None:
-    run = r.results.run
-    out["scenario"] = r.name
-    out["file"] = str(r.path)
-    out["coupling"] = str(r.scenario.get("coupling", {}).get("mode", ""))
-    out["complete"] = "yes" if r.results.complete else "no"
-    if r.results.error:
-        out["error"] = r.results.error
-    out["steps"] = float(r.n)
-    out["steps_planned"] = float(run.attr("n_steps_planned", r.n))
-    out["simulated_h"] = r.n * r.step_hours
-    out["step_h"] = r.step_hours
-    out["feeders"] = float(len(r.read("feeders/name"))) if r.has("feeders/name") else 0.0
+def _run_facts(run: RunFile, out: dict) -> None:
+    out["scenario"] = run.name
+    out["file"] = str(run.path)
+    out["coupling"] = str(run.scenario.get("coupling", {}).get("mode", ""))
+    out["complete"] = "yes" if run.complete else "no"
+    if run.error:
+        out["error"] = run.error
+    out["steps"] = float(run.n_steps)
+    out["steps_planned"] = float(run.attr("n_steps_planned", run.n_steps))
+    out["simulated_h"] = run.n_steps * run.step_hours
+    out["step_h"] = run.step_hours
+    out["feeders"] = float(len(run.read("feeders/name"))) if run.has("feeders/name") else 0.0
     started, finished = str(run.attr("started_at", "")), str(run.attr("finished_at", ""))
     if started and finished:
         out["wall_time_s"] = (pd.Timestamp(finished) - pd.Timestamp(started)).total_seconds()
@@ -211,140 +119,131 @@ def _run_facts(r: _Reader, out: dict) -> None:
         _nan(out, "wall_time_s", "finished_at not set: the recorder did not close the file")
 
 
-def _losses(r: _Reader, out: dict) -> None:
-    network = r.scenario.get("transmission", {}).get("network")
-    needed = ("transmission/vm_pu", "transmission/va_deg", "transmission/bus")
-    if not network or not all(r.has(n) for n in needed) or r.n == 0:
-        _nan(out, "transmission_losses_MWh", "no transmission network or bus voltages in the file; " + RECORDER_GAPS["transmission_losses_MWh"])
-    else:
-        try:
-            losses = transmission_losses_mw(network, r.labels("transmission/bus"), r.read("transmission/vm_pu"), r.read("transmission/va_deg"))
-        except Exception as exc:  # network file moved, internal buses, ...
-            _nan(out, "transmission_losses_MWh", f"could not derive ({exc}); " + RECORDER_GAPS["transmission_losses_MWh"])
-        else:
-            out["transmission_losses_MWh"] = float(losses.sum() * r.step_hours)
-            out["transmission_losses_MWh.note"] = (
-                f"derived: sum over branches of Re(S_from + S_to) from the recorded bus voltage phasors and the "
-                f"branch admittances of network {Path(str(network)).name!r} (the generation needed for "
-                f"generation - load is not recorded)"
-            )
-            out["transmission_losses_peak_MW"] = float(np.nanmax(losses))
-            r._cache["derived/transmission_losses_mw"] = losses
-    if r.has("feeders/losses_kw") and r.n:
-        per_copy = r.read("feeders/losses_kw")  # [time, feeder], kW of one copy
-        out["distribution_losses_MWh"] = float((per_copy * r.multipliers()).sum() * r.step_hours / 1000.0)
-        out["distribution_losses_MWh.note"] = "OpenDSS circuit losses of each feeder step; system = each feeder x its multiplier"
-        out["distribution_losses_MWh_per_copy"] = float(per_copy.sum() * r.step_hours / 1000.0)
-    else:
-        _nan(out, "distribution_losses_MWh", RECORDER_GAPS["distribution_losses_MWh"])
+TRANSMISSION_LOSS_INPUTS = ("transmission/vm_pu", "transmission/va_deg", "transmission/bus")
 
 
-def _feeder_voltages(r: _Reader, out: dict) -> None:
-    if not r.has("feeders/vmin_pu") or r.n == 0:
+def run_transmission_losses(run: RunFile) -> tuple[np.ndarray | None, str]:
+    """Transmission losses (MW) of each recorded step, derived from the file's bus voltages
+    (`transmission_losses_mw`), and a note saying how; (None, why not) when the file does not allow it."""
+    network = run.scenario.get("transmission", {}).get("network")
+    absent = [name for name in TRANSMISSION_LOSS_INPUTS if not run.has(name)]
+    if not network or absent or run.n_steps == 0:
+        why = ("the scenario names no transmission network" if not network
+               else f"{', '.join(f'`{n}`' for n in absent)} not in this file" if absent else "no step recorded")
+        return None, f"cannot be derived from the bus voltages: {why}"
+    try:
+        losses = transmission_losses_mw(network, run.labels("transmission/bus"), run.read("transmission/vm_pu"),
+                                        run.read("transmission/va_deg"))
+    except Exception as exc:  # network file moved, internal buses, ...
+        return None, f"cannot be derived from the bus voltages: {exc}"
+    return losses, (
+        f"derived: sum over branches of Re(S_from + S_to) from the recorded bus voltage phasors and the "
+        f"branch admittances of network {Path(str(network)).name!r} (generator outputs are not in the "
+        f"results file, so generation - load cannot be used)"
+    )
+
+
+def _losses(run: RunFile, out: dict) -> None:
+    losses, note = run_transmission_losses(run)
+    if losses is None:
+        _nan(out, "transmission_losses_MWh", note)
+    else:
+        out["transmission_losses_MWh"] = float(losses.sum() * run.step_hours)
+        out["transmission_losses_MWh.note"] = note
+        out["transmission_losses_peak_MW"] = float(np.nanmax(losses))
+    if run.has("feeders/losses_kw") and run.n_steps:
+        per_copy = run.read("feeders/losses_kw")  # [time, feeder], kW of one copy
+        out["distribution_losses_MWh"] = float((per_copy * feeder_multipliers(run)).sum() * run.step_hours / 1000.0)
+        out["distribution_losses_MWh.note"] = "`feeders/losses_kw` (OpenDSS circuit losses) of each step; system = each feeder x its multiplier"
+        out["distribution_losses_MWh_per_copy"] = float(per_copy.sum() * run.step_hours / 1000.0)
+    else:
+        why = "no step recorded" if run.has("feeders/losses_kw") else "`feeders/losses_kw` (per-feeder losses) is not in this file"
+        _nan(out, "distribution_losses_MWh", why)
+
+
+def _put(out: dict, prefix: str, unit: str, found: Extreme | None) -> None:
+    """`<prefix>_<unit>`, `<prefix>_where` and `<prefix>_time` of an extreme the file has."""
+    if found is not None:
+        out[f"{prefix}_{unit}"] = found.value
+        out[f"{prefix}_where"] = found.where
+        out[f"{prefix}_time"] = found.time
+
+
+def _feeder_voltages(run: RunFile, out: dict) -> None:
+    if not run.has("feeders/vmin_pu") or run.n_steps == 0:
         return
-    feeders = r.labels("feeders/name")
-    times, m = r.times, r.multipliers()
-
-    def node(kind: str, k: int, j: int) -> str:
-        nodes_path, index_path = f"feeders/nodes/{feeders[j]}", f"feeders/{kind}_node"
-        if r.has(nodes_path) and r.has(index_path):
-            idx = int(r.read(index_path)[k, j])
-            nodes = r.read(nodes_path)
-            if 0 <= idx < len(nodes):
-                return f"{feeders[j]} node {nodes[idx]}"
-        return feeders[j]
-
-    for kind, pick in (("vmin", np.nanargmin), ("vmax", np.nanargmax)):
-        values = r.read(f"feeders/{kind}_pu")
-        if np.all(np.isnan(values)):
-            continue
-        v, k, j = _where_when(values, pick)
-        out[f"feeder_{kind}_pu"] = v
-        out[f"feeder_{kind}_where"] = node(kind, k, j)
-        out[f"feeder_{kind}_time"] = str(times[k])
-    if r.has("feeders/nodes_outside_band"):
-        outside = r.read("feeders/nodes_outside_band").astype(float)
-        per_feeder = outside.sum(axis=0) * r.step_hours
+    for kind in ("min", "max"):
+        _put(out, f"feeder_v{kind}", "pu", extremes.feeder_voltage(run, kind))
+    if run.has("feeders/nodes_outside_band"):
+        outside = run.read("feeders/nodes_outside_band").astype(float)
+        per_feeder = outside.sum(axis=0) * run.step_hours
         out["voltage_violation_node_h_per_copy"] = float(per_feeder.sum())
-        out["voltage_violation_node_h"] = float((per_feeder * m).sum())
+        out["voltage_violation_node_h"] = float((per_feeder * feeder_multipliers(run)).sum())
         out["voltage_violation_node_h.note"] = (
             f"nodes outside {BAND[0]}-{BAND[1]} pu x step hours; system = each feeder x its multiplier"
         )
         out["voltage_violation_steps"] = float((outside.sum(axis=1) > 0).sum())
 
 
-def _transmission(r: _Reader, out: dict) -> None:
-    if r.n == 0:
+def _transmission(run: RunFile, out: dict) -> None:
+    if run.n_steps == 0:
         return
-    times = r.times
-    vm = r.read("transmission/vm_pu") if r.has("transmission/vm_pu") else None
-    if vm is not None and vm.size and not np.all(np.isnan(vm)):
-        buses = r.labels("transmission/bus") if r.has("transmission/bus") else [str(i) for i in range(vm.shape[1])]
-        for kind, pick in (("vmin", np.nanargmin), ("vmax", np.nanargmax)):
-            v, k, j = _where_when(vm, pick)
-            out[f"transmission_{kind}_pu"] = v
-            out[f"transmission_{kind}_where"] = f"bus {buses[j]}"
-            out[f"transmission_{kind}_time"] = str(times[k])
-    if r.has("transmission/loading_percent"):
-        loading = r.read("transmission/loading_percent")
-        branches = r.labels("transmission/branch") if r.has("transmission/branch") else [str(i) for i in range(loading.shape[1])]
-        if loading.size and not np.all(np.isnan(loading)):
-            v, k, j = _where_when(loading, np.nanargmax)
-            out["branch_loading_max_pct"] = v
-            out["branch_loading_max_where"] = branches[j]
-            out["branch_loading_max_time"] = str(times[k])
-        over = np.nan_to_num(loading) > OVERLOAD_PCT
-        out["overload_branch_h"] = float(over.sum() * r.step_hours)
+    for kind in ("min", "max"):
+        _put(out, f"transmission_v{kind}", "pu", extremes.transmission_voltage(run, kind))
+    if run.has("transmission/loading_percent"):
+        _put(out, "branch_loading_max", "pct", extremes.branch_loading(run))
+        over = np.nan_to_num(run.read("transmission/loading_percent")) > OVERLOAD_PCT
+        out["overload_branch_h"] = float(over.sum() * run.step_hours)
         out["overload_branch_h.note"] = f"branch loading > {OVERLOAD_PCT:.0f} %: hours x branches"
         out["overloaded_branches"] = float(over.any(axis=0).sum())
-    if r.has("transmission/generation_cost_per_h"):
-        rate = r.read("transmission/generation_cost_per_h")
-        out["generation_cost"] = float(np.nansum(rate) * r.step_hours)
+    if run.has("transmission/generation_cost_per_h"):
+        rate = run.read("transmission/generation_cost_per_h")
+        out["generation_cost"] = float(np.nansum(rate) * run.step_hours)
         out["generation_cost.note"] = "the network's polynomial generator costs at each step's operating point, x step length"
 
 
-def _energy(r: _Reader, out: dict, name: str, per_step_kw: np.ndarray, what: str) -> None:
+def _energy(run: RunFile, out: dict, name: str, per_step_kw: np.ndarray, what: str) -> None:
     """kWh per copy (sum over feeders, one copy each) and MWh for the system."""
-    m = r.multipliers()
-    per_feeder_kwh = per_step_kw.sum(axis=0) * r.step_hours
+    m = feeder_multipliers(run)
+    per_feeder_kwh = per_step_kw.sum(axis=0) * run.step_hours
     out[f"{name}_kWh_per_copy"] = float(per_feeder_kwh.sum())
     out[f"{name}_MWh"] = float((per_feeder_kwh * m).sum() / 1000.0)
     out[f"{name}_MWh.note"] = what + "; system = each feeder x its multiplier"
 
 
-def _ders(r: _Reader, out: dict) -> None:
-    if r.n == 0:
+def _ders(run: RunFile, out: dict) -> None:
+    if run.n_steps == 0:
         return
-    if r.has("feeders/pv_available_kw") and r.has("feeders/pv_kw"):
-        available, delivered = r.read("feeders/pv_available_kw"), r.read("feeders/pv_kw")
-        _energy(r, out, "pv_available", np.nan_to_num(available), "PV energy the irradiance offered")
-        _energy(r, out, "pv_delivered", np.nan_to_num(delivered), "PV energy delivered")
-        _energy(r, out, "pv_curtailment", np.clip(np.nan_to_num(available - delivered), 0.0, None),
+    if run.has("feeders/pv_available_kw") and run.has("feeders/pv_kw"):
+        available, delivered = run.read("feeders/pv_available_kw"), run.read("feeders/pv_kw")
+        _energy(run, out, "pv_available", np.nan_to_num(available), "PV energy the irradiance offered")
+        _energy(run, out, "pv_delivered", np.nan_to_num(delivered), "PV energy delivered")
+        _energy(run, out, "pv_curtailment", np.clip(np.nan_to_num(available - delivered), 0.0, None),
                 "available minus delivered PV power (negative steps, solver noise, count as 0)")
         total = out["pv_available_MWh"]
         out["pv_curtailment_pct"] = 100.0 * out["pv_curtailment_MWh"] / total if total > 0 else 0.0
-    if r.has("feeders/battery_kw"):
-        p = np.nan_to_num(r.read("feeders/battery_kw"))
-        _energy(r, out, "battery_throughput", np.abs(p),
+    if run.has("feeders/battery_kw"):
+        p = np.nan_to_num(run.read("feeders/battery_kw"))
+        _energy(run, out, "battery_throughput", np.abs(p),
                 "charged + discharged energy at the grid terminals (|feeders/battery_kw|, net per feeder)")
-        _energy(r, out, "battery_discharged", np.clip(p, 0.0, None), "battery energy into the grid")
-        _energy(r, out, "battery_charged", np.clip(-p, 0.0, None), "battery energy from the grid")
-    if r.has("feeders/ev_kw"):
-        _energy(r, out, "ev", np.nan_to_num(r.read("feeders/ev_kw")), "EV charging energy")
-        if r.has("feeders/ev_owed_kwh"):
-            owed = np.nan_to_num(r.read("feeders/ev_owed_kwh")[-1])
+        _energy(run, out, "battery_discharged", np.clip(p, 0.0, None), "battery energy into the grid")
+        _energy(run, out, "battery_charged", np.clip(-p, 0.0, None), "battery energy from the grid")
+    if run.has("feeders/ev_kw"):
+        _energy(run, out, "ev", np.nan_to_num(run.read("feeders/ev_kw")), "EV charging energy")
+        if run.has("feeders/ev_owed_kwh"):
+            owed = np.nan_to_num(run.read("feeders/ev_owed_kwh")[-1])
             out["ev_owed_at_end_kWh_per_copy"] = float(owed.sum())
-            out["ev_owed_at_end_MWh"] = float((owed * r.multipliers()).sum() / 1000.0)
-    if r.has("feeders/p_total_kw"):
-        _energy(r, out, "feeder_head", np.nan_to_num(r.read("feeders/p_total_kw")), "substation energy drawn by the feeders")
+            out["ev_owed_at_end_MWh"] = float((owed * feeder_multipliers(run)).sum() / 1000.0)
+    if run.has("feeders/p_total_kw"):
+        _energy(run, out, "feeder_head", np.nan_to_num(run.read("feeders/p_total_kw")), "substation energy drawn by the feeders")
 
 
-def _interface(r: _Reader, out: dict) -> None:
-    if r.n == 0 or not r.has("boundary/p_mw"):
+def _interface(run: RunFile, out: dict) -> None:
+    if run.n_steps == 0 or not run.has("boundary/p_mw"):
         return
-    p = np.nan_to_num(r.read("boundary/p_mw"))
-    buses = r.labels("boundary/bus") if r.has("boundary/bus") else [str(i) for i in range(p.shape[1])]
-    h = r.step_hours
+    p = np.nan_to_num(run.read("boundary/p_mw"))
+    buses = run.labels("boundary/bus") if run.has("boundary/bus") else [str(i) for i in range(p.shape[1])]
+    h = run.step_hours
     imports, exports = np.clip(p, 0.0, None).sum(axis=0) * h, np.clip(-p, 0.0, None).sum(axis=0) * h
     for bus, imp, exp in zip(buses, imports, exports):
         out[f"interface_bus{bus}_import_MWh"] = float(imp)
@@ -357,49 +256,59 @@ def _interface(r: _Reader, out: dict) -> None:
     out["interface_peak_export_MW"] = float(max(0.0, -p.sum(axis=1).min()))
 
 
-def _coupling_and_timing(r: _Reader, out: dict) -> None:
-    if r.n == 0:
-        return
-    if r.has("coupling/iterations"):
-        it = r.read("coupling/iterations").astype(float)
+def coupling_kpis(run: RunFile) -> dict[str, float]:
+    """Transmission solves per step, the largest final boundary mismatch and, in iterative
+    coupling, the steps that did not converge."""
+    out: dict[str, float] = {}
+    if run.n_steps == 0:
+        return out
+    if run.has("coupling/iterations"):
+        it = run.read("coupling/iterations").astype(float)
         out["coupling_iterations_mean"] = float(it.mean())
         out["coupling_iterations_max"] = float(it.max())
-    if r.has("coupling/mismatch_pu"):
-        out["coupling_mismatch_max_pu"] = float(np.nanmax(r.read("coupling/mismatch_pu")))
-    if r.has("coupling/converged") and out.get("coupling") == "iterative":
-        out["coupling_steps_not_converged"] = float((r.read("coupling/converged") == 0).sum())
+    if run.has("coupling/mismatch_pu"):
+        out["coupling_mismatch_max_pu"] = float(np.nanmax(run.read("coupling/mismatch_pu")))
+    if run.has("coupling/converged") and run.scenario.get("coupling", {}).get("mode") == "iterative":
+        out["coupling_steps_not_converged"] = float((run.read("coupling/converged") == 0).sum())
+    return out
+
+
+def _timing(run: RunFile, out: dict) -> None:
+    if run.n_steps == 0:
+        return
     for name in ("timing/transmission_power_flow_s", "timing/transmission_wait_s"):
-        if r.has(name):
-            out[f"{name.replace('/', '_')[:-2]}_total_s"] = float(np.nansum(r.read(name)))
-    if r.has("timing/feeders_opendss_s"):
-        t = r.read("timing/feeders_opendss_s")
+        if run.has(name):
+            out[f"{name.replace('/', '_')[:-2]}_total_s"] = float(np.nansum(run.read(name)))
+    if run.has("timing/feeders_opendss_s"):
+        t = run.read("timing/feeders_opendss_s")
         per_process = np.nansum(t.reshape(t.shape[0], -1), axis=0)
         out["timing_feeders_opendss_total_s"] = float(per_process.sum())
         out["timing_feeders_opendss_total_s.note"] = "summed over feeder processes (they run in parallel)"
         out["timing_feeders_opendss_slowest_process_s"] = float(per_process.max()) if per_process.size else 0.0
 
 
-def _coordinator(r: _Reader, out: dict) -> None:
+def _coordinator(run: RunFile, out: dict) -> None:
     """Only when the coordinator wrote time series under `coordinator/`."""
-    series = sorted(n for n in r.series_names if n.startswith("coordinator/") and n != "coordinator/status")
-    if r.has("coordinator/status"):
-        status = r.read("coordinator/status")
+    recorded = run.names() if run.n_steps else []
+    series = [n for n in recorded if n.startswith("coordinator/") and n != "coordinator/status"]
+    if run.has("coordinator/status"):
+        status = run.read("coordinator/status")
         out["coordinator_solves"] = float(np.sum(status >= 0))
         out["coordinator_failed_solves"] = float(np.sum(status == 2))
         out["coordinator_failed_solves.note"] = "no usable solution (failed or out of time): the last set-points stayed in force"
-    if r.has("coordinator/planned_feeder_kw") and r.has("feeders/p_total_kw"):
-        _schedule_deviation(r, out)
+    if run.has("coordinator/planned_feeder_kw") and run.has("feeders/p_total_kw"):
+        _schedule_deviation(run, out)
     for name in series:
-        values = r.read(name).astype(float)
+        values = run.read(name).astype(float)
         leaf = name[len("coordinator/"):].replace("/", "_")
-        units = r.units(name)
+        units = run.units(name)
         labels: list[str] = []
         if values.ndim == 2:
-            dim = r.results.run.file[name].attrs.get("dims", "").split(",")[-1]
+            dim = run.dims(name)[-1]
             group = name.rsplit("/", 1)[0]
             for source in (f"{group}/{dim}", f"coordinator/{dim}"):
-                if r.has(source) and len(r.read(source)) == values.shape[1]:
-                    labels = r.labels(source)
+                if run.has(source) and len(run.read(source)) == values.shape[1]:
+                    labels = run.labels(source)
                     break
             labels = labels or [str(i) for i in range(values.shape[1])]
         elif values.ndim > 2:
@@ -419,68 +328,72 @@ def _coordinator(r: _Reader, out: dict) -> None:
                 out[f"coordinator_{key}_max"] = float(np.nanmax(col))
 
 
-def _schedule_deviation(r: _Reader, out: dict) -> None:
+def _schedule_deviation(run: RunFile, out: dict) -> None:
     """Interface energy against its schedule: each plan's first-interval feeder power against
     the mean realised over the steps it applied to, times the copies."""
-    planned, realised = r.read("coordinator/planned_feeder_kw"), r.read("feeders/p_total_kw")
-    status = r.read("coordinator/status")
-    steps = int(r.results.run.attr("coordinator_interval_steps", 1))
+    planned, realised = run.read("coordinator/planned_feeder_kw"), run.read("feeders/p_total_kw")
+    status = run.read("coordinator/status")
+    steps = int(run.attr("coordinator_interval_steps", 1))
     deviation = 0.0
     for k in np.flatnonzero(status >= 0):
         applied = realised[k + 1: k + 1 + steps]
         if status[k] == 2 or not len(applied):
             continue
-        deviation += float(np.sum(np.abs(applied.mean(axis=0) - planned[k]) * r.multipliers()) * len(applied) * r.step_hours)
+        deviation += float(np.sum(np.abs(applied.mean(axis=0) - planned[k]) * feeder_multipliers(run)) * len(applied) * run.step_hours)
     out["interface_schedule_deviation_MWh"] = deviation / 1000.0
     out["interface_schedule_deviation_MWh.note"] = "|scheduled - realised mean| feeder power per plan interval x copies, summed"
 
 
-def _kpis(r: _Reader) -> dict[str, KpiValue]:
+def run_kpis(run: RunFile) -> dict[str, KpiValue]:
+    """The KPIs of an open run (see `kpis`)."""
     out: dict[str, KpiValue] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        _run_facts(r, out)
-        _losses(r, out)
-        _feeder_voltages(r, out)
-        _transmission(r, out)
-        _ders(r, out)
-        _interface(r, out)
-        _coupling_and_timing(r, out)
-        _coordinator(r, out)
+        _run_facts(run, out)
+        _losses(run, out)
+        _feeder_voltages(run, out)
+        _transmission(run, out)
+        _ders(run, out)
+        _interface(run, out)
+        out.update(coupling_kpis(run))
+        _timing(run, out)
+        _coordinator(run, out)
     return out
 
 
-def kpis(path: str | Path) -> dict[str, float | str]:
+def kpis(path: str | Path) -> dict[str, KpiValue]:
     """The KPIs of one run (complete or not: an incomplete run covers its recorded steps).
     Unit in each name; `<name>.note` strings explain NaN values and derived ones."""
-    with _Reader(path) as r:
-        return _kpis(r)
+    with RunFile(path) as run:
+        return run_kpis(run)
 
 
 def kpi_table(paths) -> pd.DataFrame:
     """KPIs of several runs side by side: one row per KPI (first-seen order), one column per
     run labelled `scenario (file stem)`; notes are left out (see `kpis`)."""
-    labels, values = [], []
-    for path in paths:
-        with _Reader(path) as r:
-            labels.append(r.label)
-            values.append(_kpis(r))
-    return _table(labels, values)
+    runs = [RunFile(path) for path in paths]
+    try:
+        return kpi_frame(unique_labels(runs), [run_kpis(run) for run in runs])
+    finally:
+        for run in runs:
+            run.close()
 
 
-def _unique(labels: list[str]) -> list[str]:
-    """Column labels, primed where a label repeats (the same file twice, one name in two folders)."""
+def unique_labels(runs: list[RunFile]) -> list[str]:
+    """The runs' labels, primed where one repeats (the same file twice, one name in two folders)."""
     out: list[str] = []
-    for label in labels:
+    for run in runs:
+        label = run.label
         while label in out:
             label += "'"
         out.append(label)
     return out
 
 
-def _table(labels: list[str], values: list[dict]) -> pd.DataFrame:
+def kpi_frame(labels: list[str], values: list[dict[str, KpiValue]]) -> pd.DataFrame:
+    """One row per KPI (first-seen order), one column per label; notes left out."""
     order: list[str] = []
     for v in values:
         order += [k for k in v if not k.endswith(".note") and k not in order]
-    return pd.DataFrame({label: [v.get(k, math.nan) for k in order] for label, v in zip(_unique(labels), values)},
+    return pd.DataFrame({label: [v.get(k, math.nan) for k in order] for label, v in zip(labels, values)},
                         index=order, dtype=object)

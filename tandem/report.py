@@ -3,15 +3,17 @@
     from tandem.report import write_report
     write_report([Path("a.h5"), Path("b.h5")], Path("compare.html"))
 
-The page holds the KPI table (`tandem.kpis`, one column per run) and the plots as
-base64 PNG images (matplotlib, Agg backend): no external resource and no JavaScript.
+The page holds the KPI table (`tandem.kpis`, one column per run), the time series as
+interactive bokeh panels (`tandem.panels`: every step, zoom and pan in time; bokeh's
+JavaScript and the data are inside the page) and the heat maps and the histogram as base64
+PNG images (matplotlib, Agg backend). Nothing is loaded from the network.
 With several runs every time series is overlaid on the same axes, one line per run,
 labelled `scenario (file stem)`; runs that start at different times share an axis of
 hours since their start. An incomplete run is shown with an "incomplete: <error>" banner.
 
 Speed: each plot reads only the datasets it needs (once per run: the KPIs and the plots
-share the reads). Long series are drawn at most `MAX_BINS` time bins wide: each bin keeps
-its minimum and maximum (and bands keep their extremes), so no peak is lost.
+share the reads of the open `RunFile`). Heat maps are drawn at most `MAX_BINS` time bins
+wide: each bin keeps its extreme, so no peak is lost.
 """
 
 from __future__ import annotations
@@ -26,17 +28,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bokeh.model import Model
 
-from tandem.kpis import BAND, OVERLOAD_PCT, RECORDER_GAPS, _kpis, _Reader, _table, _unique
+from results.store import RunFile
+from tandem import panels
+from tandem.kpis import (
+    BAND,
+    OVERLOAD_PCT,
+    feeder_multipliers,
+    kpi_frame,
+    run_kpis,
+    run_transmission_losses,
+    unique_labels,
+)
 
-MAX_BINS = 600  # time bins per plotted series (about one per pixel column)
+MAX_BINS = 600  # time bins of a heat map (about one per pixel column)
 DPI = 80
 WIDTH_IN = 12.0
-MAX_LEGEND = 12
 MAX_DEVICE_LINES = 40  # above this many batteries, SOC is drawn as a min/mean/max band
 
 
-# -- downsampling ---------------------------------------------------------------------------
+# -- heat-map binning ---------------------------------------------------------------------
 
 
 def _bin_size(n: int) -> int:
@@ -63,39 +75,27 @@ def envelope(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         return x[::size], _binned(y, size, np.nanmin), _binned(y, size, np.nanmax)
 
 
-def decimate(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A long series as a line through each bin's minimum and maximum (extremes kept)."""
-    size = _bin_size(len(x))
-    if size == 1:
-        return x, y
-    xb, lo, hi = envelope(x, y)
-    nxt = np.append(xb[1:], x[-1])
-    xs = np.column_stack([xb, xb + (nxt - xb) / 2]).ravel()
-    if y.ndim == 1:
-        return xs, np.column_stack([lo, hi]).ravel()
-    return xs, np.stack([lo, hi], axis=1).reshape(-1, *y.shape[1:])
-
-
 # -- runs -----------------------------------------------------------------------------------
 
 
-LINESTYLES = ("-", "--", "-.", ":")  # per run, so that runs that coincide stay visible
-
-
 class _Run:
-    def __init__(self, reader: _Reader, color: str, relative: bool, ls: str = "-"):
-        self.r = reader
+    """One run on the page: its file, colour and dash, and its x values for either library."""
+
+    def __init__(self, run: RunFile, label: str, color: str, dash: str, relative: bool):
+        self.r = run
+        self.label = label
         self.color = color
-        self.ls = ls
-        self.label = reader.label
-        times = reader.times
-        self.dx = reader.step_hours if relative else reader.step_hours / 24.0  # one step in x units
+        self.dash = dash
+        self.dx = run.step_hours if relative else run.step_hours / 24.0  # one step in matplotlib x units
         if relative:
-            self.x = np.arange(reader.n, dtype=float) * reader.step_hours
+            hours = run.read("time/seconds") / 3600.0
+            self.x, self.series = hours, panels.Series(hours)
         else:
             import matplotlib.dates as mdates
 
-            self.x = mdates.date2num(times.values) if reader.n else np.zeros(0)
+            self.x = mdates.date2num(run.times.values)
+            # bokeh's datetime axis counts milliseconds since 1970 (the naive times are shown as they are)
+            self.series = panels.Series(run.times.values.astype("datetime64[ms]").astype(np.int64).astype(float))
 
     def has(self, *names: str) -> bool:
         return all(self.r.has(n) for n in names)
@@ -103,10 +103,28 @@ class _Run:
     def read(self, name: str) -> np.ndarray:
         return self.r.read(name)
 
+    def line(self, fig, key: str, y: np.ndarray, label: str | None, color: str | None = None, dash: str | None = None,
+             width: float = 1.2) -> None:
+        """A line in the run's colour and dash unless told otherwise; `key` names the data column."""
+        panels.line(fig, self.series, key, y, label, color or self.color, dash or self.dash, width)
+
+    def band(self, fig, key: str, lo: np.ndarray, hi: np.ndarray, label: str | None, alpha: float = 0.35) -> None:
+        panels.band(fig, self.series, key, lo, hi, label, self.color, alpha)
+
+
+def _linked(relative: bool, *specs: tuple[str, str], log: tuple[bool, ...] = ()) -> list:
+    """Time-series panels (title, y label) that zoom and pan together."""
+    figs: list = []
+    for i, (title, ylabel) in enumerate(specs):
+        figs.append(panels.panel(title, ylabel, relative, x_range=figs[0].x_range if figs else None,
+                                 log=bool(log[i]) if i < len(log) else False))
+    return figs
+
 
 def _style_time_axis(ax, relative: bool) -> None:
-    if relative and ax.get_subplotspec().is_last_row():
-        ax.set_xlabel("hours since the run's start")
+    if relative:
+        if ax.get_subplotspec().is_last_row():
+            ax.set_xlabel("hours since the run's start")
     else:
         import matplotlib.dates as mdates
 
@@ -116,40 +134,7 @@ def _style_time_axis(ax, relative: bool) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _legend(ax, **kw) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    if not handles:
-        return
-    if len(handles) > MAX_LEGEND:
-        handles, labels = handles[:MAX_LEGEND], labels[:MAX_LEGEND - 1] + [f"... ({len(labels) - MAX_LEGEND + 1} more)"]
-    ax.legend(handles, labels, fontsize=7, ncol=min(4, max(1, len(handles) // 4)), loc=kw.get("loc", "best"))
-
-
-def _band(ax, run: _Run, lo: np.ndarray, hi: np.ndarray, label: str | None = None, alpha: float = 0.3, color=None) -> None:
-    """Fill between the bin minimum of lo and the bin maximum of hi."""
-    xb, lo_min, _ = envelope(run.x, lo)
-    _, _, hi_max = envelope(run.x, hi)
-    xs = np.append(xb, run.x[-1])  # steps: each bin drawn over its width
-    ax.fill_between(xs, np.append(lo_min, lo_min[-1]), np.append(hi_max, hi_max[-1]), step="post",
-                    color=color or run.color, alpha=alpha, lw=0, label=label)
-
-
-def _line(ax, run: _Run, y: np.ndarray, **kw) -> None:
-    if kw.get("color") == run.color:
-        kw.setdefault("ls", run.ls)
-    xs, ys = decimate(run.x, y)
-    ax.plot(xs, ys, lw=kw.pop("lw", 1.0), **kw)
-
-
-# -- plots: each returns a figure, or None when no run has the data -----------------------
-
-
-def _figure(rows: int, height: float = 2.6, **kw):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(WIDTH_IN, height * rows), dpi=DPI, layout="constrained")
-    axes = fig.subplots(rows, 1, squeeze=False, **kw)[:, 0]
-    return fig, axes
+# -- plots: each returns a figure (bokeh: interactive, matplotlib: PNG), or None when no run has the data
 
 
 def plot_boundary(runs: list[_Run], relative: bool):
@@ -157,58 +142,49 @@ def plot_boundary(runs: list[_Run], relative: bool):
     if not runs:
         return None
     single = len(runs) == 1
-    fig, (a_v, a_p, a_q) = _figure(3, sharex=True)
+    sums = "" if single else " (sum over boundary buses)"
+    a_v, a_p, a_q = _linked(relative, ("Boundary bus voltage magnitude", "V (pu)"),
+                            ("Active power into the feeders at the boundary" + sums, "P (MW)"),
+                            ("Reactive power into the feeders at the boundary" + sums, "Q (Mvar)"))
     for u in runs:
         buses = u.r.labels("boundary/bus") if u.has("boundary/bus") else []
         vm, p, q = u.read("boundary/vm_pu"), u.read("boundary/p_mw"), u.read("boundary/q_mvar")
         for j in range(vm.shape[1]):
             name = f"bus {buses[j]}" if j < len(buses) else f"#{j}"
-            kw = dict(label=name) if single else dict(color=u.color, label=u.label if j == 0 else None)
-            _line(a_v, u, vm[:, j], **kw)
             if single:
-                _line(a_p, u, p[:, j], label=name)
-                _line(a_q, u, q[:, j], label=name)
+                color = panels.COLORS[j % len(panels.COLORS)]
+                u.line(a_v, f"boundary/vm_pu[{j}]", vm[:, j], name, color)
+                u.line(a_p, f"boundary/p_mw[{j}]", p[:, j], name, color)
+                u.line(a_q, f"boundary/q_mvar[{j}]", q[:, j], name, color)
+            else:
+                u.line(a_v, f"boundary/vm_pu[{j}]", vm[:, j], u.label)
         if single and p.shape[1] > 1:
-            _line(a_p, u, p.sum(axis=1), color="k", lw=1.4, label="all boundary buses")
-            _line(a_q, u, q.sum(axis=1), color="k", lw=1.4, label="all boundary buses")
+            u.line(a_p, "boundary/p_mw[sum]", p.sum(axis=1), "all boundary buses", "black", width=1.6)
+            u.line(a_q, "boundary/q_mvar[sum]", q.sum(axis=1), "all boundary buses", "black", width=1.6)
         if not single:
-            _line(a_p, u, p.sum(axis=1), color=u.color, label=u.label)
-            _line(a_q, u, q.sum(axis=1), color=u.color, label=u.label)
-    a_v.set_ylabel("V (pu)")
-    a_v.set_title("Boundary bus voltage magnitude")
-    a_p.set_ylabel("P (MW)")
-    a_p.set_title("Active power into the feeders at the boundary" + ("" if single else " (sum over boundary buses)"))
-    a_q.set_ylabel("Q (Mvar)")
-    a_q.set_title("Reactive power into the feeders at the boundary" + ("" if single else " (sum over boundary buses)"))
-    for ax in (a_v, a_p, a_q):
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+            u.line(a_p, "boundary/p_mw[sum]", p.sum(axis=1), u.label)
+            u.line(a_q, "boundary/q_mvar[sum]", q.sum(axis=1), u.label)
+    return panels.stack([a_v, a_p, a_q])
 
 
 def plot_transmission(runs: list[_Run], relative: bool):
     runs = [u for u in runs if u.has("transmission/vm_pu")]
     if not runs:
         return None
-    with_losses = [u for u in runs if "derived/transmission_losses_mw" in u.r._cache]
-    fig, axes = _figure(2 if with_losses else 1, sharex=True)
-    ax = axes[0]
+    losses = {u.label: run_transmission_losses(u.r)[0] for u in runs}
+    with_losses = [u for u in runs if losses[u.label] is not None]
+    specs = [("Transmission bus voltages: range over all buses", "V (pu)")]
+    if with_losses:
+        specs.append(("Transmission losses (derived from recorded bus voltages and the network's branch admittances)", "MW"))
+    figs = _linked(relative, *specs)
     for u in runs:
         vm = u.read("transmission/vm_pu")
-        _band(ax, u, vm.min(axis=1), vm.max(axis=1), label=f"{u.label}: min-max over buses", alpha=0.35)
+        u.band(figs[0], "transmission/vm_pu[range]", vm.min(axis=1), vm.max(axis=1), f"{u.label}: min-max over buses")
     for v in BAND:
-        ax.axhline(v, color="grey", ls="--", lw=0.8)
-    ax.set_ylabel("V (pu)")
-    ax.set_title("Transmission bus voltages: range over all buses")
-    if with_losses:
-        for u in with_losses:
-            _line(axes[1], u, u.r._cache["derived/transmission_losses_mw"], color=u.color, label=u.label)
-        axes[1].set_ylabel("MW")
-        axes[1].set_title("Transmission losses (derived from recorded bus voltages and the network's branch admittances)")
-    for ax in axes:
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+        panels.hline(figs[0], v)
+    for u in with_losses:
+        u.line(figs[1], "derived/transmission_losses_mw", losses[u.label], u.label)
+    return panels.stack(figs)
 
 
 def plot_feeder_envelopes(runs: list[_Run], relative: bool):
@@ -218,36 +194,28 @@ def plot_feeder_envelopes(runs: list[_Run], relative: bool):
     feeders: list[str] = []
     for u in runs:
         feeders += [f for f in u.r.labels("feeders/name") if f not in feeders]
-    cols = 1 if len(feeders) == 1 else 2 if len(feeders) <= 4 else 4
-    rows = math.ceil(len(feeders) / cols)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(WIDTH_IN, max(2.6, 1.9 * rows + 0.6)), dpi=DPI, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    columns = 1 if len(feeders) == 1 else 2 if len(feeders) <= 4 else 4
+    figs: list = []
     for i, feeder in enumerate(feeders):
-        ax = axes[i]
+        first = figs[0] if figs else None
+        fig = panels.panel(feeder, "V (pu)" if i % columns == 0 else "", relative,
+                           x_range=first.x_range if first else None, width=panels.WIDTH // columns - 50, height=140)
+        if first:
+            fig.y_range = first.y_range
         for u in runs:
             names = u.r.labels("feeders/name")
-            if feeder not in names:
-                continue
-            j = names.index(feeder)
-            _band(ax, u, u.read("feeders/vmin_pu")[:, j], u.read("feeders/vmax_pu")[:, j],
-                  label=u.label if i == 0 else None, alpha=0.4)
+            if feeder in names:
+                j = names.index(feeder)
+                u.band(fig, f"feeders/v_pu[{j}]", u.read("feeders/vmin_pu")[:, j], u.read("feeders/vmax_pu")[:, j],
+                       u.label if len(runs) > 1 and i == 0 else None, alpha=0.45)
         for v in BAND:
-            ax.axhline(v, color="grey", ls="--", lw=0.7)
-        ax.set_title(feeder, fontsize=8)
-        ax.tick_params(labelsize=7)
-        _style_time_axis(ax, relative)
-    for ax in axes[len(feeders):]:
-        ax.set_visible(False)
-    fig.suptitle("Feeder voltage envelopes: lowest to highest node voltage (pu), band 0.95-1.05 dashed", fontsize=10)
-    if len(runs) > 1:
-        _legend(axes[0])
-    return fig
+            panels.hline(fig, v)
+        figs.append(fig)
+    return panels.stack(figs, columns)
 
 
 def plot_heat_map(runs: list[_Run], relative: bool):
-    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name") and u.r.n > 0]
+    runs = [u for u in runs if u.has("feeders/vmin_pu", "feeders/vmax_pu", "feeders/name") and u.r.n_steps > 0]
     if not runs:
         return None
     from matplotlib.colors import TwoSlopeNorm
@@ -279,7 +247,7 @@ def plot_heat_map(runs: list[_Run], relative: bool):
 
 def plot_node_heat_map(runs: list[_Run], relative: bool):
     """Every node's voltage over time (time binned, each bin's lowest value): feeders stacked."""
-    runs = [u for u in runs if u.r.n > 0 and u.has("feeders/name")
+    runs = [u for u in runs if u.r.n_steps > 0 and u.has("feeders/name")
             and all(u.has(f"feeders/node_vm_pu/{f}") for f in u.r.labels("feeders/name"))]
     if not runs:
         return None
@@ -310,24 +278,20 @@ def plot_node_heat_map(runs: list[_Run], relative: bool):
     return fig
 
 
+
 def plot_violations(runs: list[_Run], relative: bool):
     runs = [u for u in runs if u.has("feeders/nodes_outside_band")]
     if not runs:
         return None
-    fig, (a_n, a_c) = _figure(2, sharex=True)
+    a_n, a_c = _linked(relative,
+                       (f"Nodes outside {BAND[0]}-{BAND[1]} pu (one copy of each feeder, summed over feeders)", "nodes"),
+                       ("Voltage-violation node-hours, cumulative (system: each feeder x its multiplier)", "node-hours"))
     for u in runs:
         outside = u.read("feeders/nodes_outside_band").astype(float)
-        _line(a_n, u, outside.sum(axis=1), color=u.color, label=u.label)
-        system = (outside * u.r.multipliers()).sum(axis=1) * u.r.step_hours
-        _line(a_c, u, np.cumsum(system), color=u.color, label=u.label)
-    a_n.set_ylabel("nodes")
-    a_n.set_title(f"Nodes outside {BAND[0]}-{BAND[1]} pu (one copy of each feeder, summed over feeders)")
-    a_c.set_ylabel("node-hours")
-    a_c.set_title("Voltage-violation node-hours, cumulative (system: each feeder x its multiplier)")
-    for ax in (a_n, a_c):
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+        u.line(a_n, "feeders/nodes_outside_band[sum]", outside.sum(axis=1), u.label)
+        system = (outside * feeder_multipliers(u.r)).sum(axis=1) * u.r.step_hours
+        u.line(a_c, "feeders/nodes_outside_band[node_h]", np.cumsum(system), u.label)
+    return panels.stack([a_n, a_c])
 
 
 def plot_branch_loading(runs: list[_Run], relative: bool):
@@ -335,44 +299,48 @@ def plot_branch_loading(runs: list[_Run], relative: bool):
     if not runs:
         return None
     single = len(runs) == 1
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(WIDTH_IN, 2.6 * (3 if single else 2)), dpi=DPI, layout="constrained")
-    axes = fig.subplots(3 if single else 2, 1)
-    a_max, a_hist = axes[0], axes[-1]
-    for u in runs:
-        loading = u.read("transmission/loading_percent")
-        _line(a_max, u, np.nanmax(loading, axis=1), color=u.color, label=u.label)
-        finite = loading[np.isfinite(loading)]
-        a_hist.hist(finite, bins=60, histtype="step", color=u.color, label=u.label, log=True, lw=1.2)
-    a_max.axhline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
-    a_max.set_title("Highest branch loading (%)")
-    a_max.set_ylabel("%")
-    _style_time_axis(a_max, relative)
-    _legend(a_max)
+    specs = [("Highest branch loading (%)", "%")]
     if single:
-        u, ax = runs[0], axes[1]
+        specs.append(("The 10 branches with the highest peak loading (%)", "%"))
+    figs = _linked(relative, *specs)
+    for u in runs:
+        u.line(figs[0], "transmission/loading_percent[max]", np.nanmax(u.read("transmission/loading_percent"), axis=1), u.label)
+    if single:
+        u = runs[0]
         loading = u.read("transmission/loading_percent")
         branches = u.r.labels("transmission/branch") if u.has("transmission/branch") else [str(i) for i in range(loading.shape[1])]
         top = np.argsort(-np.nan_to_num(np.nanmax(loading, axis=0), nan=-1))[:10]
-        for j in top:
-            _line(ax, u, loading[:, j], label=f"{branches[j]} (peak {np.nanmax(loading[:, j]):.0f} %)")
-        ax.axhline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
-        ax.set_title("The 10 branches with the highest peak loading (%)")
-        ax.set_ylabel("%")
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    a_hist.axvline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
-    a_hist.set_title("Branch loading, all branches and steps (histogram, log count)")
-    a_hist.set_xlabel("loading (%)")
-    a_hist.grid(True, alpha=0.3)
-    _legend(a_hist)
+        for rank, j in enumerate(top):
+            u.line(figs[1], f"transmission/loading_percent[{j}]", loading[:, j],
+                   f"{branches[j]} (peak {np.nanmax(loading[:, j]):.0f} %)", panels.COLORS[rank % len(panels.COLORS)], "solid")
+    for fig in figs:
+        panels.hline(fig, OVERLOAD_PCT, "red")
+    return panels.stack(figs)
+
+
+def plot_loading_histogram(runs: list[_Run], relative: bool):
+    """All branches and steps of each run in one histogram (not a time series: a PNG)."""
+    runs = [u for u in runs if u.has("transmission/loading_percent") and u.read("transmission/loading_percent").size]
+    if not runs:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, 2.8), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    for u in runs:
+        loading = u.read("transmission/loading_percent")
+        ax.hist(loading[np.isfinite(loading)], bins=60, histtype="step", color=u.color, label=u.label, log=True, lw=1.2)
+    ax.axvline(OVERLOAD_PCT, color="red", ls="--", lw=0.8)
+    ax.set_title("Branch loading, all branches and steps (histogram, log count)")
+    ax.set_xlabel("loading (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
     return fig
 
 
 def _system_mw(u: _Run, name: str) -> np.ndarray:
     """Sum over feeders of multiplier x per-copy kW, in MW."""
-    return (np.nan_to_num(u.read(name)) * u.r.multipliers()).sum(axis=1) / 1000.0
+    return (np.nan_to_num(u.read(name)) * feeder_multipliers(u.r)).sum(axis=1) / 1000.0
 
 
 def _has_der(u: _Run) -> bool:
@@ -397,95 +365,72 @@ def plot_ders(runs: list[_Run], relative: bool):
     if not runs:
         return None
     single = len(runs) == 1
-    fig, (a_b, a_s, a_pv, a_ev) = _figure(4, sharex=True)
+    a_b, a_s, a_pv, a_ev = _linked(relative, ("Battery power into the grid, system (MW, + discharging)", "MW"),
+                                   ("Battery state of charge (one copy of each feeder)", "SOC (pu)"),
+                                   ("PV power, system (MW): available (dashed) and delivered", "MW"),
+                                   ("EV charging power, system (MW)", "MW"))
+    panels.hline(a_b, 0.0, "grey", "solid")
     for u in runs:
         if u.has("feeders/battery_kw"):
-            _line(a_b, u, _system_mw(u, "feeders/battery_kw"), color=u.color, label=u.label)
+            u.line(a_b, "feeders/battery_kw[system_mw]", _system_mw(u, "feeders/battery_kw"), u.label)
         socs = _socs(u)
         if socs:
             names, soc = socs
             if single and soc.shape[1] <= MAX_DEVICE_LINES:
                 for j, name in enumerate(names):
-                    _line(a_s, u, soc[:, j], lw=0.8, label=name)
+                    u.line(a_s, f"battery_soc[{name}]", soc[:, j], name, panels.COLORS[j % len(panels.COLORS)], width=0.9)
             else:
-                _band(a_s, u, soc.min(axis=1), soc.max(axis=1), label=f"{u.label}: min-max over {soc.shape[1]} batteries")
-                _line(a_s, u, soc.mean(axis=1), color=u.color, label=f"{u.label}: mean")
+                u.band(a_s, "battery_soc[range]", soc.min(axis=1), soc.max(axis=1), f"{u.label}: min-max over {soc.shape[1]} batteries")
+                u.line(a_s, "battery_soc[mean]", soc.mean(axis=1), f"{u.label}: mean")
         if u.has("feeders/pv_available_kw", "feeders/pv_kw"):
-            _line(a_pv, u, _system_mw(u, "feeders/pv_available_kw"), color=u.color, ls="--", lw=0.9,
-                  label=f"{u.label}: available")
-            _line(a_pv, u, _system_mw(u, "feeders/pv_kw"), color=u.color, label=f"{u.label}: delivered")
+            u.line(a_pv, "feeders/pv_available_kw[system_mw]", _system_mw(u, "feeders/pv_available_kw"),
+                   f"{u.label}: available", dash="dashed", width=1.0)
+            u.line(a_pv, "feeders/pv_kw[system_mw]", _system_mw(u, "feeders/pv_kw"), f"{u.label}: delivered")
         if u.has("feeders/ev_kw"):
-            _line(a_ev, u, _system_mw(u, "feeders/ev_kw"), color=u.color, label=u.label)
-    a_b.axhline(0, color="grey", lw=0.6)
-    a_b.set_title("Battery power into the grid, system (MW, + discharging)")
-    a_b.set_ylabel("MW")
-    a_s.set_title("Battery state of charge (one copy of each feeder)")
-    a_s.set_ylabel("SOC (pu)")
-    a_pv.set_title("PV power, system (MW): available (dashed) and delivered")
-    a_pv.set_ylabel("MW")
-    a_ev.set_title("EV charging power, system (MW)")
-    a_ev.set_ylabel("MW")
-    for ax in (a_b, a_s, a_pv, a_ev):
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+            u.line(a_ev, "feeders/ev_kw[system_mw]", _system_mw(u, "feeders/ev_kw"), u.label)
+    return panels.stack([a_b, a_s, a_pv, a_ev])
 
 
 def plot_curtailment(runs: list[_Run], relative: bool):
     runs = [u for u in runs if u.has("feeders/pv_available_kw", "feeders/pv_kw") and np.any(u.read("feeders/pv_available_kw") != 0)]
     if not runs:
         return None
-    fig, (a_p, a_e) = _figure(2, sharex=True)
+    a_p, a_e = _linked(relative, ("PV curtailment, system (MW): available minus delivered", "MW"),
+                       ("PV curtailment energy, cumulative (MWh)", "MWh"))
     for u in runs:
         curtailed = np.clip(np.nan_to_num(u.read("feeders/pv_available_kw") - u.read("feeders/pv_kw")), 0, None)
-        mw = (curtailed * u.r.multipliers()).sum(axis=1) / 1000.0
-        _line(a_p, u, mw, color=u.color, label=u.label)
-        _line(a_e, u, np.cumsum(mw) * u.r.step_hours, color=u.color, label=u.label)
-    a_p.set_title("PV curtailment, system (MW): available minus delivered")
-    a_p.set_ylabel("MW")
-    a_e.set_title("PV curtailment energy, cumulative (MWh)")
-    a_e.set_ylabel("MWh")
-    for ax in (a_p, a_e):
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+        mw = (curtailed * feeder_multipliers(u.r)).sum(axis=1) / 1000.0
+        u.line(a_p, "curtailment[system_mw]", mw, u.label)
+        u.line(a_e, "curtailment[cumulative_mwh]", np.cumsum(mw) * u.r.step_hours, u.label)
+    return panels.stack([a_p, a_e])
 
 
 def plot_coupling(runs: list[_Run], relative: bool):
     runs = [u for u in runs if u.has("coupling/iterations")]
     if not runs:
         return None
-    fig, axes = _figure(3, sharex=True)
-    a_i, a_m, a_t = axes
-    timing = (("timing/transmission_power_flow_s", "transmission power flow", "-"),
-              ("timing/transmission_wait_s", "transmission waiting on feeders", ":"),
-              ("timing/feeders_opendss_s", "feeder processes (slowest)", "--"))
+    a_i, a_m, a_t = _linked(relative, ("Coupling: transmission solves per step", "iterations"),
+                            ("Coupling: boundary voltage mismatch (pu; dashed: iterative tolerance)", "pu"),
+                            ("Wall time per step (s)", "s"), log=(False, True, False))
+    timing = (("timing/transmission_power_flow_s", "transmission power flow", "solid"),
+              ("timing/transmission_wait_s", "transmission waiting on feeders", "dotted"),
+              ("timing/feeders_opendss_s", "feeder processes (slowest)", "dashed"))
     for u in runs:
-        _line(a_i, u, u.read("coupling/iterations").astype(float), color=u.color, label=u.label)
+        u.line(a_i, "coupling/iterations", u.read("coupling/iterations"), u.label)
         if u.has("coupling/mismatch_pu"):
-            _line(a_m, u, np.maximum(u.read("coupling/mismatch_pu"), 1e-12), color=u.color, label=u.label)
-        for name, what, ls in timing:
+            u.line(a_m, "coupling/mismatch_pu[floored]", np.maximum(u.read("coupling/mismatch_pu"), 1e-12), u.label)
+        for name, what, dash in timing:
             if u.has(name):
                 t = u.read(name)
-                _line(a_t, u, t.max(axis=1) if t.ndim == 2 else t, color=u.color, ls=ls, lw=0.8, label=f"{u.label}: {what}")
-        tolerance = u.r.scenario.get("coupling", {}).get("tolerance_pu")
-        if tolerance and u.r.scenario.get("coupling", {}).get("mode") == "iterative":
-            a_m.axhline(tolerance, color=u.color, ls="--", lw=0.7)
-    a_i.set_title("Coupling: transmission solves per step")
-    a_i.set_ylabel("iterations")
-    a_m.set_yscale("log")
-    a_m.set_title("Coupling: boundary voltage mismatch (pu; dashed: iterative tolerance)")
-    a_m.set_ylabel("pu")
-    a_t.set_title("Wall time per step (s)")
-    a_t.set_ylabel("s")
-    for ax in axes:
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+                u.line(a_t, f"{name}[max]", t.max(axis=1) if t.ndim == 2 else t, f"{u.label}: {what}", dash=dash, width=0.8)
+        coupling = u.r.scenario.get("coupling", {})
+        if coupling.get("tolerance_pu") and coupling.get("mode") == "iterative":
+            panels.hline(a_m, coupling["tolerance_pu"], u.color)
+    return panels.stack([a_i, a_m, a_t])
 
 
 def _coordinator_series(u: _Run) -> list[str]:
-    return sorted(n for n in u.r.series_names if n.startswith("coordinator/"))
+    return [n for n in u.r.names() if n.startswith("coordinator/")]
 
 
 def plot_coordinator(runs: list[_Run], relative: bool):
@@ -496,11 +441,12 @@ def plot_coordinator(runs: list[_Run], relative: bool):
     kinds = {"solve times (s)": lambda n, u: u.r.units(n) == "s",
              "iterations": lambda n, u: "iteration" in n.lower(),
              "cost terms": lambda n, u: "cost" in n.lower() or "penalt" in n.lower()}
-    panels = [(title, test) for title, test in kinds.items() if any(test(n, u) for u in runs for n in _coordinator_series(u))]
-    if not panels:
+    shown = [(title, test) for title, test in kinds.items() if any(test(n, u) for u in runs for n in _coordinator_series(u))]
+    if not shown:
         return None
-    fig, axes = _figure(len(panels), sharex=True)
-    for ax, (title, test) in zip(axes, panels):
+    figs = _linked(relative, *[(f"Coordinator {title}", "") for title, _ in shown])
+    for fig, (_, test) in zip(figs, shown):
+        k = 0
         for u in runs:
             for name in _coordinator_series(u):
                 if not test(name, u):
@@ -509,21 +455,21 @@ def plot_coordinator(runs: list[_Run], relative: bool):
                 values = values.reshape(values.shape[0], -1)
                 for j in range(values.shape[1]):
                     suffix = f"[{j}]" if values.shape[1] > 1 else ""
-                    _line(ax, u, values[:, j], lw=0.9, label=f"{u.label}: {name[len('coordinator/'):]}{suffix}")
-        ax.set_title(f"Coordinator {title}")
-        _style_time_axis(ax, relative)
-        _legend(ax)
-    return fig
+                    u.line(fig, f"{name}{suffix}", values[:, j], f"{u.label}: {name[len('coordinator/'):]}{suffix}",
+                           panels.COLORS[k % len(panels.COLORS)], width=0.9)
+                    k += 1
+    return panels.stack(figs)
 
 
 PLOTS = (
     ("boundary", "Boundary buses: voltages and P/Q", plot_boundary),
     ("transmission", "Transmission voltage range and losses", plot_transmission),
-    ("feeder_envelopes", "Feeder voltage envelopes", plot_feeder_envelopes),
+    ("feeder_envelopes", "Feeder voltage envelopes: lowest to highest node voltage (pu), band 0.95-1.05 dashed", plot_feeder_envelopes),
     ("node_heat_map", "Node voltage heat map (time x node)", plot_node_heat_map),
     ("heat_map", "Feeder voltage heat map (time x feeder)", plot_heat_map),
     ("violations", "Voltage violations", plot_violations),
     ("branch_loading", "Branch loading", plot_branch_loading),
+    ("loading_histogram", "Branch loading histogram", plot_loading_histogram),
     ("ders", "DER dispatch and state of charge", plot_ders),
     ("curtailment", "PV curtailment", plot_curtailment),
     ("coupling", "Coupling iterations, mismatch and step wall times", plot_coupling),
@@ -597,32 +543,36 @@ figcaption { font-size: 12px; color: #444; margin-top: 4px; }
 
 def _build(paths: list[Path], output: Path) -> tuple[Path, pd.DataFrame]:
     paths = [Path(p) for p in paths]
-    readers: list[_Reader] = []
+    readers: list[RunFile] = []
     try:
         for path in paths:
-            readers.append(_Reader(path))
-        values = [_kpis(r) for r in readers]
-        labels = _unique([r.label for r in readers])
-        table = _table(labels, values)
+            readers.append(RunFile(path))
+        values = [run_kpis(r) for r in readers]
+        labels = unique_labels(readers)
+        table = kpi_frame(labels, values)
 
-        starts = {str(r.scenario["time"]["start"]) for r in readers if r.n}
+        starts = {str(r.scenario["time"]["start"]) for r in readers if r.n_steps}
         relative = len(starts) > 1
-        colors = [f"C{i % 10}" for i in range(len(readers))]
-        runs = []
-        for i, (r, color, label) in enumerate(zip(readers, colors, labels)):
-            if r.n:
-                run = _Run(r, color, relative, LINESTYLES[i % len(LINESTYLES)] if len(readers) > 1 else "-")
-                run.label = label
-                runs.append(run)
+        runs = [_Run(r, label, panels.COLORS[i % len(panels.COLORS)],
+                     panels.DASHES[i % len(panels.DASHES)] if len(readers) > 1 else "solid", relative)
+                for i, (r, label) in enumerate(zip(readers, labels)) if r.n_steps]
 
-        figures: list[tuple[str, str, str]] = []
+        figures: list[tuple[str, str, str]] = []  # (key, title, HTML of the figure)
         if runs:
+            interactive = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 for key, title, plot in PLOTS:
                     fig = plot(runs, relative)
-                    if fig is not None:
-                        figures.append((key, title, _png(fig)))
+                    if isinstance(fig, Model):
+                        interactive[key] = fig
+                        figures.append((key, title, ""))
+                    elif fig is not None:
+                        figures.append((key, title, f'<img alt="{html.escape(title)}" src="data:image/png;base64,{_png(fig)}">'))
+            if interactive:
+                script, divs = panels.embed(interactive)
+                figures = [(key, title, divs[key] if key in divs else body) for key, title, body in figures]
+                figures.append(("", "", script))  # after the divs it draws into
 
         page = _html(readers, labels, values, table, figures)
     finally:
@@ -634,33 +584,53 @@ def _build(paths: list[Path], output: Path) -> tuple[Path, pd.DataFrame]:
     return output, table
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def absent(run: RunFile, values: dict) -> list[tuple[str, str]]:
+    """What this run's file does not hold and the report therefore lacks, found by looking in
+    the file: (KPI or plot, why) for each KPI that came out n/a and for the node heat map."""
+    out = [(key, str(values.get(f"{key}.note", ""))) for key, value in values.items() if _is_nan(value)]
+    feeders = run.labels("feeders/name") if run.has("feeders/name") else []
+    missing = [f for f in feeders if not run.has(f"feeders/node_vm_pu/{f}")]
+    if missing:
+        off = run.scenario.get("output", {}).get("node_voltages") is False
+        out.append(("node_heat_map", f"no node voltages (`feeders/node_vm_pu/<feeder>`) of {', '.join(missing)}"
+                                     + (" (the run had output.node_voltages: false)" if off else "")))
+    return out
+
+
 def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
     title = "Tandem report: " + ", ".join(labels)
+    interactive = any(not key for key, _, _ in figures)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             f"<style>{CSS}</style>", panels.script() if interactive else "", "</head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
     parts.append("<h2>Runs</h2><table><thead><tr><th>run</th><th>file</th><th>scenario</th><th>state</th>"
                  "<th>steps</th><th>start</th><th>step</th></tr></thead><tbody>")
     for r, label in zip(readers, labels):
-        planned = int(r.results.run.attr("n_steps_planned", r.n))
-        state = '<span class="ok">complete</span>' if r.results.complete else "<b>incomplete</b>"
+        planned = int(r.attr("n_steps_planned", r.n_steps))
+        state = '<span class="ok">complete</span>' if r.complete else "<b>incomplete</b>"
         parts.append(
             f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(r.path))}</td>"
             f"<td>{html.escape(str(r.scenario.get('description', '')))}</td><td>{state}</td>"
-            f"<td>{r.n} of {planned}</td><td>{html.escape(str(r.scenario['time']['start']))}</td>"
-            f"<td>{html.escape(str(pd.Timedelta(r.scenario['time']['step'])))}</td></tr>"
+            f"<td>{r.n_steps} of {planned}</td><td>{html.escape(str(r.scenario['time']['start']))}</td>"
+            f"<td>{html.escape(str(r.step))}</td></tr>"
         )
     parts.append("</tbody></table>")
     for r, label in zip(readers, labels):
-        if not r.results.complete:
-            error = r.results.error or "the run did not finish (no error recorded: still running or killed)"
-            extra = "" if r.n else " No step was recorded: nothing to plot."
+        if not r.complete:
+            error = r.error or "the run did not finish (no error recorded: still running or killed)"
+            extra = "" if r.n_steps else " No step was recorded: nothing to plot."
             parts.append(f'<div class="banner">{html.escape(label)}: incomplete: {html.escape(error)}.'
-                         f"{html.escape(extra)} KPIs cover the {r.n} recorded steps.</div>")
+                         f"{html.escape(extra)} KPIs cover the {r.n_steps} recorded steps.</div>")
 
     parts.append("<h2>Key performance indicators</h2>")
     parts.append("<p>Unit at the end of each name. <code>_per_copy</code>: one copy of every feeder, summed over "
                  "feeders; other feeder energies are system totals (each feeder x its <code>feeders/multiplier</code>). "
-                 "n/a values and derived KPIs are explained under <a href=\"#notes\">Notes</a>.</p>")
+                 "Derived KPIs are explained under <a href=\"#notes\">Notes</a>, n/a values under "
+                 "<a href=\"#absent\">Not in the results file</a>.</p>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     parts.append(f"<table class=\"kpis\"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>")
     for name, row in table.iterrows():
@@ -674,19 +644,23 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
         if len(readers) > 1:
             parts.append("<p>One line (or band) per run, colours as in the legends. "
                          + ("Runs start at different times: the time axis is hours since each run's start." if any(
-                             r.n for r in readers) and len({str(r.scenario['time']['start']) for r in readers if r.n}) > 1 else "")
+                             r.n_steps for r in readers) and len({str(r.scenario['time']['start']) for r in readers if r.n_steps}) > 1 else "")
                          + "</p>")
-        parts.append(f"<p>Long series are drawn with at most {MAX_BINS} time bins per line; each bin keeps its minimum "
-                     "and maximum, so no extreme is lost.</p>")
-        for key, title, png in figures:
+        parts.append("<p>Time series hold every recorded step: drag across a panel to zoom in time; pick pan or "
+                     "wheel zoom in the toolbar to move along it, reset to see the whole run again; click a legend "
+                     "entry to hide its line. The panels of one figure move together. "
+                     f"Heat maps are binned to at most {MAX_BINS} time bins (each cell keeps its bin's extreme).</p>")
+        for key, title, body in figures:
+            if not key:
+                parts.append(body)
+                continue
             caption = CAPTIONS.get(key, "")
-            parts.append(f'<figure id="{key}"><h3>{html.escape(title)}</h3>'
-                         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
+            parts.append(f'<figure id="{key}"><h3>{html.escape(title)}</h3>{body}'
                          + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "") + "</figure>")
     notes: dict[str, list[str]] = {}
     for v in values:
         for key, note in v.items():
-            if key.endswith(".note"):
+            if key.endswith(".note") and not _is_nan(v.get(key[:-5])):
                 notes.setdefault(key[:-5], [])
                 if note not in notes[key[:-5]]:
                     notes[key[:-5]].append(note)
@@ -695,10 +669,12 @@ def _html(readers, labels, values, table: pd.DataFrame, figures) -> str:
         for key, texts in notes.items():
             parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(' | '.join(texts))}</li>")
         parts.append("</ul>")
-    parts.append("<h2>Not in the results file yet</h2><ul class=\"gaps\">")
-    for key, text in RECORDER_GAPS.items():
-        parts.append(f"<li><code>{html.escape(key)}</code>: {html.escape(text)}</li>")
-    parts.append("</ul>")
+    gaps = [(label, key, text) for r, label, v in zip(readers, labels, values) for key, text in absent(r, v)]
+    if gaps:
+        parts.append("<h2 id=\"absent\">Not in the results file</h2><ul class=\"gaps\">")
+        for label, key, text in gaps:
+            parts.append(f"<li>{html.escape(label)}: <code>{html.escape(key)}</code>: {html.escape(text)}</li>")
+        parts.append("</ul>")
 
     parts.append("</body></html>")
     return "\n".join(parts)

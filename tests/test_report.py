@@ -128,9 +128,11 @@ def test_kpis_of_a_hand_made_file_match_the_numbers_by_hand(tmp_path):
     assert k["transmission_vmin_where"] == "bus 1" and k["transmission_vmin_time"] == "2024-03-01 00:45:00"
     assert k["branch_loading_max_where"] == "line:0" and k["branch_loading_max_time"] == "2024-03-01 00:30:00"
     assert k["wall_time_s"] >= 0
-    # What the file cannot give is NaN, and the note says what the recorder would need.
-    assert math.isnan(k["distribution_losses_MWh"]) and "feeders/losses_kw" in k["distribution_losses_MWh.note"]
-    assert math.isnan(k["transmission_losses_MWh"]) and "not recorded" in k["transmission_losses_MWh.note"]
+    # What the file cannot give is NaN, and the note names what the file lacks.
+    assert math.isnan(k["distribution_losses_MWh"])
+    assert k["distribution_losses_MWh.note"] == "`feeders/losses_kw` (per-feeder losses) is not in this file"
+    assert math.isnan(k["transmission_losses_MWh"])
+    assert "the scenario names no transmission network" in k["transmission_losses_MWh.note"]
     assert not any(name.startswith("coordinator") for name in k), "no coordinator datasets, no cost section"
 
 
@@ -194,7 +196,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert (k["coupling_iterations_mean"], k["coupling_iterations_max"]) == (s.mean_iterations, s.max_iterations)
     assert k["coupling_mismatch_max_pu"] == s.max_mismatch_pu
     with results.dataset.open(small_run) as run:
-        outside, m = run["feeders/nodes_outside_band"], run.run.read("feeders/multiplier")
+        outside, m = run["feeders/nodes_outside_band"], run.read("feeders/multiplier")
         hours = 5 / 60
         assert k["voltage_violation_node_h_per_copy"] == pytest.approx(float(outside.sum()) * hours)
         assert k["voltage_violation_node_h"] == pytest.approx(float((outside.sum("time").values * m).sum()) * hours)
@@ -207,7 +209,7 @@ def test_kpis_of_a_real_run_agree_with_the_file_and_the_summary(small_run):
     assert k["transmission_losses_peak_MW"] > 0
     assert k["wall_time_s"] >= 0 and k["timing_transmission_power_flow_total_s"] > 0
     with results.dataset.open(small_run) as run:
-        losses, m = run["feeders/losses_kw"].values, run.run.read("feeders/multiplier")
+        losses, m = run["feeders/losses_kw"].values, run.read("feeders/multiplier")
     assert k["distribution_losses_MWh"] == pytest.approx(float((losses * m).sum()) * hours / 1000, rel=1e-12)
     # IEEE test feeders lose a few percent of what they draw.
     assert 0.005 < k["distribution_losses_MWh"] / k["feeder_head_MWh"] < 0.08
@@ -239,19 +241,31 @@ def test_report_is_self_contained_with_one_image_per_plot(small_run, report, tmp
     assert empty["steps"] == 0 and empty["complete"] == "no" and empty["error"] == "stopped"
 
     page = output.read_text()
-    # Self-contained: no external resources of any kind, no script.
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
-    assert not re.search(r"<script|<link|<iframe|@import|url\(", page, re.I)
-    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
+    # Self-contained: no element loads anything (scripts are inline), no stylesheet or frame.
+    tags = _tags(page)
+    assert not [t for t in tags if t[0] in ("link", "iframe", "object", "embed")]
+    assert [t for t in tags if t[0] == "script"] and not [t for t in tags if t[0] == "script" and "src" in t[1]]
+    loads = [(t, a[k]) for t, a in tags for k in ("src", "href", "data") if k in a and not str(a[k]).startswith(("data:", "#"))]
+    assert not loads, f"elements that load a resource: {loads}"
+    sources = [a["src"] for t, a in tags if t == "img"]
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     for source in sources:
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    # One <img> per plot, each in its own figure; the plots this data allows are all there.
+    # Each plot in its own figure: the heat maps and the histogram as one <img> each, the time
+    # series as interactive panels; the plots this data allows are all there.
     figures = re.findall(r'<figure id="([a-z_]+)">', page)
-    assert len(re.findall(r"<img", page)) == len(figures) == len(set(figures))
+    assert len(figures) == len(set(figures))
+    pictures = {"heat_map", "node_heat_map", "loading_histogram"} & set(figures)
+    assert len(sources) == len(pictures) == 3
+    assert len(re.findall(r'data-root-id="', page)) == len(figures) - len(pictures)
     assert set(figures) >= {"boundary", "transmission", "feeder_envelopes", "heat_map", "violations",
                             "branch_loading", "ders", "curtailment", "coupling"}
     assert set(figures) <= {key for key, _, _ in PLOTS} and "coordinator" not in figures
+    # What the files lack is listed from the files: the hand-made file has no losses, the real run has them.
+    absent = page[page.index('id="absent"'):]
+    assert "hand_made (killed): <code>distribution_losses_MWh</code>" in absent
+    assert "small_iterative (small): <code>distribution_losses_MWh</code>" not in absent
+    assert "node_heat_map</code>: no node voltages" in absent and "small_iterative (small): <code>node_heat_map" not in absent
     # Incomplete runs get a banner with their error; the one with no step says there is nothing to plot.
     assert f"killed): incomplete: {KILLED}" in page.replace("&#x27;", "'")
     assert "incomplete: transmission power flow did not converge at step 0" in page
@@ -261,6 +275,67 @@ def test_report_is_self_contained_with_one_image_per_plot(small_run, report, tmp
     table = kpi_table([small_run, _killed_file(tmp_path)])
     assert list(table.columns) == ["small_iterative (small)", "hand_made (killed)"]
     assert table.loc["complete"].tolist() == ["yes", "no"]
+
+
+def _tags(page: str) -> list[tuple[str, dict]]:
+    """Every start tag of an HTML page with its attributes (script and style contents skipped)."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, dict]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, dict(attrs)))
+
+    Tags(convert_charrefs=True).feed(page)
+    return found
+
+
+def _bokeh_columns(page: str) -> dict[str, np.ndarray]:
+    """Every data column embedded in the page's bokeh documents, by name (decoded from the
+    JavaScript string bokeh writes: HTML-escaped JSON with base64, maybe gzipped, arrays)."""
+    import gzip
+    import html as htmllib
+
+    columns: dict[str, np.ndarray] = {}
+    for literal in re.findall(r"const docs_json = '(.*?)';", page):
+        docs = json.loads(htmllib.unescape(literal.replace("\\\\", "\\")))
+
+        def visit(node):
+            if isinstance(node, dict):
+                if node.get("name") == "ColumnDataSource":
+                    for key, value in node["attributes"]["data"]["entries"]:
+                        raw = base64.b64decode(value["array"]["data"])
+                        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+                        assert key not in columns, f"column {key} twice"
+                        columns[key] = np.frombuffer(raw, dtype=value["dtype"])
+                for v in node.values():
+                    visit(v)
+            elif isinstance(node, list):
+                for v in node:
+                    visit(v)
+
+        visit(docs)
+    return columns
+
+
+def test_interactive_plots_hold_every_step_of_the_files_data(small_run, tmp_path):
+    page = write_report([small_run], tmp_path / "one.html").read_text()
+    columns = _bokeh_columns(page)
+    with results.dataset.open(small_run) as run:
+        times_ms = run.times.values.astype("datetime64[ms]").astype(np.int64)
+        np.testing.assert_array_equal(columns["x"], times_ms)
+        assert len(columns["x"]) == run.n_steps == 12
+        vm, p = run.read("boundary/vm_pu"), run.read("boundary/p_mw")
+        for j in range(vm.shape[1]):
+            np.testing.assert_array_equal(columns[f"boundary/vm_pu[{j}]"], vm[:, j])
+            np.testing.assert_array_equal(columns[f"boundary/p_mw[{j}]"], p[:, j])
+        np.testing.assert_array_equal(columns["boundary/p_mw[sum]"], p.sum(axis=1))
+        vmin, vmax = run.read("feeders/vmin_pu"), run.read("feeders/vmax_pu")
+        np.testing.assert_array_equal(columns["feeders/v_pu[1]/lo"], vmin[:, 1])
+        np.testing.assert_array_equal(columns["feeders/v_pu[1]/hi"], vmax[:, 1])
+        np.testing.assert_array_equal(columns["coupling/iterations"], run.read("coupling/iterations"))
+    assert all(len(c) == 12 for c in columns.values()), "every step, no downsampling"
 
 
 def _chromium() -> str | None:
@@ -278,17 +353,25 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
                     "install it with 'apt-get install -y chromium' to run this test")
     page, _ = report
     screenshot = tmp_path / "page.png"
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1400,3000",
-         "--enable-logging=stderr", "--v=0", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
-    log = proc.stdout + proc.stderr
-    assert screenshot.is_file(), f"no screenshot (exit {proc.returncode}):\n{log[-3000:]}"
-    for bad in ("Uncaught", "ERROR:CONSOLE", "Not allowed to load local resource", "net::ERR_"):
-        assert bad not in log, f"{bad!r} in the browser log:\n{log[-3000:]}"
+
+    def chromium(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", *args, page.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        log = proc.stderr
+        for bad in ("Uncaught", "ERROR:CONSOLE", "Not allowed to load local resource", "net::ERR_"):
+            assert bad not in log, f"{bad!r} in the browser log:\n{log[-3000:]}"
+        return proc
+
+    proc = chromium(f"--screenshot={screenshot}", "--window-size=1400,3000")
+    assert screenshot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    # bokeh drew every interactive figure: each root <div> got its grid of panels.
+    dom = chromium("--dump-dom").stdout
+    roots = page.read_text().count('data-root-id="')
+    assert roots >= 8 and dom.count('class="bk-GridPlot"') == roots, dom[-2000:]
 
     import matplotlib.image
 
@@ -299,7 +382,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert len(colours) > 200, f"only {len(colours)} distinct colours: blank page?"
     white = (rgb >= 250).all(axis=-1).mean()
     assert white < 0.97, f"{white:.1%} of the page is white"
-    # The runs' line colours (matplotlib's C0 blue and C1 orange) appear only if the images
-    # rendered: text is grey and the incomplete-run banner red.
+    # The runs' line colours (tab10 blue and orange, in both the panels and the images) appear
+    # only if the plots rendered: text is grey and the incomplete-run banner red.
     lines = sum((np.abs(rgb - np.array(c)).max(axis=-1) < 40).sum() for c in ([31, 119, 180], [255, 127, 14]))
     assert lines > 1000, f"only {lines} pixels of the plots' line colours: the images did not render"

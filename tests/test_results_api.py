@@ -43,10 +43,29 @@ def test_variables_come_labelled_with_times_and_names(small_run):
 def test_one_variable_reads_only_that_variable(small_run, monkeypatch):
     read = []
     with results.dataset.open(small_run) as run:
-        original = run.run.read
-        monkeypatch.setattr(run.run, "read", lambda name: read.append(name) or original(name))
+        original = run.read
+        monkeypatch.setattr(run, "read", lambda name: read.append(name) or original(name))
         run["boundary/vm_pu"]
-    assert read == ["boundary/vm_pu", "boundary/bus"], "only the variable and its labels"
+        assert read == ["boundary/vm_pu", "time/seconds", "boundary/bus"], "only the variable, the time axis and its labels"
+        read.clear()
+        run["boundary/p_mw"]
+        assert read == ["boundary/p_mw", "boundary/bus"], "the time axis is read once"
+
+
+def test_the_time_axis_is_the_recorded_seconds_after_the_start(tmp_path):
+    path = tmp_path / "t.h5"
+    writer = ResultsWriter(path, '{"name": "t", "time": {"start": "2024-01-01T06:00:00", "step": "PT1M"}}', "", n_steps=3)
+    writer.add_series(Series("coupling/iterations", (), "", (), "iterations", "i4"))
+    for k, seconds in enumerate((0.0, 60.0, 7200.0)):  # a gap: the axis is what was recorded
+        writer.append(seconds, {"coupling/iterations": k})
+    writer.finish(complete=True)
+    with results.dataset.open(path) as run:
+        assert list(run.times) == [pd.Timestamp("2024-01-01 06:00"), pd.Timestamp("2024-01-01 06:01"),
+                                   pd.Timestamp("2024-01-01 08:00")]
+        assert run.step == pd.Timedelta("1min") and run.step_hours == 1 / 60
+        assert (run["coupling/iterations"].time.values == run.times.values).all()
+        with pytest.raises(ValueError, match="read-only"):
+            run.read("coupling/iterations")[0] = 5  # shared by every reader of the open file
 
 
 def test_an_interrupted_run_reads_and_says_so(tmp_path):

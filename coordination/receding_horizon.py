@@ -20,7 +20,6 @@ from coordination.centralized import CentralizedProblem, FeederSetup, Options, R
 from coordination.ders import ders_from_fleet, ev_horizon
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
-from coordination.schemes import TERMS
 from timeseries import forecasts
 
 
@@ -93,7 +92,7 @@ class RecedingHorizon:
                                      for f in scenario.feeders])
         lo, hi = spec.voltage_limits
         setups = {
-            name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet), lo, hi)
+            name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet, f), lo, hi)
             for name, f, k in zip(self.labels, scenario.feeders, self.multipliers)
         }
         options = Options(
@@ -106,7 +105,7 @@ class RecedingHorizon:
             prices=Prices(curtailment=spec.curtailment_price, battery_degradation=spec.battery_degradation_price),
         )
         self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options)
-        self.term_names = list(self.problem.model.cost_terms) if hasattr(self.problem, "model") else list(TERMS)
+        self.term_names = list(self.problem.term_names)
         self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}
                      if spec.regulators == "hold" else set() for name in self.labels}
         self._taps = {name: None for name in self.labels}

@@ -200,11 +200,21 @@ class DG(DerKind):
         return np.zeros(H), np.minimum(unit.kw_rated, p_max_at(unit.apparent_kva, q, sides))
 
     def band(self, d, unit: DGData, plan, dt_hours, trajectory):
-        """Free within its rating unless ramps or commitment couple the periods: then the plan."""
-        if unit.commitment or unit.ramp_kw_per_hour is not None:
+        """With commitment, the plan (on/off decisions couple the periods). Otherwise bands of
+        half-widths w around the plan such that any choice within them, period by period,
+        keeps every ramp: w[t] + w[t-1] <= ramp dt - |plan[t] - plan[t-1]| (the output before
+        the horizon is fixed, so w[0] alone takes the first slack); without ramp limits the
+        whole rating."""
+        plan = np.asarray(plan, dtype=float)
+        if unit.commitment:
             return super().band(d, unit, plan, dt_hours, trajectory)
-        H = len(plan)
-        return np.zeros(H), np.full(H, float(unit.kw_rated))
+        if unit.ramp_kw_per_hour is None:
+            return np.zeros(len(plan)), np.full(len(plan), float(unit.kw_rated))
+        before = np.concatenate([[float(d.p0.value)], plan[:-1]])
+        slack = np.maximum(unit.ramp_kw_per_hour * dt_hours - np.abs(plan - before), 0.0)
+        shared = np.append(slack[1:] / 2.0, np.inf)  # with the next period
+        width = np.minimum(shared, np.concatenate([[slack[0]], slack[1:] / 2.0]))
+        return np.maximum(plan - width, 0.0), np.minimum(plan + width, unit.kw_rated)
 
 
 def dg_from_spec(spec, name: str, at: str, kw_rated: float) -> DGData:

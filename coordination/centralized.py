@@ -21,7 +21,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from coordination.ders import FeederDers, add_ders, der_injections, parse_connection
-from coordination.ders.registry import BY_NAME
+from coordination.ders.registry import BY_NAME, KINDS
 from coordination.distribution import (
     constraints_branch_limits,
     constraints_lindist3flow,
@@ -296,12 +296,6 @@ class CentralizedProblem(PersistentProblem):
 
 
 def fleet_setpoints(result: Result, ders: FeederDers, feeder: str, period: int = 0) -> dict[str, dict]:
-    """See `CentralizedProblem.fleet_setpoints`."""
+    """See `CentralizedProblem.fleet_setpoints` (each kind's `fleet_setpoint`)."""
     units = result.setpoints[feeder]
-    return {
-        "pv": {u.name: (float(units[u.name]["p_cap_pu"][period]), float(units[u.name]["q_kvar"][period])) for u in ders.pv},
-        "batteries": {u.name: float(units[u.name]["p_kw"][period]) for u in ders.batteries},
-        "evs": {u.name: float(units[u.name]["p_kw"][period]) for u in ders.evs},
-        "dg": {u.name: (float(units[u.name]["p_kw"][period]), float(units[u.name]["q_kvar"][period])) for u in ders.dg},
-        "flexible_load": {u.name: float(units[u.name]["shift_kw"][period]) for u in ders.flexible},
-    }
+    return {kind.fleet_key: {u.name: kind.fleet_setpoint(units[u.name], period) for u in ders.of(kind)} for kind in KINDS}

@@ -174,6 +174,7 @@ class DG(DerKind):
     state = ("p0", "u0", "must_run", "must_off")
     reactive = True
     intertemporal = ("switch", "min_up", "min_down", "ramp_up", "ramp_down")
+    fleet_key = "dg"
 
     def build(self, d: pyo.Block, unit: DGData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -194,6 +195,10 @@ class DG(DerKind):
         if d.component("u") is not None:
             cols["on"] = positions(d.u)
         return cols
+
+    def fleet_setpoint(self, values, period):
+        """(kW, kvar)."""
+        return float(values["p_kw"][period]), float(values["q_kvar"][period])
 
     def technical_range(self, d, unit: DGData, q, sides):
         H = len(d.T)

@@ -64,6 +64,7 @@ class FlexibleLoad(DerKind):
     inputs = (Input("flexible_baseline_kw", input_series("baseline")),)
     state = ("baseline",)
     intertemporal = ("energy_neutral",)
+    fleet_key = "flexible_load"
 
     def build(self, d: pyo.Block, unit: FlexibleLoadData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -81,6 +82,10 @@ class FlexibleLoad(DerKind):
         """p_kw: the consumption (kW, baseline + shift), shift_kw: the set-point (+ = more consumed)."""
         shift = values["up"] - values["down"]
         return {"p_kw": series(d.baseline) + values["up"] - values["down"], "shift_kw": shift}
+
+    def fleet_setpoint(self, values, period):
+        """kW shifted, + more consumed."""
+        return float(values["shift_kw"][period])
 
     def technical_range(self, d, unit, q, sides):
         base, up, down = series(d.baseline), series(d.up_max), series(d.down_max)

@@ -66,6 +66,7 @@ class DerKind:
     reactive: bool = False  # Q is a decision of its own (the DSO keeps it in hybrid)
     banded: bool = True  # gets per-period power bands in the robust regions (dso_managed)
     intertemporal: tuple[str, ...] = ()  # constraints coupling periods, replaced by bands in robust models
+    fleet_key: str  # the kind's entry in `centralized.fleet_setpoints`
 
     # -- building ---------------------------------------------------------------------------
     def build(self, d: pyo.Block, unit, periods: list[int], options: Options, convex: bool) -> None:
@@ -86,6 +87,10 @@ class DerKind:
         """The unit's set-points and recorded values from its columns' values (arrays over
         the horizon); by default the column values themselves."""
         return values
+
+    def fleet_setpoint(self, values: dict[str, np.ndarray], period: int) -> object:
+        """One period's set-point of a unit as the simulation's fleet takes it."""
+        raise NotImplementedError
 
     # -- what a DSO offers ------------------------------------------------------------------
     def technical_range(self, d: pyo.Block, unit, q: np.ndarray | None, sides: int) -> tuple[np.ndarray, np.ndarray]:

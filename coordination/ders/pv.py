@@ -68,6 +68,7 @@ class PV(DerKind):
     state = ("available",)
     reactive = True
     banded = False  # its energy is not coupled over time
+    fleet_key = "pv"
 
     def build(self, d: pyo.Block, unit: PVData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -86,6 +87,10 @@ class PV(DerKind):
         pmpp = unit.pmpp_kw
         values["p_cap_pu"] = np.clip(values["p_kw"] / pmpp, 0.0, 1.0) if pmpp > 0 else 0 * values["p_kw"]
         return values
+
+    def fleet_setpoint(self, values, period):
+        """(cap as a share of Pmpp, kvar)."""
+        return float(values["p_cap_pu"][period]), float(values["q_kvar"][period])
 
     def technical_range(self, d, unit: PVData, q, sides):
         available = series(d.available)

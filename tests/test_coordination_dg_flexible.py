@@ -231,3 +231,19 @@ def test_commitment_makes_mips_that_schemes_solve(ieee13, name):
     on = np.round(result.setpoints["b"]["g0"]["on"])
     assert np.all(p[on == 0] <= 1e-6) and np.all(p[on == 1] >= 90.0 - 1e-6)
     assert result.terms["dg_startup"] == pytest.approx(5 * 5.0 * np.sum(np.diff(np.concatenate([[0.0], on])) > 0))
+
+
+def test_update_routes_keywords_by_kind():
+    """Keywords become a typed Update: transmission fields, and per feeder its network data
+    and each unit's data under its kind; unknown keywords are refused."""
+    from coordination.update import FeederUpdate, Update
+
+    data = Update.of(bus_load_mw={2: 5.0}, load_levels={"a": np.ones((1, 2))}, pv_available_kw={"a": {"pv0": 3.0}},
+                     dg_status={"b": {"g0": (True, 2.0)}}, flexible_baseline_kw={"b": {"fl0": [1.0, 2.0]}})
+    assert data.bus_load_mw == {2: 5.0} and set(data.feeders) == {"a", "b"}
+    assert data.feeders["a"].ders == {"pv": {"pv0": {"pv_available_kw": 3.0}}}
+    assert data.feeders["b"].ders == {"dg": {"g0": {"dg_status": (True, 2.0)}},
+                                      "flexible_load": {"fl0": {"flexible_baseline_kw": [1.0, 2.0]}}}
+    assert FeederUpdate.of(head_voltage=1.01).head_voltage == 1.01
+    with pytest.raises(TypeError, match="unknown data 'pv_kw'"):
+        Update.of(pv_kw={"a": {}})

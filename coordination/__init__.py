@@ -7,10 +7,14 @@ to a pyomo Block), so every coordination scheme composes the same pieces:
 * `network_data`  DC-OPF data of a pandapower net; three-phase data of an OpenDSS feeder
 * `transmission`  DC-OPF (B-theta) of the transmission network over a horizon
 * `distribution`  LinDist3Flow of an unbalanced radial feeder over a horizon
-* `ders`          PV, batteries, flexible loads and EV chargers on feeder buses
+* `ders`          the DER kinds on feeder buses, one module each (PV, batteries, flexible
+                  loads, EV chargers, gensets) with what a problem does per kind; `ders.registry`
 * `interface`     boundary coupling: feeder substation power = boundary load, head voltage
-* `objective`     penalty weights, named cost terms and the objective
+* `objective`     penalty weights, the named cost terms in order, and the objective
+* `options`       the settings every problem shares
+* `update`        the data of a re-solve, typed (`Update`, `FeederUpdate`)
 * `solver`        persistent HiGHS: solve, re-solve, read back selected values
+* `problem`       the persistent-problem base: model + solver, new data, reading units, DER costs
 * `centralized`   the joint T&D look-ahead problem: built once, updated and re-solved
 * `dso`, `tso`    each operator's own problem: a feeder with interface roles; the DC-OPF
                   with feeders seen only through their interfaces

@@ -22,6 +22,7 @@ import numpy as np
 from coordination.centralized import FeederSetup, Options
 from coordination.dso import FeederProblem, FeederSolve
 from coordination.flexibility import FLOW_TOLERANCE, VOLTAGE_TOLERANCE, robust_bands, robust_regions
+from coordination.update import FeederUpdate
 from coordination.validation import DerOffer, DerValidator
 
 DEVIATION_PENALTY = 1e5  # currency per MWh (Mvarh) a DSO misses a target by: ten times the value of lost load
@@ -48,12 +49,12 @@ class DsoAgent:
         self._admm_data_pushed = False
 
     # -- data -------------------------------------------------------------------------------
-    def update(self, data: Mapping[str, object]) -> None:
+    def update(self, data: FeederUpdate) -> None:
         self._admm_data_pushed = False  # the next ADMM solve re-sends everything
         for model in self.models.values():
-            model.update(**data)
-        if self.validator is not None and data.get("ratios") is not None:
-            self.validator.set_ratios(data["ratios"])
+            model.update(data)
+        if self.validator is not None and data.ratios is not None:
+            self.validator.set_ratios(data.ratios)
 
     def _solve(self, model: str, full: bool, changed: str = "all") -> FeederSolve:
         out = self.models[model].solve(full, changed)
@@ -153,7 +154,7 @@ class LocalPool:
     def __init__(self, setups: Mapping[str, FeederSetup], options: Options, scheme: str, **agent_options):
         self.agents = {name: DsoAgent(name, setup, options, scheme, **agent_options) for name, setup in setups.items()}
 
-    def update(self, data: Mapping[str, Mapping[str, object]]) -> None:
+    def update(self, data: Mapping[str, FeederUpdate]) -> None:
         for name, values in data.items():
             self.agents[name].update(values)
 
@@ -252,7 +253,7 @@ class ProcessPool:
             parts[self.owner[name]][name] = values
         return parts
 
-    def update(self, data: Mapping[str, Mapping[str, object]]) -> None:
+    def update(self, data: Mapping[str, FeederUpdate]) -> None:
         parts = self._split(data)
         busy = [k for k, part in enumerate(parts) if part]
         for k in busy:

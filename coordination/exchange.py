@@ -122,22 +122,23 @@ def needs(scheme: str) -> tuple[list[str], list[str]]:
     return list(tso_needs), list(dso_needs)
 
 
-def centralized_exchange(problem, result) -> Exchange:
-    """The record of a `CentralizedProblem` solve: each DSO hands the TSO its network model and
-    DER data (at the first solve) and its forecasts and DER state (at every solve); the TSO
-    sends back every DER's set-points."""
+def mutable_values(block) -> int:
+    """Numbers in a block's mutable Params (the data a DSO sends at every solve)."""
     import pyomo.environ as pyo
 
+    return sum(1 for p in block.component_data_objects(pyo.Param, descend_into=True) if p.parent_component().mutable)
+
+
+def centralized_exchange(feeders: Mapping, params: Mapping[str, int], first: bool, setpoints: Mapping) -> Exchange:
+    """The record of a `CentralizedProblem` solve: each DSO hands the TSO its network model and
+    DER data (`feeders`: FeederSetup by name; at the `first` solve) and its forecasts and DER
+    state (`params`: their count per feeder; at every solve); the TSO sends back every DER's
+    set-points."""
     ex = Exchange("tso_managed")
     ex.tso_needs, ex.dso_needs = needs("tso_managed")
-    first = not hasattr(problem, "_exchange_params")
-    if first:
-        problem._exchange_params = {
-            name: sum(1 for p in fb.component_data_objects(pyo.Param, descend_into=True) if p.parent_component().mutable)
-            for name, fb in problem.model.feeders.items()}
-    for name, setup in problem.feeders.items():
+    for name, setup in feeders.items():
         if first:
             ex.send(dso(name), TSO, "feeder network model and DER data", (setup.data, setup.ders))
-        ex.send(dso(name), TSO, "load forecasts, head voltage and DER state", problem._exchange_params[name])
-        ex.send(TSO, dso(name), "DER set-points", result.setpoints.get(name))
+        ex.send(dso(name), TSO, "load forecasts, head voltage and DER state", params[name])
+        ex.send(TSO, dso(name), "DER set-points", setpoints.get(name))
     return ex

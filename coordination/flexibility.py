@@ -191,40 +191,17 @@ def robust_bands(problem: FeederProblem, unit_p_kw: Mapping[str, np.ndarray],
                  soc: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-period power bands (kW injected, [lo, hi] per unit "kind/name") around a plan
     (`unit_p_kw`, each battery's SOC trajectory `soc`) within which every period may pick
-    any value independently:
-
-    * batteries: a deviation d from the plan moves the SOC by at most |d| dt / (eta_d kWh)
-      (discharging less saves p / eta_d; charging more stores eta_c p <= p / eta_d), so the
-      band [plan - c, plan + e] with (t + 1) c dt / (eta_d kWh) <= soc_max - soc_plan(t)
-      and likewise e against soc_min (and at the end against the SOC target, as far as the
-      plan reaches it) keeps the SOC within limits for every sequence;
-    * EV chargers: charging at least the plan (the energy owed has no upper limit);
-    * flexible loads: the plan (load moved must come back within the horizon).
-    PV has no band (its energy is not coupled over time)."""
-    setup, dt = problem.setup, problem.options.dt_hours
-    fb = problem.model.feeder
+    any value independently, each unit's by its kind (`DerKind.band`): batteries keep their
+    SOC within limits, EV chargers charge at least the plan, flexible loads and gensets with
+    ramps or commitment keep the plan. Kinds without coupling over time (PV) have none."""
+    dt = problem.options.dt_hours
     lo: dict[str, np.ndarray] = {}
     hi: dict[str, np.ndarray] = {}
-    for b in setup.ders.batteries:
-        key = f"battery/{b.name}"
-        plan = np.asarray(unit_p_kw[key], dtype=float)
-        steps = (np.arange(len(plan)) + 1) * dt / (b.eta_discharge * b.kwh_rated)
-        floor = np.full(len(plan), b.soc_min)
-        # Not below the terminal target either (where the plan reaches it): a shortfall is
-        # penalised, and regions priced per period cannot see it.
-        floor[-1] = max(b.soc_min, min(float(fb.battery[b.name].soc_target.value), float(soc[b.name][-1])))
-        charge = max(0.0, float(np.min((b.soc_max - soc[b.name]) / steps)))
-        discharge = max(0.0, float(np.min((soc[b.name] - floor) / steps)))
-        lo[key] = np.maximum(-b.kw_rated, np.minimum(plan, plan - charge))
-        hi[key] = np.minimum(b.kw_rated, np.maximum(plan, plan + discharge))
-    for e in setup.ders.evs:
-        key = f"ev/{e.name}"
-        plugged = np.array([float(p.value) for p in fb.ev[e.name].plugged.values()])
-        lo[key] = np.minimum(-e.max_kw * plugged, unit_p_kw[key])
-        hi[key] = np.asarray(unit_p_kw[key], dtype=float)
-    for f in setup.ders.flexible:
-        key = f"flexible/{f.name}"
-        lo[key] = hi[key] = np.asarray(unit_p_kw[key], dtype=float)
+    for kind, name, d in problem.units:
+        if not kind.banded:
+            continue
+        key = f"{kind.name}/{name}"
+        lo[key], hi[key] = kind.band(d, d.unit, np.asarray(unit_p_kw[key], dtype=float), dt, soc.get(name))
     return lo, hi
 
 

@@ -12,9 +12,18 @@ can be recorded after each solve, and m.objective = their sum.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyomo.environ as pyo
+
+# Every term an objective may have, in the order objectives list them. The DER terms are
+# declared with their prices by the DER kinds (`coordination.ders`); the optional ones
+# (`CostTerm.optional`: the gensets') appear only where some unit has them.
+TERMS = ("generation", "curtailment", "battery_degradation", "load_shift", "reactive", "penalty_unserved",
+         "penalty_spilled", "penalty_transmission_overload", "penalty_feeder_overload", "penalty_voltage",
+         "penalty_soc_target", "penalty_ev_unmet", "dg_generation", "dg_startup")
+TRANSMISSION_TERMS = ("generation", "penalty_unserved", "penalty_spilled", "penalty_transmission_overload")
 
 
 @dataclass
@@ -38,6 +47,36 @@ class Penalties:
     voltage: float = 100_000.0  # per pu^2 h outside the voltage band (per node and phase)
     soc_target: float = 500.0  # per MWh the batteries end below their target
     ev_unmet: float = 1_000.0  # per MWh an EV does not get within the horizon
+
+
+def transmission_terms(tb: pyo.Block, penalties: Penalties) -> dict[str, object]:
+    """The terms of the transmission DC-OPF (`coordination.transmission`)."""
+    return {
+        "generation": tb.cost_generation,
+        "penalty_unserved": penalties.unserved * tb.unserved_mwh,
+        "penalty_spilled": penalties.spilled * tb.spilled_mwh,
+        "penalty_transmission_overload": penalties.transmission_overload * tb.flow_violation,
+    }
+
+
+def feeder_network_terms(feeders: Iterable[tuple[pyo.Block, float | None]], penalties: Penalties) -> dict[str, object]:
+    """The feeder networks' soft-limit terms over feeder blocks, each with its multiplier
+    (None: one copy)."""
+    feeders = list(feeders)
+
+    def total(measure: str):
+        return pyo.quicksum(fb.component(measure) if k is None else k * fb.component(measure) for fb, k in feeders)
+
+    return {
+        "penalty_feeder_overload": penalties.feeder_overload / 1000.0 * total("flow_violation"),
+        "penalty_voltage": penalties.voltage * total("voltage_violation"),
+    }
+
+
+def in_order(terms: dict[str, object]) -> dict[str, object]:
+    """Terms in `TERMS` order, then any others (interface terms) as given."""
+    return {**{name: terms[name] for name in TERMS if name in terms},
+            **{name: v for name, v in terms.items() if name not in TERMS}}
 
 
 def objective_terms(m: pyo.Block, terms: dict[str, object]) -> None:

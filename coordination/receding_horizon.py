@@ -20,7 +20,6 @@ from coordination.centralized import CentralizedProblem, FeederSetup, Options, R
 from coordination.ders import ders_from_fleet, ev_horizon
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
-from coordination.schemes import TERMS
 from timeseries import forecasts
 
 
@@ -92,8 +91,8 @@ class RecedingHorizon:
         self.multipliers = np.array([1.0 if f.multiplier == "match_bus_load" else float(f.multiplier)
                                      for f in scenario.feeders])
         lo, hi = spec.voltage_limits
-        setups = {
-            name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet), lo, hi)
+        self.setups = setups = {
+            name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet, f), lo, hi)
             for name, f, k in zip(self.labels, scenario.feeders, self.multipliers)
         }
         options = Options(
@@ -106,11 +105,15 @@ class RecedingHorizon:
             prices=Prices(curtailment=spec.curtailment_price, battery_degradation=spec.battery_degradation_price),
         )
         self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options)
-        self.term_names = list(self.problem.model.cost_terms) if hasattr(self.problem, "model") else list(TERMS)
+        self.term_names = list(self.problem.term_names)
         self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}
                      if spec.regulators == "hold" else set() for name in self.labels}
         self._taps = {name: None for name in self.labels}
         self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
+        # Each genset's output and (on, hours in that state) as the plans so far left it: the
+        # feeders follow the set-points, so the coordinator knows them without a measurement.
+        self._dg_state: dict[str, dict[str, tuple[float, bool, float]]] = {
+            name: {u.name: (u.p_initial_kw, u.on_initial, math.inf) for u in setup.ders.dg} for name, setup in setups.items()}
         self.last_plan: Plan | None = None
         self.history: list[dict] = []  # every plan's step, measurements and outcome (see `state`)
         self._held_positions = {name: [at for node, at in self.node_index[name].items() if node in self.held[name]]
@@ -211,6 +214,7 @@ class RecedingHorizon:
             plan.predicted_vm = {name: self._predicted(result, name) for name in self.labels}
             self.last_plan = plan
             self._apply_ev_setpoints(plan)
+            self._book_dg(result)
         return plan
 
     def _update_data(self, step: int, measured: Measurements) -> dict:
@@ -242,6 +246,7 @@ class RecedingHorizon:
                     steps, energy[unit.name] = ev_horizon(unit, step, self.H * self.K, self.step_hours)
                     plugged[unit.name] = steps.reshape(self.H, self.K).mean(axis=1)
                 data["ev_plugged"][name], data["ev_energy_kwh"][name] = plugged, energy
+        data.update(self._new_kinds_data(step))
         if self.scenario.coordination.regulators == "hold":
             data["held_voltage"] = {
                 name: {node: float(vm[at]) for node, at in self.node_index[name].items() if node in self.held[name]}
@@ -255,6 +260,32 @@ class RecedingHorizon:
             self.multipliers = np.asarray(measured.multipliers, dtype=float).copy()
             data["multipliers"] = dict(zip(self.labels, self.multipliers.tolist()))
         return data
+
+    def _new_kinds_data(self, step: int) -> dict:
+        """Gensets' output and status (`_dg_state`) and flexible loads' baselines, forecast from
+        each unit's `baseline_kw` (kW over the run's steps), for the feeders that have them."""
+        data: dict = {}
+        for i, name in enumerate(self.labels):
+            ders = self.setups[name].ders
+            if ders.dg:
+                state = self._dg_state[name]
+                data.setdefault("dg_output_kw", {})[name] = {u: p for u, (p, _, _) in state.items()}
+                data.setdefault("dg_status", {})[name] = {u: (on, hours) for u, (_, on, hours) in state.items()}
+            if ders.flexible:
+                units = self.models[name].fleet.flexible_loads
+                baseline = self.forecast(np.array([u.baseline_kw for u in units]), step, series=3 + 3 * i)
+                data.setdefault("flexible_baseline_kw", {})[name] = {u.name: row for u, row in zip(units, baseline)}
+        return data
+
+    def _book_dg(self, result: Result) -> None:
+        """The gensets' state after the first period of a plan (see `_dg_state`)."""
+        hours = self.K * self.step_hours
+        for name, units in self._dg_state.items():
+            for unit, (_, was_on, held) in units.items():
+                values = result.setpoints[name][unit]
+                p = float(values["p_kw"][0])
+                on = bool(values["on"][0] > 0.5) if "on" in values else p > 1e-6
+                units[unit] = (p, on, held + hours if on == was_on else hours)
 
     def _new_ratios(self, taps: dict[str, np.ndarray]) -> dict:
         """Feeders whose regulators moved since the last plan, with their new ratios."""

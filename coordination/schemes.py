@@ -35,19 +35,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordination.agents import make_pool
-from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result
-from coordination.dso import FEEDER_SLACKS, FEEDER_TERMS, FeederSolve
+from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result, fleet_setpoints
+from coordination.dso import FEEDER_SLACKS, FeederSolve
 from coordination.exchange import TSO, Exchange, dso, needs
 from coordination.network_data import TransmissionData
-from coordination.tso import TRANSMISSION_TERMS, Interface, TransmissionProblem
+from coordination.objective import TRANSMISSION_TERMS
+from coordination.problem import present_terms
+from coordination.solver import BATTERY_BINARIES
+from coordination.tso import Interface, TransmissionProblem
+from coordination.update import Update
 from coordination.validation import PRIORITIES
-
-# The centralized objective's terms, in its order.
-TERMS = ("generation", "curtailment", "battery_degradation", "load_shift", "reactive", "penalty_unserved", "penalty_spilled",
-         "penalty_transmission_overload", "penalty_feeder_overload", "penalty_voltage", "penalty_soc_target",
-         "penalty_ev_unmet")
-FEEDER_DATA = ("load_levels", "node_loads", "pv_available_kw", "battery_soc", "battery_soc_target", "ev_plugged",
-               "ev_energy_kwh", "flexible_baseline_kw", "head_voltage", "ratios", "held_voltage")
 
 
 @dataclass
@@ -72,8 +69,8 @@ def scheme_options(options: Options | None) -> SchemeOptions:
         options = SchemeOptions()
     elif not isinstance(options, SchemeOptions):
         options = SchemeOptions(**{f.name: getattr(options, f.name) for f in dataclasses.fields(Options)})
-    if options.battery_binaries not in ("mip", "relaxed", "relax-and-check", "relax-and-fix"):
-        raise ValueError("battery_binaries must be 'mip', 'relaxed', 'relax-and-check' or 'relax-and-fix' "
+    if options.battery_binaries not in BATTERY_BINARIES:
+        raise ValueError(f"battery_binaries must be one of {', '.join(BATTERY_BINARIES)} "
                          f"(got {options.battery_binaries!r})")
     if options.hybrid_priority not in PRIORITIES:
         raise ValueError(f"hybrid_priority must be 'dso' or 'tso' (got {options.hybrid_priority!r})")
@@ -108,6 +105,7 @@ class _Scheme:
         self.options = scheme_options(options)
         opts = self.options
         self.multipliers = {name: float(s.multiplier) for name, s in self.feeders.items()}
+        self.term_names = present_terms(s.ders for s in self.feeders.values())  # the centralized objective's
         self.tso = None
         if self.tso_kind != "fixed":
             self.tso = TransmissionProblem(transmission, self._interfaces(), opts, self.tso_kind,
@@ -130,33 +128,23 @@ class _Scheme:
                 for name, s in self.feeders.items()}
 
     # -- new data -------------------------------------------------------------------------
-    def update(self, *, bus_load_mw=None, gen_p_max_mw=None, gen_p_min_mw=None, gen_p_prev_mw=None,
-               load_levels=None, node_loads=None, pv_available_kw=None, battery_soc=None, battery_soc_target=None,
-               ev_plugged=None, ev_energy_kwh=None, flexible_baseline_kw=None, head_voltage=None,
-               multipliers=None, ratios=None, held_voltage=None) -> float:
+    def update(self, data: Update | None = None, /, **keywords) -> float:
         """As `CentralizedProblem.update`: transmission data go to the TSO's problems, each
         feeder's data to its DSO."""
         start = time.perf_counter()
+        data = data if data is not None else Update.of(**keywords)
         for problem in (self.tso, self.settlement):
             if problem is not None:
-                problem.update(bus_load_mw=bus_load_mw, gen_p_max_mw=gen_p_max_mw, gen_p_min_mw=gen_p_min_mw,
-                               gen_p_prev_mw=gen_p_prev_mw)
-                if multipliers:
-                    problem.set_multipliers(multipliers)
-        if multipliers:
-            self.multipliers.update({name: float(k) for name, k in multipliers.items()})
-        given = {"load_levels": load_levels, "node_loads": node_loads, "pv_available_kw": pv_available_kw,
-                 "battery_soc": battery_soc, "battery_soc_target": battery_soc_target, "ev_plugged": ev_plugged,
-                 "ev_energy_kwh": ev_energy_kwh, "flexible_baseline_kw": flexible_baseline_kw,
-                 "head_voltage": head_voltage, "ratios": ratios, "held_voltage": held_voltage}
-        per_feeder: dict[str, dict[str, object]] = {}
-        for key, values in given.items():
-            for name, value in (values or {}).items():
-                if name not in self.feeders:
-                    raise KeyError(f"unknown feeder {name!r} in {key}")
-                per_feeder.setdefault(name, {})[key] = value
-        if per_feeder:
-            self.pool.update(per_feeder)
+                problem.update(data)
+                if data.multipliers:
+                    problem.set_multipliers(data.multipliers)
+        if data.multipliers:
+            self.multipliers.update({name: float(k) for name, k in data.multipliers.items()})
+        unknown = set(data.feeders) - set(self.feeders)
+        if unknown:
+            raise KeyError(f"unknown feeder {sorted(unknown)[0]!r} in the data")
+        if data.feeders:
+            self.pool.update(data.feeders)
         self._update_s = time.perf_counter() - start
         return self._update_s
 
@@ -187,15 +175,15 @@ class _Scheme:
         self.settlement.set_fixed({name: out.p_kw for name, out in dispatch.items()})
         settled = self._tso_solve(self.settlement)
         read = time.perf_counter()
-        terms = {name: 0.0 for name in TERMS}
+        terms = {name: 0.0 for name in self.term_names}
         for name in TRANSMISSION_TERMS:
             terms[name] += settled.terms[name]
         slacks = dict(settled.slacks)
         slacks.update({name: 0.0 for name in FEEDER_SLACKS})
         for feeder, out in dispatch.items():
             k = self.multipliers[feeder]
-            for name in FEEDER_TERMS:
-                terms[name] += k * out.terms[name]
+            for name, value in out.terms.items():
+                terms[name] += k * value
             for name in FEEDER_SLACKS:
                 slacks[name] += out.slacks[name]
         optimal = settled.optimal and all(out.optimal for out in dispatch.values())
@@ -208,10 +196,8 @@ class _Scheme:
             optimal=optimal,
             objective=float(sum(terms.values())),
             terms=terms,
-            solve_s=0.0,
             highs_s=highs_s,
             update_s=self._update_s,
-            read_s=0.0,
             n_variables=self.n_variables,
             n_constraints=self.n_constraints,
             slacks=slacks,
@@ -233,7 +219,7 @@ class _Scheme:
 
     def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> dict[str, dict]:
         """As `CentralizedProblem.fleet_setpoints`."""
-        return CentralizedProblem.fleet_setpoints(self, result, feeder, period)
+        return fleet_setpoints(result, self.feeders[feeder].ders, feeder, period)
 
     def close(self) -> None:
         """Stop the DSO worker processes (if any)."""

@@ -52,6 +52,9 @@ class SolveStats:
         return self
 
 
+# How batteries' no-simultaneous-charge-and-discharge binaries are handled (see `Options`).
+BATTERY_BINARIES = ("mip", "relaxed", "relax-and-check", "relax-and-fix")
+
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: "optimal",
     highspy.HighsModelStatus.kInfeasible: "infeasible",

@@ -24,38 +24,27 @@ head-power sensitivities, which rewrite a few rows when they change.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyomo.environ as pyo
 
-from coordination.centralized import Options, _set_series
-from coordination.ders import (
-    FeederDers,
-    constraints_battery,
-    constraints_ev,
-    constraints_flexible_load,
-    constraints_pv,
-    objective_battery,
-    objective_ev,
-    objective_flexible_load,
-    objective_pv,
-    variables_battery,
-    variables_ev,
-    variables_flexible_load,
-    variables_pv,
-)
+from coordination.ders import FeederDers, build_units, unit_blocks
+from coordination.ders.kind import set_series
+from coordination.ders.registry import KINDS as KINDS_OF_DER
 from coordination.network_data import TransmissionData
-from coordination.objective import objective_terms
+from coordination.objective import TRANSMISSION_TERMS, objective_terms, transmission_terms
+from coordination.options import Options
+from coordination.problem import PersistentProblem, der_cost_terms
 from coordination.proximal import add_proximal, set_center
-from coordination.solver import PersistentHighs
 from coordination.transmission import add_dcopf, lmps, set_bus_load, set_generator_limits
+from coordination.update import Update
+
+__all__ = ["KINDS", "TRANSMISSION_TERMS", "Interface", "TransmissionProblem", "TsoSolve", "strip_locations"]
 
 KINDS = ("fixed", "region", "ders", "proximal")
-TRANSMISSION_TERMS = ("generation", "penalty_unserved", "penalty_spilled", "penalty_transmission_overload")
 
 
 @dataclass
@@ -69,28 +58,32 @@ class Interface:
 
 def strip_locations(ders: FeederDers) -> FeederDers:
     """The DERs without their feeder buses: the TSO needs no distribution network data."""
-    return FeederDers(*[[dataclasses.replace(u, at="") for u in units]
-                        for units in (ders.pv, ders.batteries, ders.flexible, ders.evs)])
+    out = FeederDers()
+    for kind in KINDS_OF_DER:
+        setattr(out, kind.field, [dataclasses.replace(u, at="") for u in ders.of(kind)])
+    return out
 
 
 @dataclass
 class TsoSolve:
+    """What one solve of the TSO's problem gives; a failed one its status and times only."""
+
     status: str
-    optimal: bool
-    objective: float | None
-    terms: dict[str, float]  # TRANSMISSION_TERMS (+ the interface terms of the kind)
-    slacks: dict[str, float]
-    dispatch_mw: dict[str, np.ndarray]
-    boundary_mw: dict[int, np.ndarray]
-    p_kw: dict[str, np.ndarray]  # interface head P per feeder (one copy)
-    q_kvar: dict[str, np.ndarray]  # "region" only
-    unit_p_kw: dict[str, dict[str, np.ndarray]]  # "ders" only: feeder -> "kind/name" -> kW
-    lmp: dict[int, np.ndarray] | None
-    highs_s: float
-    solve_s: float
+    optimal: bool = False
+    objective: float | None = None
+    terms: dict[str, float] = field(default_factory=dict)  # TRANSMISSION_TERMS (+ the interface terms of the kind)
+    slacks: dict[str, float] = field(default_factory=dict)
+    dispatch_mw: dict[str, np.ndarray] = field(default_factory=dict)
+    boundary_mw: dict[int, np.ndarray] = field(default_factory=dict)
+    p_kw: dict[str, np.ndarray] = field(default_factory=dict)  # interface head P per feeder (one copy)
+    q_kvar: dict[str, np.ndarray] = field(default_factory=dict)  # "region" only
+    unit_p_kw: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "ders" only: feeder -> "kind/name" -> kW
+    lmp: dict[int, np.ndarray] | None = None
+    highs_s: float = 0.0
+    solve_s: float = 0.0
 
 
-class TransmissionProblem:
+class TransmissionProblem(PersistentProblem):
     """The TSO's problem for one scheme (see the module docstring)."""
 
     def __init__(self, data: TransmissionData, interfaces: Mapping[str, Interface], options: Options,
@@ -102,11 +95,7 @@ class TransmissionProblem:
         self.interfaces = {name: dataclasses.replace(i, ders=strip_locations(i.ders) if i.ders else None)
                            for name, i in interfaces.items()}
         self.region_points = region_points
-        self.model = self._build(data)
-        self.solver = PersistentHighs(self.model, options.time_limit_s, options.mip_rel_gap)
-        self._plan: dict | None = None
-        self.n_variables = sum(1 for _ in self.model.component_data_objects(pyo.Var, active=True))
-        self.n_constraints = sum(1 for _ in self.model.component_data_objects(pyo.Constraint, active=True))
+        super().__init__(self._build(data), self.options)
 
     # -- building ---------------------------------------------------------------------------
     def _build(self, data: TransmissionData) -> pyo.ConcreteModel:
@@ -151,41 +140,14 @@ class TransmissionProblem:
 
     def _der_blocks(self, ib: pyo.Block, ders: FeederDers, periods: list[int]) -> None:
         """The DER models of `coordination.ders` without a network: validated ranges, fixed Q."""
-        dt, sides = self.options.dt_hours, self.options.polygon_sides
-        specs = {"pv": {u.name: u for u in ders.pv}, "battery": {u.name: u for u in ders.batteries},
-                 "flexible": {u.name: u for u in ders.flexible}, "ev": {u.name: u for u in ders.evs}}
-
-        def pv_rule(d, n):
-            variables_pv(d, specs["pv"][n], periods)
-            constraints_pv(d, specs["pv"][n], sides)
-            objective_pv(d, dt)
-
-        def battery_rule(d, n):
-            variables_battery(d, specs["battery"][n], periods, relax=True)
-            constraints_battery(d, specs["battery"][n], dt, sides)
-            objective_battery(d, specs["battery"][n], dt)
-
-        def flexible_rule(d, n):
-            variables_flexible_load(d, specs["flexible"][n], periods)
-            constraints_flexible_load(d, specs["flexible"][n])
-            objective_flexible_load(d, dt)
-
-        def ev_rule(d, n):
-            variables_ev(d, specs["ev"][n], periods)
-            constraints_ev(d, specs["ev"][n], dt)
-            objective_ev(d)
-
-        ib.pv = pyo.Block(list(specs["pv"]), rule=pv_rule)
-        ib.battery = pyo.Block(list(specs["battery"]), rule=battery_rule)
-        ib.flexible = pyo.Block(list(specs["flexible"]), rule=flexible_rule)
-        ib.ev = pyo.Block(list(specs["ev"]), rule=ev_rule)
-        blocks = {f"{kind}/{n}": getattr(ib, kind)[n] for kind in ("pv", "battery", "flexible", "ev") for n in specs[kind]}
+        build_units(ib, ders, periods, self.options, convex=True)
+        blocks = {f"{kind.name}/{n}": d for kind, n, d in unit_blocks(ib)}
         ib.unit_blocks = blocks
         ib.units = pyo.Set(initialize=list(blocks), ordered=True)
         ib.lo = pyo.Param(ib.units, ib.T, mutable=True, initialize=0.0)
         ib.hi = pyo.Param(ib.units, ib.T, mutable=True, initialize=0.0)
         ib.box = pyo.Constraint(ib.units, ib.T, rule=lambda _, u, t: pyo.inequality(ib.lo[u, t], blocks[u].p_kw[t], ib.hi[u, t]))
-        reactive = [u for u in blocks if u.startswith(("pv/", "battery/"))]
+        reactive = [f"{kind.name}/{n}" for kind, n, _ in unit_blocks(ib) if kind.reactive]
         ib.reactive_units = pyo.Set(initialize=reactive, ordered=True)
         ib.q_set = pyo.Param(ib.reactive_units, ib.T, mutable=True, initialize=0.0)
         ib.q_fixed = pyo.Constraint(ib.reactive_units, ib.T, rule=lambda _, u, t: blocks[u].q[t] == ib.q_set[u, t])
@@ -200,40 +162,24 @@ class TransmissionProblem:
             self.interfaces[name].multiplier * m.interfaces[name].p[t] for name in self._at_bus[bus]) / 1000.0
 
     def _terms(self, m: pyo.Block) -> dict[str, object]:
-        tb = m.transmission
-        pen, prices = self.options.penalties, self.options.prices
-        terms: dict[str, object] = {
-            "generation": tb.cost_generation,
-            "penalty_unserved": pen.unserved * tb.unserved_mwh,
-            "penalty_spilled": pen.spilled * tb.spilled_mwh,
-            "penalty_transmission_overload": pen.transmission_overload * tb.flow_violation,
-        }
+        terms = transmission_terms(m.transmission, self.options.penalties)
         mult = {name: float(i.multiplier) for name, i in self.interfaces.items()}
         blocks = list(m.interfaces.items())
         if self.kind == "region":
             terms["interface_cost"] = pyo.quicksum(mult[n] * ib.vc[k, t] * ib.lam[k, t] for n, ib in blocks for k in ib.K for t in ib.T)
         elif self.kind == "ders":
-            def der_sum(kind, measure):
-                return pyo.quicksum(mult[n] * getattr(d, measure) for n, ib in blocks for d in getattr(ib, kind).values())
-
-            terms.update({
-                "curtailment": prices.curtailment / 1000.0 * der_sum("pv", "curtailed_kwh"),
-                "battery_degradation": prices.battery_degradation / 1000.0 * der_sum("battery", "throughput_kwh"),
-                "load_shift": prices.load_shift / 1000.0 * der_sum("flexible", "shifted_kwh"),
-                "penalty_soc_target": pen.soc_target / 1000.0 * der_sum("battery", "soc_shortfall_kwh"),
-                "penalty_ev_unmet": pen.ev_unmet / 1000.0 * der_sum("ev", "unmet_kwh"),
-            })
+            terms.update(der_cost_terms([(ib, mult[n]) for n, ib in blocks], self.options, tso=True))
         elif self.kind == "proximal":
             terms["proximal"] = pyo.quicksum(ib.proximal for _, ib in blocks)
         return terms
 
     # -- data -------------------------------------------------------------------------------
-    def update(self, *, bus_load_mw=None, gen_p_max_mw=None, gen_p_min_mw=None, gen_p_prev_mw=None) -> None:
-        """The transmission share of `CentralizedProblem.update`'s data."""
+    def update(self, data: Update) -> None:
+        """The transmission share of the new data (feeder data are the DSOs')."""
         tb = self.model.transmission
-        if bus_load_mw is not None:
-            set_bus_load(tb, bus_load_mw)
-        set_generator_limits(tb, gen_p_max_mw, gen_p_min_mw, gen_p_prev_mw)
+        if data.bus_load_mw is not None:
+            set_bus_load(tb, data.bus_load_mw)
+        set_generator_limits(tb, data.gen_p_max_mw, data.gen_p_min_mw, data.gen_p_prev_mw)
 
     def set_multipliers(self, multipliers: Mapping[str, float]) -> None:
         """New copy counts: the boundary rows and the interface cost terms are rewritten."""
@@ -257,7 +203,7 @@ class TransmissionProblem:
 
     def set_fixed(self, p_kw: Mapping[str, np.ndarray]) -> None:
         for name, p in p_kw.items():
-            _set_series(self.model.interfaces[name].p_set, p, len(self.model.T))
+            set_series(self.model.interfaces[name].p_set, p, len(self.model.T))
 
     def set_region(self, name: str, points_kw: np.ndarray, costs: np.ndarray) -> None:
         """points_kw [period, point, (P, Q)] and costs [period, point] of one interface."""
@@ -286,13 +232,13 @@ class TransmissionProblem:
         for u in ib.reactive_units:
             for t, v in zip(ib.T, np.broadcast_to(np.asarray(q[u], dtype=float), (H,))):
                 ib.q_set[u, t] = float(v)
-        _set_series(ib.base, base_kw, H)
+        set_series(ib.base, base_kw, H)
         for u, values in state.items():
             d = ib.unit_blocks[u]
             for key, value in values.items():
-                param = getattr(d, key)
+                param = d.component(key)
                 if param.is_indexed():
-                    _set_series(param, value, H)
+                    set_series(param, value, H)
                 else:
                     param.set_value(float(value))
         if any(abs(float(sens[u]) - ib.sens[u]) > 1e-12 for u in ib.units):
@@ -315,26 +261,8 @@ class TransmissionProblem:
         m = self.model
         tb = m.transmission
         if stats.status not in ("optimal", "time limit (feasible)"):
-            return TsoSolve(stats.status, False, None, {}, {}, {}, {}, {}, {}, {}, None, stats.highs_s,
-                            time.perf_counter() - start)
-        if self._plan is None or stats.first:
-            s = self.solver
-            H = len(m.T)
-            self._plan = {
-                "terms": {name: s.linear(m.cost[name]) for name in m.cost_terms if name != "proximal"},
-                "slacks": {"unserved_mwh": s.linear(tb.unserved_mwh), "spilled_mwh": s.linear(tb.spilled_mwh),
-                           "transmission_overload_mwh": s.linear(tb.flow_violation)},
-                "pg": s.positions(tb.pg[g, t] for g in tb.gens for t in m.T).reshape(len(tb.gens), H),
-                "boundary": s.positions(tb.boundary_mw[b, t] for b in tb.boundary_buses for t in m.T).reshape(-1, H),
-                "p": {n: s.positions(ib.p) for n, ib in m.interfaces.items()},
-                "q": {n: s.positions(ib.q) for n, ib in m.interfaces.items() if hasattr(ib, "q")},
-                "units": {n: {u: [s.linear(ib.unit_blocks[u].p_kw[t]) for t in ib.T] for u in ib.units}
-                          for n, ib in m.interfaces.items() if hasattr(ib, "units")},
-            }
-            if self.options.freeze_gc:
-                gc.collect()
-                gc.freeze()
-        plan = self._plan
+            return TsoSolve(stats.status, highs_s=stats.highs_s, solve_s=time.perf_counter() - start)
+        plan = self.plan_after(stats, self._read_plan)
         x = self.solver.solution()
         lmp = None
         try:
@@ -354,3 +282,18 @@ class TransmissionProblem:
             lmp=lmp, highs_s=stats.highs_s, solve_s=time.perf_counter() - start,
         )
 
+    def _read_plan(self) -> dict:
+        m, s = self.model, self.solver
+        tb = m.transmission
+        H = len(m.T)
+        return {
+            "terms": {name: s.linear(m.cost[name]) for name in m.cost_terms if name != "proximal"},
+            "slacks": {"unserved_mwh": s.linear(tb.unserved_mwh), "spilled_mwh": s.linear(tb.spilled_mwh),
+                       "transmission_overload_mwh": s.linear(tb.flow_violation)},
+            "pg": s.positions(tb.pg[g, t] for g in tb.gens for t in m.T).reshape(len(tb.gens), H),
+            "boundary": s.positions(tb.boundary_mw[b, t] for b in tb.boundary_buses for t in m.T).reshape(-1, H),
+            "p": {n: s.positions(ib.p) for n, ib in m.interfaces.items()},
+            "q": {n: s.positions(ib.q) for n, ib in m.interfaces.items() if self.kind == "region"},
+            "units": {n: {u: [s.linear(ib.unit_blocks[u].p_kw[t]) for t in ib.T] for u in ib.units}
+                      for n, ib in m.interfaces.items() if self.kind == "ders"},
+        }

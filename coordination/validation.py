@@ -39,6 +39,8 @@ import scipy.sparse.linalg as spla
 
 from coordination.centralized import FeederSetup, Options
 from coordination.ders import parse_connection
+from coordination.ders.kind import series
+from coordination.ders.registry import BY_NAME
 from coordination.distribution import (
     constraints_lindist3flow,
     parameters_feeder,
@@ -52,6 +54,7 @@ from coordination.network_data import FeederData
 from coordination.solver import PersistentHighs
 
 PRIORITIES = ("dso", "tso")
+FLEXIBLE_LOAD = BY_NAME["flexible_load"]
 
 
 @dataclass
@@ -78,11 +81,8 @@ class Sensitivities:
         fb = m.feeder
         parameters_feeder(fb, data, [0])
         variables_lindist3flow(fb, data)
-        ders = setup.ders
-        self.units = ([f"pv/{u.name}" for u in ders.pv] + [f"battery/{u.name}" for u in ders.batteries]
-                      + [f"flexible/{u.name}" for u in ders.flexible] + [f"ev/{u.name}" for u in ders.evs])
-        at = {**{f"pv/{u.name}": u.at for u in ders.pv}, **{f"battery/{u.name}": u.at for u in ders.batteries},
-              **{f"flexible/{u.name}": u.at for u in ders.flexible}, **{f"ev/{u.name}": u.at for u in ders.evs}}
+        at = {f"{kind.name}/{u.name}": u.at for kind, u in setup.ders.units()}
+        self.units = list(at)
         m.units = pyo.Set(initialize=self.units, ordered=True)
         m.x_p = pyo.Var(m.units)
         m.x_q = pyo.Var(m.units)
@@ -99,7 +99,8 @@ class Sensitivities:
         m.objective = pyo.Objective(expr=0.0)
         self.model = m
         self.solver = PersistentHighs(m)
-        self.q_per_p = {f"flexible/{u.name}": u.q_per_p for u in ders.flexible}
+        # Units whose kvar follow their kW (flexible loads at their power factor).
+        self.q_per_p = {f"{FLEXIBLE_LOAD.name}/{u.name}": u.q_per_p for u in setup.ders.of(FLEXIBLE_LOAD)}
         self.J: np.ndarray | None = None
 
     def set_ratios(self, data: FeederData) -> None:
@@ -152,15 +153,6 @@ class Sensitivities:
         return form.coefs @ self.jacobian()[form.cols]
 
 
-def _p_max(kva: float, q: np.ndarray, sides: int) -> np.ndarray:
-    """The largest P an inverter's polygon allows at reactive power q (see `polygon_sides`)."""
-    out = np.full(np.shape(q), float(kva))
-    for c, s, r in polygon_sides(sides):
-        if c > 1e-12:
-            out = np.minimum(out, (r * kva - s * np.asarray(q)) / c)
-    return np.maximum(out, 0.0)
-
-
 class DerValidator:
     """The hybrid scheme's DSO side: validates the DER ranges of one feeder (module docstring)."""
 
@@ -173,49 +165,24 @@ class DerValidator:
         self.sens.set_ratios(data)
 
     def technical_ranges(self, q: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Each unit's active-power range per period from its own limits (kW injected)."""
-        fb = self.main.model.feeder
+        """Each unit's active-power range per period from its own limits (kW injected), with
+        the reactive power of the units that have their own (`DerKind.reactive`) at q."""
         sides = self.main.options.polygon_sides
-        H = len(self.main.model.T)
         lo, hi = {}, {}
-        for u in self.setup.ders.pv:
-            key = f"pv/{u.name}"
-            available = np.array([p.value for p in fb.pv[u.name].available.values()], dtype=float)
-            lo[key] = np.zeros(H)
-            hi[key] = np.minimum(np.maximum(available, 0.0), _p_max(u.kva, q[key], sides))
-        for u in self.setup.ders.batteries:
-            key = f"battery/{u.name}"
-            limit = np.minimum(u.kw_rated, _p_max(u.kva or u.kw_rated, q[key], sides)) if u.reactive else np.full(H, u.kw_rated)
-            lo[key], hi[key] = -limit, limit
-        for u in self.setup.ders.flexible:
-            key = f"flexible/{u.name}"
-            d = fb.flexible[u.name]
-            base = np.array([p.value for p in d.baseline.values()], dtype=float)
-            up = np.array([p.value for p in d.up_max.values()], dtype=float)
-            down = np.array([p.value for p in d.down_max.values()], dtype=float)
-            lo[key], hi[key] = -(base + up), -np.maximum(base - down, 0.0)
-        for u in self.setup.ders.evs:
-            key = f"ev/{u.name}"
-            plugged = np.array([p.value for p in fb.ev[u.name].plugged.values()], dtype=float)
-            lo[key], hi[key] = -u.max_kw * plugged, np.zeros(H)
+        for kind, name, d in self.main.units:
+            key = f"{kind.name}/{name}"
+            lo[key], hi[key] = kind.technical_range(d, d.unit, q.get(key), sides)
         return lo, hi
 
     def state(self) -> dict[str, dict[str, object]]:
-        """The units' state and forecasts the TSO's DER models need."""
-        fb = self.main.model.feeder
-
-        def series(param):
-            return np.array([p.value for p in param.values()], dtype=float)
-
+        """The units' state and forecasts the TSO's DER models need (`DerKind.state`)."""
         out: dict[str, dict[str, object]] = {}
-        for name, d in fb.pv.items():
-            out[f"pv/{name}"] = {"available": series(d.available)}
-        for name, d in fb.battery.items():
-            out[f"battery/{name}"] = {"soc0": float(d.soc0.value), "soc_target": float(d.soc_target.value)}
-        for name, d in fb.flexible.items():
-            out[f"flexible/{name}"] = {"baseline": series(d.baseline)}
-        for name, d in fb.ev.items():
-            out[f"ev/{name}"] = {"plugged": series(d.plugged), "energy_required": float(d.energy_required.value)}
+        for kind, name, d in self.main.units:
+            values = {}
+            for param_name in kind.state:
+                param = d.component(param_name)
+                values[param_name] = series(param) if param.is_indexed() else float(param.value)
+            out[f"{kind.name}/{name}"] = values
         return out
 
     def validate(self, priority: str = "dso") -> DerOffer:
@@ -229,7 +196,8 @@ class DerValidator:
         x_ref_all = main.unit_power()
         q_ref_all = main.unit_reactive()
         x_ref = np.array([x_ref_all[u] for u in units]).reshape(len(units), H)
-        q = {u: q_ref_all[u] for u in units if u.startswith(("pv/", "battery/"))}
+        reactive = {f"{kind.name}/{name}" for kind, name, _ in main.units if kind.reactive}
+        q = {u: q_ref_all[u] for u in units if u in reactive}
         tech_lo, tech_hi = self.technical_ranges(q)
         low = np.array([tech_lo[u] for u in units]).reshape(len(units), H)
         high = np.array([tech_hi[u] for u in units]).reshape(len(units), H)

@@ -100,7 +100,7 @@ def test_resolve_matches_fresh_build_and_is_fast(ieee13):
     assert again.solve_s < first.solve_s  # no model to build
     assert again.highs_s > 0 and again.update_s > 0 and again.read_s > 0
     setpoints = prob.fleet_setpoints(again, "f")
-    assert set(setpoints) == {"pv", "batteries", "evs"}
+    assert set(setpoints) == {"pv", "batteries", "evs", "dg", "flexible_load"}
     assert setpoints["batteries"]["bat0"] == pytest.approx(again.setpoints["f"]["bat0"]["p_kw"][0])
 
 

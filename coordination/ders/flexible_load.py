@@ -1,0 +1,105 @@
+"""Flexible loads: baseline[t] (mutable forecast) moved up or down within per-period limits,
+energy-neutral over the horizon (what is moved comes back within it), at `shift_price` per
+MWh moved up plus down. Their set-point is the shift, up - down (kW more consumed)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyomo.environ as pyo
+
+from coordination.ders.kind import CostTerm, DerKind, Input, input_series, series, variable_periods
+from coordination.options import Options
+
+
+@dataclass
+class FlexibleLoadData:
+    name: str
+    at: str
+    baseline_kw: float  # initial forecast
+    up_kw: float  # largest increase above the baseline per period
+    down_kw: float  # largest decrease below the baseline per period
+    q_per_p: float = 0.0  # kvar per kW (the load's power factor)
+    shift_price: float | None = None  # per MWh moved up or down; None: `Prices.load_shift`
+
+
+def variable_flexible_load(d: pyo.Block, unit: FlexibleLoadData) -> None:
+    d.baseline = pyo.Param(d.T, mutable=True, initialize=unit.baseline_kw)
+    d.up_max = pyo.Param(d.T, mutable=True, initialize=unit.up_kw)
+    d.down_max = pyo.Param(d.T, mutable=True, initialize=unit.down_kw)
+    d.up = pyo.Var(d.T, bounds=(0.0, None))
+    d.down = pyo.Var(d.T, bounds=(0.0, None))
+
+
+def constraint_flexible_load(d: pyo.Block, unit: FlexibleLoadData) -> None:
+    d.up_limit = pyo.Constraint(d.T, rule=lambda _, t: d.up[t] <= d.up_max[t])
+    # Never below zero consumption, never below the allowed decrease.
+    d.down_limit = pyo.Constraint(d.T, rule=lambda _, t: d.down[t] <= d.down_max[t])
+    d.down_positive = pyo.Constraint(d.T, rule=lambda _, t: d.down[t] <= d.baseline[t])
+    d.energy_neutral = pyo.Constraint(expr=pyo.quicksum(d.up[t] - d.down[t] for t in d.T) == 0)
+    d.consumption = pyo.Expression(d.T, rule=lambda _, t: d.baseline[t] + d.up[t] - d.down[t])
+    d.p_kw = pyo.Expression(d.T, rule=lambda _, t: -d.consumption[t])
+    d.q_kvar = pyo.Expression(d.T, rule=lambda _, t: -unit.q_per_p * d.consumption[t])
+
+
+def shifted(d: pyo.Block, t: int):
+    return d.up[t] + d.down[t]
+
+
+def measure_flexible_load(d: pyo.Block, dt_hours: float) -> None:
+    d.shifted_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(shifted(d, t) for t in d.T))
+
+
+def shift_price(options: Options, unit: FlexibleLoadData) -> float:
+    """Currency per kWh moved."""
+    return (options.prices.load_shift if unit.shift_price is None else unit.shift_price) / 1000.0
+
+
+class FlexibleLoad(DerKind):
+    name = "flexible_load"
+    field = "flexible"
+    cost_terms = (CostTerm("load_shift", "shifted_kwh", shift_price, per_period=shifted),)
+    inputs = (Input("flexible_baseline_kw", input_series("baseline")),)
+    state = ("baseline",)
+    intertemporal = ("energy_neutral",)
+    fleet_key = "flexible_load"
+
+    def build(self, d: pyo.Block, unit: FlexibleLoadData, periods: list[int], options: Options, convex: bool) -> None:
+        variable_periods(d, periods)
+        variable_flexible_load(d, unit)
+        constraint_flexible_load(d, unit)
+        measure_flexible_load(d, options.dt_hours)
+
+    def rating_kva(self, unit: FlexibleLoadData) -> float:
+        return unit.up_kw
+
+    def columns(self, d, positions):
+        return {"up": positions(d.up), "down": positions(d.down)}
+
+    def setpoints(self, values, d, unit):
+        """p_kw: the consumption (kW, baseline + shift), shift_kw: the set-point (+ = more consumed)."""
+        shift = values["up"] - values["down"]
+        return {"p_kw": series(d.baseline) + values["up"] - values["down"], "shift_kw": shift}
+
+    def fleet_setpoint(self, values, period):
+        """kW shifted, + more consumed."""
+        return float(values["shift_kw"][period])
+
+    def technical_range(self, d, unit, q, sides):
+        base, up, down = series(d.baseline), series(d.up_max), series(d.down_max)
+        return -(base + up), -np.maximum(base - down, 0.0)
+
+
+def flexible_load_from_spec(spec, name: str, at: str, peak_kw: float) -> FlexibleLoadData:
+    """A flexible load of a `scenario.schema.FlexibleLoadSpec` with a baseline peaking at
+    `peak_kw` (the baseline itself comes with the forecasts)."""
+    return FlexibleLoadData(name, at, baseline_kw=0.0, up_kw=spec.up_pu * peak_kw, down_kw=spec.down_pu * peak_kw,
+                            q_per_p=math.tan(math.acos(spec.power_factor)), shift_price=spec.shift_price)
+
+
+def flexible_load_from_fleet(unit, spec) -> FlexibleLoadData:
+    """A simulation flexible load as data. The unit needs `name`, `at.bus` and `peak_kw`
+    (its baseline's peak); limits, power factor and price come from the feeder's spec."""
+    return flexible_load_from_spec(spec, unit.name, unit.at.bus, unit.peak_kw)

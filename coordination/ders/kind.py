@@ -1,0 +1,168 @@
+"""What every kind of DER gives the look-ahead problems: the protocol the kind modules fill in.
+
+A kind (PV, batteries, ...) is one module with a data class for a unit and a `DerKind`
+subclass. In the style of PowerModels.jl, `build` composes `variable_*` and `constraint_*`
+functions on the unit's own pyomo Block; whatever it creates, the problems find by name:
+
+* `p_kw[t]`, `q_kvar[t]`  the unit's injection (Expressions, kW and kvar, + into the grid),
+                          which `coordination.ders.der_injections` spreads over its phases;
+* the measures its `cost_terms` price (Expressions over the horizon);
+* the mutable Params its `inputs` write (forecasts and measured state).
+
+Everything a problem does per kind goes through this class: building, cost terms, new data,
+reading the solution (`columns`, `setpoints`), and what a DSO offers the TSO (`state`,
+`technical_range`, `band`, `intertemporal`). A new kind is a new module and one line in
+`coordination.ders.registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyomo.environ as pyo
+
+from coordination.distribution import polygon_sides
+from coordination.options import Options
+
+
+@dataclass(frozen=True)
+class CostTerm:
+    """A unit's share of a named objective term: price(options, unit) x the block's `measure`.
+
+    `per_period(d, t)` is the measure's part incurred in period t (None: a horizon-end
+    quantity, such as a shortfall); `in_tso` is False for costs of decisions the TSO does not
+    make in the hybrid scheme (reactive power stays with the DSO); `optional` terms appear in
+    an objective only where some unit has them, so problems without the kind keep the terms
+    they always had."""
+
+    name: str
+    measure: str
+    price: Callable[[Options, object], float]
+    per_period: Callable[[pyo.Block, int], object] | None = None
+    in_tso: bool = True
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Input:
+    """New data for the units of a kind: `keyword` in `coordination.update.Update.of` (values
+    by feeder, then unit), written into the block by `apply(d, unit, value, horizon)`."""
+
+    keyword: str
+    apply: Callable[[pyo.Block, object, object, int], None]
+
+
+class DerKind:
+    """One kind of DER (see the module docstring). Subclasses set the class attributes and
+    implement `build`, `columns` and `technical_range`."""
+
+    name: str  # block name under a feeder block, and the prefix of unit keys "name/unit"
+    field: str  # the list of these units on `FeederDers`
+    cost_terms: tuple[CostTerm, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    state: tuple[str, ...] = ()  # Params the TSO's copy of a unit needs (hybrid), from the DSO's model
+    reactive: bool = False  # Q is a decision of its own (the DSO keeps it in hybrid)
+    banded: bool = True  # gets per-period power bands in the robust regions (dso_managed)
+    intertemporal: tuple[str, ...] = ()  # constraints coupling periods, replaced by bands in robust models
+    fleet_key: str  # the kind's entry in `centralized.fleet_setpoints`
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self, d: pyo.Block, unit, periods: list[int], options: Options, convex: bool) -> None:
+        """Variables, constraints, p_kw / q_kvar and cost measures of one unit on its block;
+        `convex` asks for binaries relaxed (regions, ADMM and the TSO's copies)."""
+        raise NotImplementedError
+
+    def rating_kva(self, unit) -> float:
+        """What the unit adds to the power a branch upstream may carry (branch-limit screening)."""
+        raise NotImplementedError
+
+    # -- reading a solution -----------------------------------------------------------------
+    def columns(self, d: pyo.Block, positions: Callable) -> dict[str, np.ndarray]:
+        """The solver columns of the values a solution gives per unit, by name."""
+        raise NotImplementedError
+
+    def setpoints(self, values: dict[str, np.ndarray], d: pyo.Block, unit) -> dict[str, np.ndarray]:
+        """The unit's set-points and recorded values from its columns' values (arrays over
+        the horizon); by default the column values themselves."""
+        return values
+
+    def fleet_setpoint(self, values: dict[str, np.ndarray], period: int) -> object:
+        """One period's set-point of a unit as the simulation's fleet takes it."""
+        raise NotImplementedError
+
+    # -- what a DSO offers ------------------------------------------------------------------
+    def technical_range(self, d: pyo.Block, unit, q: np.ndarray | None, sides: int) -> tuple[np.ndarray, np.ndarray]:
+        """The unit's active-power range per period from its own limits (kW injected), with
+        its reactive power at q (kinds with `reactive`)."""
+        raise NotImplementedError
+
+    def band(self, d: pyo.Block, unit, plan: np.ndarray, dt_hours: float,
+             trajectory: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-period bands around a plan (kW injected) within which any choice, period by
+        period, keeps the unit's intertemporal limits (`flexibility.robust_bands`);
+        `trajectory` is the unit's state over the plan where it has one (battery SOC).
+        By default the plan itself."""
+        plan = np.asarray(plan, dtype=float)
+        return plan, plan
+
+
+# -- building blocks shared by kinds -------------------------------------------------------
+
+
+def series(param) -> np.ndarray:
+    """The values of a per-period Param, in period order."""
+    return np.array([p.value for p in param.values()], dtype=float)
+
+
+def set_series(param, values, horizon: int) -> None:
+    """A per-period Param from an array over the horizon (or one number for every period)."""
+    row = np.broadcast_to(np.asarray(values, dtype=float), (horizon,))
+    for t, v in zip(param.index_set(), row):
+        param[t] = float(v)
+
+
+def input_series(param_name: str) -> Callable:
+    """An `Input.apply` writing a per-period Param."""
+    return lambda d, unit, value, horizon: set_series(d.component(param_name), value, horizon)
+
+
+def input_number(param_name: str) -> Callable:
+    """An `Input.apply` writing a scalar Param."""
+    return lambda d, unit, value, horizon: d.component(param_name).set_value(float(value))
+
+
+def variable_periods(d: pyo.Block, periods: Iterable[int]) -> None:
+    d.T = pyo.Set(initialize=list(periods), ordered=True)
+
+
+def constraint_inverter_polygon(d: pyo.Block, p, q, kva: float, sides: int, half: bool) -> None:
+    """P cos a + Q sin a <= r kVA on each polygon side (see `distribution.polygon_sides`)."""
+    polygon = polygon_sides(sides, half=half)
+    d.sides = pyo.Set(initialize=range(len(polygon)), ordered=True)
+    d.kva_limit = pyo.Constraint(d.sides, d.T, rule=lambda _, k, t: polygon[k][0] * p(t) + polygon[k][1] * q(t) <= polygon[k][2] * kva)
+
+
+def measure_reactive_use(d: pyo.Block, dt_hours: float) -> None:
+    """d.reactive_kvarh = sum of |Q| dt over the horizon. Priced, even a little, it makes an
+    inverter's Q zero unless it helps: reactive power is otherwise free in the model, and
+    a free Q is an arbitrary Q, which the (DC) transmission side would not even see."""
+    d.q_abs = pyo.Var(d.T, bounds=(0.0, None))
+    d.q_abs_up = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= d.q[t])
+    d.q_abs_down = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= -d.q[t])
+    d.reactive_kvarh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.q_abs[t] for t in d.T))
+
+
+# The price of reactive use, the same for every inverter-connected kind.
+REACTIVE = CostTerm("reactive", "reactive_kvarh", lambda o, u: o.prices.reactive / 1000.0,
+                    per_period=lambda d, t: d.q_abs[t], in_tso=False)
+
+
+def p_max_at(kva: float, q: np.ndarray, sides: int) -> np.ndarray:
+    """The largest P an inverter's polygon allows at reactive power q (see `polygon_sides`)."""
+    out = np.full(np.shape(q), float(kva))
+    for c, s, r in polygon_sides(sides):
+        if c > 1e-12:
+            out = np.minimum(out, (r * kva - s * np.asarray(q)) / c)
+    return np.maximum(out, 0.0)

@@ -33,6 +33,11 @@ class FlexibleLoadUnit:
     setpoint_kw: float | None = None  # shift from outside; None: the baseline
 
     @property
+    def baseline_kw(self) -> np.ndarray:
+        """The baseline over the run's steps (what the coordinator forecasts)."""
+        return self.peak_kw * self.baseline_pu
+
+    @property
     def q_per_p(self) -> float:
         """kvar per kW of the load's power factor."""
         return float(np.sqrt(1.0 - self.power_factor**2) / self.power_factor)

@@ -31,6 +31,7 @@ from federates.base import (
     metadata_json,
     publish_vector,
 )
+from grid.setpoints import Setpoints
 
 # Imported late by the code it runs (network and feeder models, profiles); the launcher
 # imports them before forking this federate.
@@ -138,7 +139,7 @@ class CoordinatorFederate:
         plan = self.horizon.plan(step, self._measure())
         self.predicted = None if plan.failed else plan.predicted_vm
         if not plan.failed:
-            self.sent["setpoints"] = plan.setpoints
+            self.sent["setpoints"] = {label: message.to_dict() for label, message in plan.setpoints.items()}
             if self.scenario.coordination.dispatch_generators and plan.dispatch_mw is not None and len(plan.dispatch_mw):
                 self.sent["dispatch_mw"] = plan.dispatch_mw.tolist()
             self._send(self.sent)
@@ -148,7 +149,7 @@ class CoordinatorFederate:
         """Set-points to the feeders and the generator dispatch to the transmission federate."""
         for pub, label in zip(self.pub_setpoints, self.labels):
             if label in sent.get("setpoints", {}):
-                h.helicsPublicationPublishString(pub, json.dumps(sent["setpoints"][label]))
+                h.helicsPublicationPublishString(pub, Setpoints.model_validate(sent["setpoints"][label]).to_json())
         if "dispatch_mw" in sent:
             publish_vector(self.pub_dispatch, sent["dispatch_mw"])
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 import helics as h
+from pydantic import ValidationError
 
 from federates import interfaces as names
 from federates.base import (
@@ -24,6 +25,7 @@ from federates.base import (
     publish_vector,
 )
 from grid.feeder import build_feeder
+from grid.setpoints import Setpoints
 
 # Imported late by the code it runs (PV and load-diversity profiles); the launcher imports
 # them before forking this federate.
@@ -103,14 +105,10 @@ class FeederGroupFederate:
                 continue
             text = h.helicsInputGetString(sub)
             try:
-                message = json.loads(text)
-                batteries = message.get("battery", {})
-                model.set_setpoints(
-                    pv={name: tuple(v) for name, v in message.get("pv", {}).items()},
-                    batteries={name: v[0] if isinstance(v, list) else v for name, v in batteries.items()},
-                    battery_kvar={name: v[1] for name, v in batteries.items() if isinstance(v, list)},
-                    evs=message.get("ev", {}),
-                )
+                model.set_setpoints(Setpoints.from_json(text))
+            except ValidationError as exc:  # one line: where and what, for the run's one-line error
+                reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"feeder {model.name}: bad set-points from the coordinator ({reason}): {text[:120]}") from None
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"feeder {model.name}: bad set-points from the coordinator ({exc}): {text[:120]}") from None
 

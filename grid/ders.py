@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from grid.setpoints import Setpoints
+
 
 @dataclass
 class Connection:
@@ -422,26 +424,26 @@ class DerFleet:
             self.dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
         self._bat_sent[changed] = p[changed]
 
-    def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
-                      batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
-                      battery_kvar: dict[str, float] | None = None) -> None:
+    def set_setpoints(self, setpoints: Setpoints) -> None:
         """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
-        kvar), battery kW (+ discharge; None returns to the schedule) and kvar, EV charging kW."""
+        kvar), battery kW (+ discharge; None returns to the schedule) and kvar, EV charging kW.
+        Kinds this fleet has no units of (dg, flexible_load) are ignored."""
+        pv, batteries, battery_kvar, evs = setpoints.pv, setpoints.battery_kw(), setpoints.battery_kvar(), setpoints.ev
         by_name = {u.name: u for u in [*self.pv, *self.batteries, *self.evs]}
-        unknown = [n for n in [*(pv or {}), *(batteries or {}), *(evs or {}), *(battery_kvar or {})] if n not in by_name]
+        unknown = [n for n in [*pv, *batteries, *evs] if n not in by_name]
         if unknown:
             raise KeyError(f"unknown DER {unknown[0]!r}")
-        for name, (cap, q) in (pv or {}).items():
+        for name, (cap, q) in pv.items():
             by_name[name].p_cap_pu, by_name[name].q_kvar = float(np.clip(cap, 0.0, 1.0)), float(q)
             self._pv_setpoints_changed = True
-        for name, p in (batteries or {}).items():
+        for name, p in batteries.items():
             by_name[name].setpoint_kw = p
             self._bat_setpoint[self._bat_index[name]] = np.nan if p is None else float(p)
             self._bat_any_setpoint = not np.isnan(self._bat_setpoint).all()
-        for name, q in (battery_kvar or {}).items():
+        for name, q in battery_kvar.items():
             by_name[name].q_kvar = float(q)
             self._bat_sent[self._bat_index[name]] = np.nan  # Q alone changed: edit the element again
-        for name, p in (evs or {}).items():
+        for name, p in evs.items():
             by_name[name].setpoint_kw = max(0.0, p)
 
     # -- after the solve --------------------------------------------------

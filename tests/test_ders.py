@@ -9,6 +9,7 @@ import pytest
 from grid.ders import VOLT_VAR_CURVE, VOLT_WATT_CURVE, BatteryUnit
 from grid.errors import FeederModelError
 from grid.feeder import build_feeder
+from grid.setpoints import Setpoints
 from scenario.schema import load_scenario
 from tests.conftest import SMALL
 
@@ -53,7 +54,7 @@ def test_pv_curtailment_and_reactive_setpoints_from_outside():
     fleet = model.fleet
     fleet.irradiance_kw_m2[:] = 0.9
     first, second, third = fleet.pv
-    fleet.set_setpoints(pv={first.name: (0.4, 0.0), second.name: (1.0, -0.3 * second.kva), third.name: (1.0, 0.0)})
+    fleet.set_setpoints(Setpoints(pv={first.name: (0.4, 0.0), second.name: (1.0, -0.3 * second.kva), third.name: (1.0, 0.0)}))
     model.run(1.0 + 0j, 50)
     readings = fleet.readings(50)
     assert readings["pv_kw"][0] == pytest.approx(0.4 * first.pmpp_kw, rel=1e-3)  # curtailed to 40 % of Pmpp
@@ -123,7 +124,7 @@ def test_battery_setpoints_are_clipped_by_rating_and_soc():
     model, scenario = _feeder(battery={"penetration": 0.1, "count": 1, "hours": 1, "soc_initial": 0.2, "schedule": "idle"})
     battery = model.fleet.batteries[0]
     hours = scenario.time.step_seconds / 3600
-    model.fleet.set_setpoints(batteries={battery.name: 10 * battery.kw_rated})
+    model.fleet.set_setpoints(Setpoints(battery={battery.name: 10 * battery.kw_rated}))
     model.run(1.0 + 0j, 0)
     expected = min(battery.kw_rated, (0.2 - 0.1) * battery.kwh_rated * battery.eta_discharge / hours)
     assert battery.p_kw == pytest.approx(expected)
@@ -144,8 +145,8 @@ def test_fleet_dispatch_matches_each_battery_own_rules():
     checked = 0
     for k in range(scenario.time.n_steps):
         if k % 7 == 0:  # new set-points now and then: some batteries back on their schedule
-            fleet.set_setpoints(batteries={n: (None if rng.random() < 0.3 else float(rng.uniform(-2, 2) * u.kw_rated))
-                                           for n, u in zip(names, fleet.batteries)})
+            fleet.set_setpoints(Setpoints(battery={n: (None if rng.random() < 0.3 else float(rng.uniform(-2, 2) * u.kw_rated))
+                                                   for n, u in zip(names, fleet.batteries)}))
         soc_before = [u.soc for u in fleet.batteries]
         wanted = [u.setpoint_kw if u.setpoint_kw is not None else
                   time_of_day_dispatch(u, fleet.local_hours[k], spec.charge_hours, spec.discharge_hours)

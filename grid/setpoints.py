@@ -1,0 +1,70 @@
+"""DER set-points: the one message every producer (the built-in coordinator, an external
+federate, a Python study) sends and every consumer (the feeder model, its checkpoint journal,
+the coordinator's own EV bookkeeping) reads.
+
+The grid model declares what it accepts, so it lives here. On the wire it is the JSON of
+`Setpoints.to_json()` (docs/interfaces.md), the same shape external coordinators have always
+sent: {"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw | [p_kw, q_kvar] | null},
+"ev": {name: p_kw}}, every part optional; `dg` and `flexible_load` are declared for the DER
+kinds still to come and ignored by a feeder without such units.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Setpoints(BaseModel):
+    """Set-points for one feeder's DERs, by DER name (as in the feeder metadata). A message
+    changes only the DERs it names; each set-point holds until it is replaced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pv: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="PV: [active-power cap as a share of Pmpp (clipped to 0..1), kvar (+ injecting)]")
+    battery: dict[str, float | tuple[float, float] | None] = Field(
+        default_factory=dict,
+        description="battery: kW (+ discharging), or [kW, kvar]; null hands the battery back to its schedule")
+    ev: dict[str, float] = Field(default_factory=dict, description="EV charger: charging kW limit (negative counts as 0)")
+    dg: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="dispatchable generator: [kW, kvar] (for feeders with such units)")
+    flexible_load: dict[str, float] = Field(
+        default_factory=dict, description="flexible load: kW shifted (for feeders with such units)")
+
+    @classmethod
+    def from_json(cls, text: str) -> "Setpoints":
+        # json.loads, not pydantic's own parser: the floats must come out exactly as the
+        # standard library wrote them, for results equal to the bit.
+        return cls.model_validate(json.loads(text))
+
+    @classmethod
+    def from_journal(cls, saved: dict) -> "Setpoints":
+        """A set-point entry of a feeder's checkpoint journal: `to_dict()`'s form, or the keyword
+        form of checkpoints written before this model ({"pv", "batteries", "battery_kvar", "evs"})."""
+        if not {"batteries", "battery_kvar", "evs"} & saved.keys():
+            return cls.model_validate(saved)
+        kvar = saved.get("battery_kvar") or {}
+        battery = {name: p if name not in kvar else (p, kvar[name]) for name, p in (saved.get("batteries") or {}).items()}
+        return cls(pv=saved.get("pv") or {}, battery=battery, ev=saved.get("evs") or {})
+
+    def to_json(self) -> str:
+        """The wire form: only the parts that hold something, values as plain JSON numbers."""
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict:
+        """JSON-ready (pairs as lists), without empty parts; also the form a checkpoint journal keeps.
+        Not model_dump(mode="json"), which would turn a NaN into null (a battery's "back to schedule")."""
+        return {
+            key: {name: list(v) if isinstance(v, tuple) else v for name, v in part.items()}
+            for key, part in self.model_dump().items() if part
+        }
+
+    def battery_kw(self) -> dict[str, float | None]:
+        """Battery active power per named battery (None: back to its schedule)."""
+        return {name: v[0] if isinstance(v, tuple) else v for name, v in self.battery.items()}
+
+    def battery_kvar(self) -> dict[str, float]:
+        """Battery reactive power, for the batteries that were sent one."""
+        return {name: v[1] for name, v in self.battery.items() if isinstance(v, tuple)}

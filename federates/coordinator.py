@@ -30,6 +30,8 @@ from federates.base import (
     federate_main,
     metadata_json,
     publish_vector,
+    register_publication,
+    subscribe,
 )
 from grid.setpoints import Setpoints
 
@@ -60,19 +62,19 @@ class CoordinatorFederate:
     def setup(self) -> None:
         scenario = self.scenario
         fed = self.fed = create_value_federate(names.COORDINATOR, self.config)
-        sub = lambda key, units="": h.helicsFederateRegisterSubscription(fed, key, units)  # noqa: E731
+        sub = lambda declared, **parts: subscribe(fed, declared, **parts)  # noqa: E731
+        pub = lambda declared, **parts: register_publication(fed, declared, **parts)  # noqa: E731
         self.labels = [f.label for f in scenario.feeders]
         self.feeder_bus = [int(f.bus) for f in scenario.feeders]
-        self.sub_voltage = {b: sub(names.boundary_voltage(b), "pu") for b in sorted(set(self.feeder_bus))}
-        self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
-        self.sub_nodes = [sub(names.feeder_node_voltages(f), "pu") for f in self.labels]
+        self.sub_voltage = {b: sub(names.BOUNDARY_VOLTAGE, bus=b) for b in sorted(set(self.feeder_bus))}
+        self.sub_ders = [sub(names.FEEDER_DERS, feeder=f) for f in self.labels]
+        self.sub_nodes = [sub(names.FEEDER_NODE_VOLTAGES, feeder=f) for f in self.labels]
         self.sub_multipliers = sub(names.MULTIPLIERS)
-        string, vec = h.HELICS_DATA_TYPE_STRING, h.HELICS_DATA_TYPE_VECTOR
-        self.pub_setpoints = [h.helicsFederateRegisterGlobalPublication(fed, names.setpoints(f), string, "") for f in self.labels]
-        self.pub_dispatch = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATOR_DISPATCH, vec, "MW")
-        self.pub_record = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_RECORD, vec, "")
-        self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_METADATA, string, "")
-        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(fed, names.checkpoint_state(names.COORDINATOR), string, "")
+        self.pub_setpoints = [pub(names.SETPOINTS, feeder=f) for f in self.labels]
+        self.pub_dispatch = pub(names.GENERATOR_DISPATCH)
+        self.pub_record = pub(names.COORDINATOR_RECORD)
+        self.pub_meta = pub(names.COORDINATOR_METADATA)
+        self.pub_checkpoint = pub(names.CHECKPOINT, federate=names.COORDINATOR)
 
         # Connected first, then the model: the broker sees this federate at once, and the
         # others wait for the build in initialization instead of timing out on a connection.
@@ -95,12 +97,11 @@ class CoordinatorFederate:
         if saved is not None:
             self._restore(saved)
         h.helicsFederateEnterExecutingMode(fed)
-        counts = []
-        for model in self.horizon.models.values():
-            fleet = model.fleet
-            counts.append({"battery_soc": len(fleet.batteries), "battery_dispatch_kw": len(fleet.batteries),
-                           "regulator_taps": len(fleet.regulators), "capacitor_steps": len(fleet.capacitors)})
-        self.device_counts = counts
+        # The feeders' metadata lists, as the coordinator's own copies of the feeders have them.
+        self.device_counts = [
+            names.der_counts({"batteries": m.fleet.batteries, "regulators": m.fleet.regulators, "capacitors": m.fleet.capacitors})
+            for m in self.horizon.models.values()
+        ]
 
     def _measure(self) -> Measurements:
         soc, taps, head = {}, {}, {}

@@ -33,6 +33,7 @@ from federates.base import (
     register_publication,
     subscribe,
 )
+from federates.processes import kind_of
 from grid.setpoints import Setpoints
 
 # Imported late by the code it runs (network and feeder models, profiles); the launcher
@@ -93,7 +94,7 @@ class CoordinatorFederate:
         self.predicted: dict[str, list] | None = None
         self.realised: dict[str, list] = {label: [] for label in self.labels}
         self.sent: dict = {}
-        saved = self.config.saved_state(names.COORDINATOR)
+        saved = self.config.saved_state(kind_of(names.COORDINATOR).checkpoint_part)
         if saved is not None:
             self._restore(saved)
         h.helicsFederateEnterExecutingMode(fed)

@@ -27,6 +27,7 @@ from federates.base import (
     register_publication,
     subscribe,
 )
+from federates.processes import kind_of
 from grid.feeder import build_feeder
 from grid.setpoints import Setpoints
 
@@ -70,7 +71,7 @@ class FeederGroupFederate:
         self.at_stats = names.FEEDER_VOLTAGES.positions(
             ("vmin_pu", "vmin_node", "vmax_pu", "vmax_node", "nodes_outside_band", "vuf_head"))
         self.stats_vector = np.empty(names.FEEDER_VOLTAGES.length())
-        saved = self.config.saved_state("feeders")
+        saved = self.config.saved_state(kind_of(names.feeder_group(self.group)).checkpoint_part)
         if saved is not None:
             for model in self.models:
                 if model.name not in saved:

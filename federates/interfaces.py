@@ -31,8 +31,11 @@ RECORDER = "recorder"
 COORDINATOR = "coordinator"
 
 
+FEEDER_GROUP = "feeders_{group}"  # one federate per feeder group (process)
+
+
 def feeder_group(index: int) -> str:
-    return f"feeders_{index}"
+    return FEEDER_GROUP.format(group=index)
 
 
 @dataclass(frozen=True)

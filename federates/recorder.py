@@ -23,6 +23,7 @@ import numpy as np
 
 from federates import interfaces as names
 from federates.base import FederationConfig, close_federate, create_value_federate, federate_main, read_vector, subscribe
+from federates.processes import kind_of, process_names
 from results.catalogue import CATALOGUE
 from results.store import ResultsWriter, Series
 
@@ -82,36 +83,35 @@ class RecorderFederate:
             wanted += [names.COORDINATOR_METADATA, names.COORDINATOR_RECORD]
         wanted += [names.publication(d.source) for d in self.catalogue if d.source != "scenario"]
         for declared in dict.fromkeys(wanted):
-            for key in self._keys(declared):
-                self.subs[key] = subscribe(fed, declared, **self._parts(declared, key))
+            for key, parts in self._instances(declared):
+                self.subs[key] = subscribe(fed, declared, **parts)
         self.sub_checkpoint = {
             federate: subscribe(fed, names.CHECKPOINT, federate=federate)
-            for federate in (names.TRANSMISSION, *self.groups, *([names.COORDINATOR] if self.coordinated else []))
+            for federate in process_names(len(self.groups), self.coordinated) if kind_of(federate).checkpoint_part
         }
         h.helicsFederateEnterExecutingMode(fed)
 
     def _exists(self, only: str) -> bool:
-        """Whether a run-wide condition of the catalogue holds (feeder conditions: `_feeder_has`)."""
+        """Whether a run-wide condition of the catalogue holds (conditions on a feeder's devices
+        are checked per feeder in `_declare_datasets`)."""
         if only == "coordinated":
             return self.coordinated
         if only == "node_voltages":
             return self.scenario.output.node_voltages
         return True
 
-    def _keys(self, declared: names.Publication) -> list[str]:
-        """Every concrete key of a publication pattern this run has."""
+    def _instances(self, declared: names.Publication) -> list[tuple[str, dict]]:
+        """Every concrete key of a publication pattern this run has, with the parts that fill it."""
         if "{feeder}" in declared.key:
-            return [declared.name(feeder=f) for f in self.labels]
-        if "{group}" in declared.key:
-            return [declared.name(group=g) for g in range(len(self.groups))]
-        return [declared.key]
+            parts = [{"feeder": f} for f in self.labels]
+        elif "{group}" in declared.key:
+            parts = [{"group": g} for g in range(len(self.groups))]
+        else:
+            parts = [{}]
+        return [(declared.name(**p), p) for p in parts]
 
-    def _parts(self, declared: names.Publication, key: str) -> dict:
-        if "{feeder}" in declared.key:
-            return {"feeder": self.labels[self._keys(declared).index(key)]}
-        if "{group}" in declared.key:
-            return {"group": self._keys(declared).index(key)}
-        return {}
+    def _keys(self, declared: names.Publication) -> list[str]:
+        return [key for key, _ in self._instances(declared)]
 
     def _request_time(self, t: float) -> None:
         h.helicsFederateRequestTimeAsync(self.fed, t)
@@ -142,7 +142,6 @@ class RecorderFederate:
                  "branch": len(transmission["branch_names"]), "feeder_process": len(self.groups)}
         if self.coordinated:
             sizes.update(term=len(meta[names.COORDINATOR_METADATA.key]["terms"]), slack=len(meta[names.COORDINATOR_METADATA.key]["slacks"]))
-        wire_sizes = {**sizes, "node_names": 0}
         feeder_sizes = {}  # feeder -> dimension and wire group sizes from its metadata
         for label in self.labels:
             feeder_meta = meta[names.FEEDER_METADATA.name(feeder=label)]
@@ -164,9 +163,13 @@ class RecorderFederate:
                     continue
                 shape = tuple((feeder or sizes)[dim] for dim in d.dims)
                 w.add_series(Series(path, shape, d.units, d.dims, description, d.dtype))
-                self.readers.append((path, self._reader(d, source, label, {**wire_sizes, **feeder})))
-        series_sources = {names.publication(d.source) for d in self.catalogue if not d.static and d.how != "layout"}
-        self.vector_keys = {key for declared in series_sources for key in self._keys(declared)}
+                self.readers.append((path, self._reader(d, source, label, {**sizes, **feeder})))
+        # Each vector read per step, with the length the wire table gives it: a producer whose
+        # layout differs from this reader's (another version on another host) is found at once.
+        self.vector_lengths, self.lengths_checked = {}, False
+        for declared in {names.publication(d.source) for d in self.catalogue if not d.static and d.how != "layout"}:
+            for key, parts in self._instances(declared):
+                self.vector_lengths[key] = declared.length({**sizes, **feeder_sizes.get(parts.get("feeder"), {})})
 
     def _static_value(self, d, source, label: str | None, meta: dict):
         if d.how == "scenario":
@@ -211,7 +214,14 @@ class RecorderFederate:
     def _read(self) -> dict:
         """Every vector of the step, once: by key; per-feeder sources also stacked over the
         feeders (by pattern, their first elements), and the coordinator's record by name."""
-        values = {key: read_vector(sub) for key, sub in self.subs.items() if key in self.vector_keys}
+        values = {key: read_vector(self.subs[key]) for key in self.vector_lengths}
+        if not self.lengths_checked:  # at the first step
+            wrong = [(key, len(values[key]), n) for key, n in self.vector_lengths.items() if len(values[key]) != n]
+            if wrong:
+                key, got, n = wrong[0]
+                raise RuntimeError(f"{key} has {got} elements where federates.interfaces declares {n}: "
+                                   "publisher and recorder disagree on its layout")
+            self.lengths_checked = True
         for pattern, n in self.stacked.items():
             values[pattern] = np.array([values[key][:n] for key in self._keys(names.publication(pattern))])
         if self.coordinated:
@@ -257,10 +267,11 @@ class RecorderFederate:
             message = json.loads(h.helicsInputGetString(sub)) if h.helicsInputIsUpdated(sub) else {}
             if message.get("step") != k:
                 raise RuntimeError(f"no checkpoint state from federate '{federate}' after step {k}")
-            if federate not in (names.TRANSMISSION, names.COORDINATOR):  # one part for all feeder groups
-                states.setdefault("feeders", {}).update(message["state"])
+            kind = kind_of(federate)
+            if kind.count == "per feeder group":  # one part for all groups: their states by feeder name
+                states.setdefault(kind.checkpoint_part, {}).update(message["state"])
             else:
-                states[federate] = message["state"]
+                states[kind.checkpoint_part] = message["state"]
         self.writer.checkpoint(k, {part: json.dumps(state) for part, state in states.items()})
         print(f"checkpoint after step {k} written", file=sys.stderr, flush=True)
 

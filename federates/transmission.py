@@ -27,6 +27,7 @@ from federates.base import (
     register_publication,
     subscribe,
 )
+from federates.processes import kind_of
 from grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
 # Imported late by the code it runs; the launcher imports them before forking this federate.
@@ -81,7 +82,7 @@ class TransmissionFederate:
             metadata_json(bus_names=self.model.bus_names, branch_names=self.model.branch_names, boundary_buses=buses.tolist()),
         )
         self.sent_vm, self.sent_va = self.model.initial_voltage
-        saved = self.config.saved_state(names.TRANSMISSION)
+        saved = self.config.saved_state(kind_of(names.TRANSMISSION).checkpoint_part)
         if saved is not None:  # resumed: the voltage the feeders saw last is what they see next
             self.model.restore(saved["model"])
             self.sent_vm, self.sent_va = (np.asarray(v, dtype=float) for v in saved["sent_voltage"])

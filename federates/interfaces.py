@@ -20,6 +20,7 @@ a step later, after all iterations have settled.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -174,7 +175,7 @@ GENERATION_COST = Publication(
 
 # -- feeders ---------------------------------------------------------------------------------
 FEEDER_POWER = Publication(
-    "feeder/{feeder}/power", "vector", "kW,kvar", "feeders_<g>",
+    "feeder/{feeder}/power", "vector", "kW,kvar", FEEDER_GROUP,
     "power one copy draws from its source and its own losses, kW and kvar",
     "after every feeder solve (once per step in loose, once per iteration in iterative coupling)",
     (*_fields("kW", "p_a", "p_b", "p_c", description="active power drawn on the phase"),
@@ -185,7 +186,7 @@ FEEDER_POWER = Publication(
      Field("losses_kvar", "kvar", "reactive power losses")),
 )
 FEEDER_VOLTAGES = Publication(
-    "feeder/{feeder}/voltages", "vector", "", "feeders_<g>",
+    "feeder/{feeder}/voltages", "vector", "", FEEDER_GROUP,
     "lowest and highest node voltage (pu) with their nodes as 0-based indices into `node_names`, the number of "
     "nodes outside 0.95–1.05 pu, and the voltage unbalance factor \\|V2\\|/\\|V1\\| at `head_bus`; the source bus is excluded",
     "after every feeder solve",
@@ -194,7 +195,7 @@ FEEDER_VOLTAGES = Publication(
      Field("nodes_outside_band", "", "nodes outside 0.95-1.05 pu"), Field("vuf_head", "pu", "V2/V1 at the head bus")),
 )
 FEEDER_NODE_VOLTAGES = Publication(
-    "feeder/{feeder}/node_voltages", "vector", "pu", "feeders_<g>",
+    "feeder/{feeder}/node_voltages", "vector", "pu", FEEDER_GROUP,
     "voltage magnitude of every feeder node, in `node_names` order (source bus excluded); only when "
     "`output.node_voltages` is true or a coordinator runs",
     "after every feeder solve",
@@ -203,7 +204,7 @@ FEEDER_NODE_VOLTAGES = Publication(
 # The DER vector: totals over the feeder's DERs, then per-device groups as long as the matching
 # list of the feeder metadata (docs/interfaces.md, DER vector).
 FEEDER_DERS = Publication(
-    "feeder/{feeder}/ders", "vector", "", "feeders_<g>",
+    "feeder/{feeder}/ders", "vector", "", FEEDER_GROUP,
     "DER and device state of one copy after the solve, packed by `pack_ders` (see [DER vector](#der-vector))",
     "after every feeder solve",
     (Field("pv_available_kw", "kW", "Σ Pmpp × irradiance / 1000 W/m2 over the PV systems: what the sun offers"),
@@ -219,11 +220,11 @@ FEEDER_DERS = Publication(
      Field("capacitor_steps", "", "per capacitor bank (`capacitors` order): energised steps", "capacitors")),
 )
 FEEDER_METADATA = Publication(
-    "feeder/{feeder}/metadata", "string", "", "feeders_<g>",
+    "feeder/{feeder}/metadata", "string", "", FEEDER_GROUP,
     "JSON with the fields in [Feeder metadata](#feeder-metadata)", "once, initializing mode",
 )
 FEEDER_GROUP_TIMING = Publication(
-    "feeders_{group}/timing", "vector", "s", "feeders_<g>",
+    "feeders_{group}/timing", "vector", "s", FEEDER_GROUP,
     "cumulative seconds the process spent in its feeders' whole steps: DER dispatch, load writes, OpenDSS solve and "
     "the readings of power, voltages and DERs (not the HELICS calls)",
     "after every solve of the group's feeders",
@@ -257,7 +258,7 @@ COORDINATOR_RECORD = Publication(
 
 # -- every federate but the recorder ---------------------------------------------------------
 CHECKPOINT = Publication(
-    "{federate}/checkpoint", "string", "", "transmission, `feeders_<g>`, coordinator",
+    "{federate}/checkpoint", "string", "", f"{TRANSMISSION}, {FEEDER_GROUP}, {COORDINATOR}",
     'JSON `{"step": k, "state": {...}}`: the federate\'s state after step k (feeder groups: a state per feeder name), '
     "written by the recorder into the results file's `checkpoint` group (`docs/results.md`)",
     "with `output.checkpoint_every`, after each checkpoint step k: transmission after its final solve, feeders after "
@@ -305,3 +306,47 @@ def unpack_ders(vector, counts: dict[str, int]) -> dict:
         out[key] = vector[at : at + counts[key]]
         at += counts[key]
     return out
+
+
+# -- docs/interfaces.md ----------------------------------------------------------------------
+# How the docs write the parts of key patterns.
+_DOC_PARTS = {"{feeder}": "<name>", "{group}": "<g>", "{bus}": "<bus>", "{federate}": "<federate>"}
+
+
+def _doc_key(pattern: str) -> str:
+    for part, doc in _DOC_PARTS.items():
+        pattern = pattern.replace(part, doc)
+    return pattern
+
+
+def markdown_publications() -> str:
+    """The publication table of docs/interfaces.md."""
+
+    def elements(pub: Publication) -> str:
+        if not pub.fields:
+            return pub.description
+        names_ = ", ".join(f.name if f.per is None else f"{f.name} per {f.per}..." for f in pub.fields)
+        return f"`[{names_}]`: {pub.description}"
+
+    lines = ["| key | publisher | HELICS type | units string | elements | when published |", "|---|---|---|---|---|---|"]
+    for pub in PUBLICATIONS:
+        producer = ", ".join(f"`{_doc_key(p)}`" if "{" in p else p for p in pub.producer.split(", "))
+        lines.append(f"| `{_doc_key(pub.key)}` | {producer} | `{pub.type}` | {f'`{pub.units}`' if pub.units else '(none)'} | {elements(pub)} | {pub.when} |")
+    return "\n".join(lines)
+
+
+def markdown_der_vector() -> str:
+    """The field table of the DER vector in docs/interfaces.md."""
+    ders = FEEDER_DERS
+    fixed = [f for f in ders.fields if f.per is None]
+    groups = [f for f in ders.fields if f.per is not None]
+    per = Counter(f.per for f in groups)  # in field order
+    length = " + ".join([str(len(fixed)), *(f"{n}·n_{name}" if n > 1 else f"n_{name}" for name, n in per.items())])
+    lines = [f"Length: `{length}` ({len(fixed)} totals, then one value per listed device).", "",
+             "| position | name | units | meaning |", "|---|---|---|---|"]
+    at: int | None = 0
+    for f in ders.fields:
+        position = "…" if at is None else (str(at) if f.per is None else f"{at} …")
+        lines.append(f"| {position} | `{f.name}` | {f.units} | {f.description} |")
+        at = None if at is None or f.per is not None else at + 1
+    return "\n".join(lines)

@@ -23,15 +23,16 @@ class Setpoints(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pv: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="PV: [active-power cap as a share of Pmpp (clipped to 0..1), kvar (+ injecting)]")
+        default_factory=dict, description="`[p_cap_pu, q_kvar]`: PV active-power cap as a share of Pmpp (clipped to 0 … 1) and reactive power (+ injecting)")
     battery: dict[str, float | tuple[float, float] | None] = Field(
         default_factory=dict,
-        description="battery: kW (+ discharging), or [kW, kvar]; null hands the battery back to its schedule")
-    ev: dict[str, float] = Field(default_factory=dict, description="EV charger: charging kW limit (negative counts as 0)")
+        description="`p_kw`, `[p_kw, q_kvar]` or `null`: battery power (+ discharging) replacing its schedule, with "
+                    "reactive power; `null` hands the battery back to its schedule")
+    ev: dict[str, float] = Field(default_factory=dict, description="`p_kw`: EV charging power limit (negative counts as 0)")
     dg: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="dispatchable generator: [kW, kvar] (for feeders with such units)")
+        default_factory=dict, description="`[p_kw, q_kvar]`: dispatchable generator output (declared for the units to come; ignored by feeders without them)")
     flexible_load: dict[str, float] = Field(
-        default_factory=dict, description="flexible load: kW shifted (for feeders with such units)")
+        default_factory=dict, description="`p_kw`: power a flexible load shifts (declared for the units to come; ignored by feeders without them)")
 
     @classmethod
     def from_json(cls, text: str) -> "Setpoints":

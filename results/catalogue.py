@@ -255,30 +255,32 @@ COORDINATOR: tuple[Dataset, ...] = (
 CATALOGUE: tuple[Dataset, ...] = (*STATIC, *SERIES, *COORDINATOR)
 
 
-def markdown_tables(catalogue: tuple[Dataset, ...] = CATALOGUE) -> str:
-    """The dataset tables of docs/results.md: static datasets, time series, coordinator datasets."""
+def markdown_table(entries: tuple[Dataset, ...]) -> str:
+    """One dataset table of docs/results.md."""
+    lines = ["| path | shape | dtype | dims | units | meaning | from |", "|---|---|---|---|---|---|---|"]
+    for d in entries:
+        sizes = [DIM_SIZES[dim] for dim in d.dims] if d.static else ["n", *(DIM_SIZES[dim] for dim in d.dims)]
+        shape = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
+        dims = ",".join(d.dims if d.static else ("time", *d.dims))
+        source = f"`{d.source.replace('{feeder}', '<name>').replace('{group}', '<g>')}`" + "".join(f" `{f}`" for f in d.fields)
+        if d.how not in ("copy", "scenario"):
+            source += f" ({d.how})"
+        lines.append(f"| `{d.path}` | {shape} | {DTYPE_NAMES[d.dtype]} | {dims} | {d.units} | {d.meaning or d.description} | {source} |")
+    return "\n".join(lines)
 
-    def table(entries) -> list[str]:
-        lines = ["| path | shape | dtype | dims | units | meaning | from |", "|---|---|---|---|---|---|---|"]
-        for d in entries:
-            sizes = [DIM_SIZES[dim] for dim in d.dims]
-            shape = f"({', '.join(sizes if d.static else ['n', *sizes])}{',' if len(sizes) + (not d.static) == 1 else ''})"
-            dims = ",".join(d.dims if d.static else ("time", *d.dims))
-            source = f"`{d.source}`" + (f" {', '.join(f'`{f}`' for f in d.fields)}" if d.fields else "")
-            if d.how != "copy":
-                source += f" ({d.how})"
-            lines.append(f"| `{d.path}` | {shape} | {DTYPE_NAMES[d.dtype]} | {dims} | {d.units} | {d.meaning or d.description} | {source} |")
-        return lines
 
-    static = [d for d in catalogue if d.static and d.only != "coordinated"]
-    series = [d for d in catalogue if not d.static and d.only != "coordinated"]
-    coordinator = [d for d in catalogue if d.only == "coordinated"]
-    how = ["| how | values |", "|---|---|", *(f"| `{k}` | {v} |" for k, v in HOW.items())]
-    return "\n".join([
-        "Static datasets (written once, at the first step):", "", *table(static), "",
-        "Time series (one row per step; `time/seconds`, float64 in s, is the simulated time since `time.start`, its "
-        "length the number of complete rows):", "", *table(series), "",
-        "With a coordinator (`coordination.scheme: centralized` and the TSO-DSO schemes):", "", *table(coordinator), "",
-        "`from` names the HELICS publication (`docs/interfaces.md`) and its fields, or the metadata key, a row comes from, "
-        "and how:", "", *how,
-    ])
+def markdown_static() -> str:
+    return markdown_table(STATIC)
+
+
+def markdown_series() -> str:
+    return markdown_table(SERIES)
+
+
+def markdown_coordinator() -> str:
+    return markdown_table(COORDINATOR)
+
+
+def markdown_how() -> str:
+    """What the `from` column's words in parentheses mean."""
+    return "\n".join(["| how | the row's values |", "|---|---|", *(f"| `{k}` | {v} |" for k, v in HOW.items())])

@@ -63,13 +63,13 @@ class FeederGroupFederate:
         self.pub_timing = pub(names.FEEDER_GROUP_TIMING, group=self.group)
         self.pub_checkpoint = pub(names.CHECKPOINT, federate=names.feeder_group(self.group))
         # Where each reading goes in the vectors, resolved once (the step writes numpy slices).
-        power = names.FEEDER_POWER
-        self.at_power = [power.positions(group) for group in (
-            ("p_a", "p_b", "p_c"), ("p_total",), ("q_a", "q_b", "q_c"), ("q_total",), ("losses_kw", "losses_kvar"))]
-        self.power_vector = np.empty(power.length())
-        # FeederModel.voltage_stats's tuple, in its order.
-        self.at_stats = names.FEEDER_VOLTAGES.positions(
-            ("vmin_pu", "vmin_node", "vmax_pu", "vmax_node", "nodes_outside_band", "vuf_head"))
+        power_groups = (("p_a", "p_b", "p_c"), ("p_total",), ("q_a", "q_b", "q_c"), ("q_total",), ("losses_kw", "losses_kvar"))
+        names.FEEDER_POWER.check_written([f for group in power_groups for f in group])
+        self.at_power = [names.FEEDER_POWER.positions(group) for group in power_groups]
+        self.power_vector = np.empty(names.FEEDER_POWER.length())
+        stats = ("vmin_pu", "vmin_node", "vmax_pu", "vmax_node", "nodes_outside_band", "vuf_head")  # FeederModel.voltage_stats's order
+        names.FEEDER_VOLTAGES.check_written(stats)
+        self.at_stats = names.FEEDER_VOLTAGES.positions(stats)
         self.stats_vector = np.empty(names.FEEDER_VOLTAGES.length())
         saved = self.config.saved_state(kind_of(names.feeder_group(self.group)).checkpoint_part)
         if saved is not None:

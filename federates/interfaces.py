@@ -100,6 +100,13 @@ class Publication:
         """Elements of the whole vector."""
         return sum(1 if f.per is None else int(sizes[f.per]) for f in self.fields)
 
+    def check_written(self, written: Sequence[str]) -> None:
+        """A producer's promise that it writes every field once: else a field added here
+        would go out unset."""
+        declared = [f.name for f in self.fields]
+        if sorted(written) != sorted(declared):
+            raise RuntimeError(f"{self.key}: the producer writes {', '.join(written)}; the table declares {', '.join(declared)}")
+
     def positions(self, names: Sequence[str], sizes: Mapping[str, int] | None = None) -> int | slice | np.ndarray:
         """Where the named fields are, for indexing the vector: one field's own position, a
         slice for several single fields next to each other in this order, else index arrays."""

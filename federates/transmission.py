@@ -67,6 +67,9 @@ class TransmissionFederate:
         # Positions resolved once: the step reads plain numpy indices.
         self.at_p_total, self.at_q_total = (names.FEEDER_POWER.positions([f]) for f in ("p_total", "q_total"))
         n_buses = len(buses)
+        names.BOUNDARY_LOAD.check_written(["p_mw", "q_mvar"])
+        names.COUPLING.check_written(["iterations", "mismatch_pu", "converged"])
+        names.TRANSMISSION_TIMING.check_written(["power_flow_s", "wait_s"])
         self.record_layout = {
             "load": names.BOUNDARY_LOAD.layout({"boundary": n_buses}),
             "coupling": names.COUPLING.layout(),

@@ -82,3 +82,9 @@ def test_processes_come_from_one_table():
         kind_of("feeders_x")
     assert kind_of("feeders_3").argv("feeders_3", "fed.json")[-4:] == ["--config", "fed.json", "--group", "3"]
     assert FEDERATE_MODULES == ("federates.transmission", "federates.feeders", "federates.coordinator", "federates.recorder")
+
+
+def test_a_producer_that_misses_a_declared_field_is_stopped_at_setup():
+    FEEDER_POWER.check_written(["p_a", "p_b", "p_c", "p_total", "q_a", "q_b", "q_c", "q_total", "losses_kw", "losses_kvar"])
+    with pytest.raises(RuntimeError, match="the table declares"):
+        FEEDER_POWER.check_written(["p_a", "p_b", "p_c", "p_total", "q_a", "q_b", "q_c", "q_total", "losses_kw"])

@@ -4,9 +4,9 @@ Each `Publication` gives its key pattern, HELICS type, units string, producer an
 vector, its named fields in order. Federates register their publications and subscriptions
 from these entries (`federates.base.register_publication`, `subscribe`), producers write and
 readers index vector fields by name, resolved once at setup to positions (`layout`,
-`positions`), so a field inserted here moves every producer and reader with it. The runner
-tables in docs/interfaces.md are generated from this module (`tools`: `python -m
-federates.interfaces --write-docs`; tests/test_interfaces.py checks they match).
+`positions`), so a field inserted here moves every producer and reader with it. The
+publication and DER vector tables of docs/interfaces.md are generated from this module
+(`python -m tandem.generated_docs`; tests/test_interfaces.py checks they match).
 
 One value per quantity group and step keeps the message count, which dominates the per-step
 cost of the federation, low. All publications are global, so an observer federate (e.g.

@@ -44,6 +44,7 @@ from coordination.problem import PersistentProblem, der_cost_terms, der_measure,
 from coordination.solver import BATTERY_BINARIES
 from coordination.transmission import add_dcopf, lmps, set_bus_load, set_generator_limits
 from coordination.update import Update
+from grid.setpoints import Setpoints
 
 __all__ = ["CentralizedProblem", "FeederSetup", "Options", "Result", "build_centralized", "build_feeder_block",
            "cost_terms"]
@@ -288,14 +289,13 @@ class CentralizedProblem(PersistentProblem):
         result.read_s = time.perf_counter() - start
         return result
 
-    def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> dict[str, dict]:
-        """The set-points of one period by kind: pv {name: (cap as a share of Pmpp, kvar)},
-        batteries {name: kW (+ discharge)}, evs {name: kW}, dg {name: (kW, kvar)},
-        flexible_load {name: kW shifted (+ more consumed)}."""
+    def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> Setpoints:
+        """The set-points of one period as the feeder takes them (each kind's part)."""
         return fleet_setpoints(result, self.feeders[feeder].ders, feeder, period)
 
 
-def fleet_setpoints(result: Result, ders: FeederDers, feeder: str, period: int = 0) -> dict[str, dict]:
+def fleet_setpoints(result: Result, ders: FeederDers, feeder: str, period: int = 0) -> Setpoints:
     """See `CentralizedProblem.fleet_setpoints` (each kind's `fleet_setpoint`)."""
     units = result.setpoints[feeder]
-    return {kind.fleet_key: {u.name: kind.fleet_setpoint(units[u.name], period) for u in ders.of(kind)} for kind in KINDS}
+    return Setpoints(**{kind.fleet_key: {u.name: kind.fleet_setpoint(units[u.name], period, u) for u in ders.of(kind)}
+                        for kind in KINDS})

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result
+from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result, fleet_setpoints
 from coordination.ders import ders_from_fleet, ev_horizon
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
+from grid.setpoints import Setpoints
 from timeseries import forecasts
 
 
@@ -51,7 +52,7 @@ class Plan:
     step: int  # first step the set-points apply to
     result: Result
     failed: bool  # no usable solution: the feeders keep the last set-points
-    setpoints: dict[str, dict]  # feeder -> set-point message (empty when failed)
+    setpoints: dict[str, Setpoints]  # feeder -> its set-points (empty when failed)
     dispatch_mw: np.ndarray | None  # MW per row of the network's gen table (NaN: not dispatched)
     predicted_vm: dict[str, np.ndarray]  # feeder -> first-period voltage per node (NaN: not modelled)
 
@@ -317,22 +318,12 @@ class RecedingHorizon:
     def _apply_ev_setpoints(self, plan: Plan) -> None:
         for name, message in plan.setpoints.items():
             for unit in self.models[name].fleet.evs:
-                unit.setpoint_kw = message["ev"][unit.name]
+                unit.setpoint_kw = message.ev[unit.name]
 
     # -- reading a result -------------------------------------------------------------------
-    def _setpoint_message(self, result: Result, name: str) -> dict:
-        """The first period's set-points in the feeders' message form. PV using all it was
-        forecast to have is sent uncapped, so a sunnier period than forecast is not curtailed."""
-        units = result.setpoints[name]
-        fleet = self.models[name].fleet
-        pv = {}
-        for u in fleet.pv:
-            r = units[u.name]
-            full = r["p_kw"][0] >= r["available_kw"][0] - 1e-6 * max(1.0, u.pmpp_kw)
-            pv[u.name] = [1.0 if full else float(r["p_cap_pu"][0]), float(r["q_kvar"][0])]
-        battery = {u.name: [float(units[u.name]["p_kw"][0]), float(units[u.name]["q_kvar"][0])] for u in fleet.batteries}
-        ev = {u.name: float(max(0.0, units[u.name]["p_kw"][0])) for u in fleet.evs}
-        return {"pv": pv, "battery": battery, "ev": ev}
+    def _setpoint_message(self, result: Result, name: str) -> Setpoints:
+        """The first period's set-points, as the feeders take them (each DER kind's part)."""
+        return fleet_setpoints(result, self.setups[name].ders, name, period=0)
 
     def _dispatch(self, result: Result) -> np.ndarray:
         out = np.full(len(self.gen_rows), np.nan)

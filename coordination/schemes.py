@@ -45,6 +45,7 @@ from coordination.solver import BATTERY_BINARIES
 from coordination.tso import Interface, TransmissionProblem
 from coordination.update import Update
 from coordination.validation import PRIORITIES
+from grid.setpoints import Setpoints
 
 
 @dataclass
@@ -217,7 +218,7 @@ class _Scheme:
         result.solve_s = time.perf_counter() - start
         return result
 
-    def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> dict[str, dict]:
+    def fleet_setpoints(self, result: Result, feeder: str, period: int = 0) -> Setpoints:
         """As `CentralizedProblem.fleet_setpoints`."""
         return fleet_setpoints(result, self.feeders[feeder].ders, feeder, period)
 

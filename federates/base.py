@@ -15,6 +15,7 @@ import helics as h
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from federates.interfaces import Publication
 from scenario.schema import Scenario
 
 # Exit codes the launcher reads to tell a federate that failed from one that was
@@ -108,6 +109,19 @@ def core_init_string(broker: BrokerConfig, name: str) -> str:
         f"--federates=1 --broker_address={broker.address} --broker_port={broker.port}{local} "
         f"--timeout={broker.timeout_s}s --networktimeout={broker.timeout_s}s"
     )
+
+
+_HELICS_TYPES = {"vector": h.HELICS_DATA_TYPE_VECTOR, "complex": h.HELICS_DATA_TYPE_COMPLEX, "string": h.HELICS_DATA_TYPE_STRING}
+
+
+def register_publication(fed: h.HelicsFederate, pub: Publication, **parts) -> h.HelicsPublication:
+    """A global publication as federates.interfaces declares it (`parts` fill its key pattern)."""
+    return h.helicsFederateRegisterGlobalPublication(fed, pub.name(**parts), _HELICS_TYPES[pub.type], pub.units)
+
+
+def subscribe(fed: h.HelicsFederate, pub: Publication, **parts) -> h.HelicsInput:
+    """A subscription to a declared publication, with its units."""
+    return h.helicsFederateRegisterSubscription(fed, pub.name(**parts), pub.units)
 
 
 # Vectors go to and from HELICS as numpy buffers: pyhelics converts them element by element

@@ -30,7 +30,11 @@ from federates.base import (
     federate_main,
     metadata_json,
     publish_vector,
+    register_publication,
+    subscribe,
 )
+from federates.processes import kind_of
+from grid.setpoints import Setpoints
 
 # Imported late by the code it runs (network and feeder models, profiles); the launcher
 # imports them before forking this federate.
@@ -59,19 +63,19 @@ class CoordinatorFederate:
     def setup(self) -> None:
         scenario = self.scenario
         fed = self.fed = create_value_federate(names.COORDINATOR, self.config)
-        sub = lambda key, units="": h.helicsFederateRegisterSubscription(fed, key, units)  # noqa: E731
+        sub = lambda declared, **parts: subscribe(fed, declared, **parts)  # noqa: E731
+        pub = lambda declared, **parts: register_publication(fed, declared, **parts)  # noqa: E731
         self.labels = [f.label for f in scenario.feeders]
         self.feeder_bus = [int(f.bus) for f in scenario.feeders]
-        self.sub_voltage = {b: sub(names.boundary_voltage(b), "pu") for b in sorted(set(self.feeder_bus))}
-        self.sub_ders = [sub(names.feeder_ders(f)) for f in self.labels]
-        self.sub_nodes = [sub(names.feeder_node_voltages(f), "pu") for f in self.labels]
+        self.sub_voltage = {b: sub(names.BOUNDARY_VOLTAGE, bus=b) for b in sorted(set(self.feeder_bus))}
+        self.sub_ders = [sub(names.FEEDER_DERS, feeder=f) for f in self.labels]
+        self.sub_nodes = [sub(names.FEEDER_NODE_VOLTAGES, feeder=f) for f in self.labels]
         self.sub_multipliers = sub(names.MULTIPLIERS)
-        string, vec = h.HELICS_DATA_TYPE_STRING, h.HELICS_DATA_TYPE_VECTOR
-        self.pub_setpoints = [h.helicsFederateRegisterGlobalPublication(fed, names.setpoints(f), string, "") for f in self.labels]
-        self.pub_dispatch = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATOR_DISPATCH, vec, "MW")
-        self.pub_record = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_RECORD, vec, "")
-        self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.COORDINATOR_METADATA, string, "")
-        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(fed, names.checkpoint_state(names.COORDINATOR), string, "")
+        self.pub_setpoints = [pub(names.SETPOINTS, feeder=f) for f in self.labels]
+        self.pub_dispatch = pub(names.GENERATOR_DISPATCH)
+        self.pub_record = pub(names.COORDINATOR_RECORD)
+        self.pub_meta = pub(names.COORDINATOR_METADATA)
+        self.pub_checkpoint = pub(names.CHECKPOINT, federate=names.COORDINATOR)
 
         # Connected first, then the model: the broker sees this federate at once, and the
         # others wait for the build in initialization instead of timing out on a connection.
@@ -90,16 +94,12 @@ class CoordinatorFederate:
         self.predicted: dict[str, list] | None = None
         self.realised: dict[str, list] = {label: [] for label in self.labels}
         self.sent: dict = {}
-        saved = self.config.saved_state(names.COORDINATOR)
+        saved = self.config.saved_state(kind_of(names.COORDINATOR).checkpoint_part)
         if saved is not None:
             self._restore(saved)
         h.helicsFederateEnterExecutingMode(fed)
-        counts = []
-        for model in self.horizon.models.values():
-            fleet = model.fleet
-            counts.append({"battery_soc": len(fleet.batteries), "battery_dispatch_kw": len(fleet.batteries),
-                           "regulator_taps": len(fleet.regulators), "capacitor_steps": len(fleet.capacitors)})
-        self.device_counts = counts
+        # The feeders' device lists, as the coordinator's own copies of the feeders have them.
+        self.device_counts = [names.der_counts(m.fleet.devices()) for m in self.horizon.models.values()]
 
     def _measure(self) -> Measurements:
         soc, taps, head = {}, {}, {}
@@ -138,7 +138,7 @@ class CoordinatorFederate:
         plan = self.horizon.plan(step, self._measure())
         self.predicted = None if plan.failed else plan.predicted_vm
         if not plan.failed:
-            self.sent["setpoints"] = plan.setpoints
+            self.sent["setpoints"] = {label: message.to_dict() for label, message in plan.setpoints.items()}
             if self.scenario.coordination.dispatch_generators and plan.dispatch_mw is not None and len(plan.dispatch_mw):
                 self.sent["dispatch_mw"] = plan.dispatch_mw.tolist()
             self._send(self.sent)
@@ -148,7 +148,7 @@ class CoordinatorFederate:
         """Set-points to the feeders and the generator dispatch to the transmission federate."""
         for pub, label in zip(self.pub_setpoints, self.labels):
             if label in sent.get("setpoints", {}):
-                h.helicsPublicationPublishString(pub, json.dumps(sent["setpoints"][label]))
+                h.helicsPublicationPublishString(pub, Setpoints.model_validate(sent["setpoints"][label]).to_json())
         if "dispatch_mw" in sent:
             publish_vector(self.pub_dispatch, sent["dispatch_mw"])
 

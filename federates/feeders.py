@@ -13,6 +13,8 @@ import sys
 import time
 
 import helics as h
+import numpy as np
+from pydantic import ValidationError
 
 from federates import interfaces as names
 from federates.base import (
@@ -22,8 +24,12 @@ from federates.base import (
     federate_main,
     metadata_json,
     publish_vector,
+    register_publication,
+    subscribe,
 )
+from federates.processes import kind_of
 from grid.feeder import build_feeder
+from grid.setpoints import Setpoints
 
 # Imported late by the code it runs (PV and load-diversity profiles); the launcher imports
 # them before forking this federate.
@@ -43,30 +49,29 @@ class FeederGroupFederate:
         self.models = [build_feeder(spec, self.scenario) for spec in specs]
         self.labels = [f" at step {k} ({stamp})" for k, stamp in enumerate(self.scenario.time.index())]
         fed = self.fed = create_value_federate(names.feeder_group(self.group), self.config)
-        vec = h.HELICS_DATA_TYPE_VECTOR
+        pub = lambda declared, **parts: register_publication(fed, declared, **parts)  # noqa: E731
         buses = sorted({int(spec.bus) for spec in specs})
-        self.sub_voltage = [h.helicsFederateRegisterSubscription(fed, names.boundary_voltage(b), "pu") for b in buses]
+        self.sub_voltage = [subscribe(fed, names.BOUNDARY_VOLTAGE, bus=b) for b in buses]
         self.feeder_bus_pos = [buses.index(int(spec.bus)) for spec in specs]
-        self.pub_power = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_power(m.name), vec, "kW,kvar") for m in self.models]
-        self.pub_voltages = [
-            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_voltages(m.name), vec, "") for m in self.models
-        ]
-        self.pub_ders = [h.helicsFederateRegisterGlobalPublication(fed, names.feeder_ders(m.name), vec, "") for m in self.models]
+        self.pub_power = [pub(names.FEEDER_POWER, feeder=m.name) for m in self.models]
+        self.pub_voltages = [pub(names.FEEDER_VOLTAGES, feeder=m.name) for m in self.models]
+        self.pub_ders = [pub(names.FEEDER_DERS, feeder=m.name) for m in self.models]
         # The coordinator compares the voltages its OPF predicted with these.
         self.record_nodes = self.scenario.output.node_voltages or self.scenario.coordination.coordinated
-        self.pub_nodes = [
-            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_node_voltages(m.name), vec, "pu")
-            for m in self.models
-        ] if self.record_nodes else []
-        self.pub_meta = [
-            h.helicsFederateRegisterGlobalPublication(fed, names.feeder_metadata(m.name), h.HELICS_DATA_TYPE_STRING, "")
-            for m in self.models
-        ]
-        self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.feeder_group_timing(self.group), vec, "s")
-        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(
-            fed, names.checkpoint_state(names.feeder_group(self.group)), h.HELICS_DATA_TYPE_STRING, ""
-        )
-        saved = self.config.saved_state("feeders")
+        self.pub_nodes = [pub(names.FEEDER_NODE_VOLTAGES, feeder=m.name) for m in self.models] if self.record_nodes else []
+        self.pub_meta = [pub(names.FEEDER_METADATA, feeder=m.name) for m in self.models]
+        self.pub_timing = pub(names.FEEDER_GROUP_TIMING, group=self.group)
+        self.pub_checkpoint = pub(names.CHECKPOINT, federate=names.feeder_group(self.group))
+        # Where each reading goes in the vectors, resolved once (the step writes numpy slices).
+        power_groups = (("p_a", "p_b", "p_c"), ("p_total",), ("q_a", "q_b", "q_c"), ("q_total",), ("losses_kw", "losses_kvar"))
+        names.FEEDER_POWER.check_written([f for group in power_groups for f in group])
+        self.at_power = [names.FEEDER_POWER.positions(group) for group in power_groups]
+        self.power_vector = np.empty(names.FEEDER_POWER.length())
+        stats = ("vmin_pu", "vmin_node", "vmax_pu", "vmax_node", "nodes_outside_band", "vuf_head")  # FeederModel.voltage_stats's order
+        names.FEEDER_VOLTAGES.check_written(stats)
+        self.at_stats = names.FEEDER_VOLTAGES.positions(stats)
+        self.stats_vector = np.empty(names.FEEDER_VOLTAGES.length())
+        saved = self.config.saved_state(kind_of(names.feeder_group(self.group)).checkpoint_part)
         if saved is not None:
             for model in self.models:
                 if model.name not in saved:
@@ -80,9 +85,7 @@ class FeederGroupFederate:
                           "results after the resume may differ slightly from an uninterrupted run", file=sys.stderr, flush=True)
         self.sub_setpoints = []
         if self.scenario.coordination.scheme == "external" or self.scenario.coordination.coordinated:
-            self.sub_setpoints = [
-                h.helicsFederateRegisterSubscription(fed, names.setpoints(m.name), "") for m in self.models
-            ]
+            self.sub_setpoints = [subscribe(fed, names.SETPOINTS, feeder=m.name) for m in self.models]
         self.dss_seconds = 0.0
         h.helicsFederateEnterInitializingMode(fed)
         for pub, model in zip(self.pub_meta, self.models):
@@ -92,7 +95,7 @@ class FeederGroupFederate:
                 batteries=[b.name for b in fleet.batteries], battery_kwh=[b.kwh_rated for b in fleet.batteries],
                 battery_kw=[b.kw_rated for b in fleet.batteries], pv=[p.name for p in fleet.pv],
                 pv_pmpp_kw=[p.pmpp_kw for p in fleet.pv], evs=[e.name for e in fleet.evs],
-                regulators=fleet.regulators, capacitors=fleet.capacitors,
+                regulators=fleet.regulators, capacitors=fleet.capacitors, devices=fleet.devices(),
             ))
         h.helicsFederateEnterExecutingMode(fed)
 
@@ -103,14 +106,10 @@ class FeederGroupFederate:
                 continue
             text = h.helicsInputGetString(sub)
             try:
-                message = json.loads(text)
-                batteries = message.get("battery", {})
-                model.set_setpoints(
-                    pv={name: tuple(v) for name, v in message.get("pv", {}).items()},
-                    batteries={name: v[0] if isinstance(v, list) else v for name, v in batteries.items()},
-                    battery_kvar={name: v[1] for name, v in batteries.items() if isinstance(v, list)},
-                    evs=message.get("ev", {}),
-                )
+                model.set_setpoints(Setpoints.from_json(text))
+            except ValidationError as exc:  # one line: where and what, for the run's one-line error
+                reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"feeder {model.name}: bad set-points from the coordinator ({reason}): {text[:120]}") from None
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"feeder {model.name}: bad set-points from the coordinator ({exc}): {text[:120]}") from None
 
@@ -122,9 +121,12 @@ class FeederGroupFederate:
             step = model.step(voltages[self.feeder_bus_pos[i]], k, self.labels[k])
             ders = names.pack_ders(step.ders)
             self.dss_seconds += time.perf_counter() - started
-            p, q = step.p_kw, step.q_kvar
-            publish_vector(self.pub_power[i], (*p, p.sum(), *q, q.sum(), *step.losses))
-            publish_vector(self.pub_voltages[i], step.stats)
+            p, q, power = step.p_kw, step.q_kvar, self.power_vector
+            at_p, at_p_total, at_q, at_q_total, at_losses = self.at_power
+            power[at_p], power[at_p_total], power[at_q], power[at_q_total], power[at_losses] = p, p.sum(), q, q.sum(), step.losses
+            publish_vector(self.pub_power[i], power)
+            self.stats_vector[self.at_stats] = step.stats
+            publish_vector(self.pub_voltages[i], self.stats_vector)
             publish_vector(self.pub_ders[i], ders)
             if self.record_nodes:
                 publish_vector(self.pub_nodes[i], step.node_vm_pu)

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -29,13 +28,13 @@ from typing import Callable
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
+from federates.processes import BROKER, FEDERATE_MODULES, kind_of, listing, process_names  # noqa: F401 (FEDERATE_MODULES: for tandem.sweep_cases)
 from results.checkpoint import Checkpoint
 from scenario.schema import Scenario, ScenarioError
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
 PROBE_SECONDS = 2.0  # between checks that a broker on another host still listens
-FEDERATE_MODULES = ("federates.transmission", "federates.feeders", "federates.coordinator", "federates.recorder")
 
 
 class RunFailed(RuntimeError):
@@ -166,7 +165,7 @@ def plan_run(
     port = free_port(interface) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
     local_ports = {}
     if fed_spec.core_type in ("zmq", "tcp"):  # the _ss cores' federates listen on no port
-        here = [n for n in all_names if n != "broker" and (only is None or n in only)]
+        here = [n for n in all_names if n != BROKER and (only is None or n in only)]
         local_ports = free_local_ports(here, fed_spec.local_interface, {port, port + 1})
     config = FederationConfig(
         scenario=scenario,
@@ -186,26 +185,17 @@ def plan_run(
     suffix = "" if only is None else "_" + next(n for n in all_names if n in only)
     config_path = run_dir / f"federation{suffix}.json"
 
-    coordinated = scenario.coordination.coordinated
-    n_federates = 2 + len(groups) + int(coordinated) + observers
-    commands = {
-        "broker": [
-            helics_broker_executable(),
-            f"--federates={n_federates}",
-            f"--coretype={fed_spec.core_type}",
-            f"--local_interface={interface}",
-            f"--port={port}",
-            f"--timeout={fed_spec.timeout_s}s",
-            "--loglevel=error",
-        ],
-        names.TRANSMISSION: [sys.executable, "-m", "federates.transmission", "--config", str(config_path)],
-        **{
-            names.feeder_group(g): [sys.executable, "-m", "federates.feeders", "--config", str(config_path), "--group", str(g)]
-            for g in range(len(groups))
-        },
-        **({names.COORDINATOR: [sys.executable, "-m", "federates.coordinator", "--config", str(config_path)]} if coordinated else {}),
-        names.RECORDER: [sys.executable, "-m", "federates.recorder", "--config", str(config_path)],
-    }
+    n_federates = len(all_names) - 1 + observers  # every process but the broker is a HELICS federate
+    broker = [
+        helics_broker_executable(),
+        f"--federates={n_federates}",
+        f"--coretype={fed_spec.core_type}",
+        f"--local_interface={interface}",
+        f"--port={port}",
+        f"--timeout={fed_spec.timeout_s}s",
+        "--loglevel=error",
+    ]
+    commands = {name: broker if name == BROKER else kind_of(name).argv(name, config_path) for name in all_names}
     elsewhere = [n for n in commands if only is not None and n not in only]
     commands = {n: argv for n, argv in commands.items() if n not in elsewhere}
     config_path.write_text(config.model_dump_json(indent=2))
@@ -222,17 +212,11 @@ def plan_run(
     return RunPlan(config, run_dir, config_path, runner_path, commands, elsewhere)
 
 
-def process_names(n_groups: int, coordinated: bool) -> list[str]:
-    """The processes of a run, in start order."""
-    groups = [names.feeder_group(g) for g in range(n_groups)]
-    return ["broker", names.TRANSMISSION, *groups, *([names.COORDINATOR] if coordinated else []), names.RECORDER]
-
-
 def _check_split(scenario: Scenario, only: list[str], all_names: list[str]) -> None:
     """Every part of a split run plans the same federation on its own host: nothing may depend
     on the host (a free port, its core count)."""
     if not only:
-        raise ScenarioError("--federates: name at least one process (broker, transmission, feeders_<g>, coordinator, recorder)")
+        raise ScenarioError(f"--federates: name at least one process ({listing()})")
     if len(set(only)) != len(only):
         raise ScenarioError(f"--federates: a process is named twice in {','.join(only)}")
     unknown = [n for n in only if n not in all_names]
@@ -322,12 +306,12 @@ class Federation:
     def wait(self, on_progress: Callable[[Progress], None] | None = None) -> None:
         """Block until every federate has finished; raise RunFailed naming the first failure."""
         timeout = self.plan.config.broker.timeout_s
-        federates = [n for n in self.procs if n != "broker"]
+        federates = [n for n in self.procs if n != BROKER]
         limit = 2 * timeout + 30
         # Progress comes from the recorder; a broker started elsewhere is watched through its port,
         # since HELICS federates still entering initialization wait for a lost broker forever.
         watched = names.RECORDER in self.procs
-        remote_broker = "broker" not in self.procs
+        remote_broker = BROKER not in self.procs
         broker_seen = next_probe = time.monotonic()
         while True:
             if on_progress:
@@ -336,7 +320,7 @@ class Federation:
                 raise RunFailed(self._blame())
             if federates and all(self.procs[n].poll() == 0 for n in federates):
                 break
-            broker = self.procs["broker"].poll() if "broker" in self.procs else None
+            broker = self.procs[BROKER].poll() if BROKER in self.procs else None
             if broker not in (None, 0):  # it exits 0 by itself once every federate has left
                 raise RunFailed(f"the HELICS broker exited early with code {broker}; see {self.plan.run_dir / 'logs' / 'broker.log'}")
             if broker == 0 and not federates:
@@ -368,8 +352,8 @@ class Federation:
         if on_progress:
             on_progress(self.progress)
         try:
-            if "broker" in self.procs:
-                self.procs["broker"].wait(timeout=10)
+            if BROKER in self.procs:
+                self.procs[BROKER].wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
 
@@ -381,7 +365,7 @@ class Federation:
             return 0.0
         modified = 0.0
         for name in self.procs:
-            if name == names.COORDINATOR or name.startswith("feeders"):
+            if kind_of(name).replays_on_resume:
                 try:
                     modified = max(modified, (self.plan.run_dir / "logs" / f"{name}.log").stat().st_mtime)
                 except OSError:
@@ -393,7 +377,7 @@ class Federation:
         # The federation stops as a whole once one federate fails: give the others a moment to
         # exit, so the one that failed on its own (not the ones stopped with it) is named.
         deadline = time.monotonic() + BLAME_SECONDS
-        federates = [n for n in self.procs if n != "broker"]
+        federates = [n for n in self.procs if n != BROKER]
         while time.monotonic() < deadline:
             codes = [self.procs[n].poll() for n in federates]
             if all(c is not None for c in codes) or any(c == EXIT_OWN_ERROR or (c or 0) < 0 for c in codes):

@@ -24,7 +24,10 @@ from federates.base import (
     metadata_json,
     publish_vector,
     read_vector,
+    register_publication,
+    subscribe,
 )
+from federates.processes import kind_of
 from grid.transmission import TransmissionModel, complex_voltage, voltage_mismatch
 
 # Imported late by the code it runs; the launcher imports them before forking this federate.
@@ -40,31 +43,41 @@ class TransmissionFederate:
     def setup(self) -> None:
         self.model = TransmissionModel(self.scenario)
         fed = self.fed = create_value_federate(names.TRANSMISSION, self.config, wait_for_current_time=True)
-        vec = h.HELICS_DATA_TYPE_VECTOR
+        pub = lambda declared, **parts: register_publication(fed, declared, **parts)  # noqa: E731
         buses = self.model.boundary_buses
-        self.pub_voltage = [
-            h.helicsFederateRegisterGlobalPublication(fed, names.boundary_voltage(b), h.HELICS_DATA_TYPE_COMPLEX, "pu") for b in buses
-        ]
-        self.pub_load = h.helicsFederateRegisterGlobalPublication(fed, names.BOUNDARY_LOAD, vec, "MW,Mvar")
-        self.pub_vm = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BUS_VM, vec, "pu")
-        self.pub_va = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BUS_VA, vec, "deg")
-        self.pub_loading = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_BRANCH_LOADING, vec, "%")
-        self.pub_coupling = h.helicsFederateRegisterGlobalPublication(fed, names.COUPLING, vec, "")
-        self.pub_timing = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_TIMING, vec, "s")
+        self.pub_voltage = [pub(names.BOUNDARY_VOLTAGE, bus=b) for b in buses]
+        self.pub_load = pub(names.BOUNDARY_LOAD)
+        self.pub_vm = pub(names.TRANSMISSION_BUS_VM)
+        self.pub_va = pub(names.TRANSMISSION_BUS_VA)
+        self.pub_loading = pub(names.TRANSMISSION_BRANCH_LOADING)
+        self.pub_coupling = pub(names.COUPLING)
+        self.pub_timing = pub(names.TRANSMISSION_TIMING)
         self.pf_seconds = self.wait_seconds = 0.0
-        self.pub_multipliers = h.helicsFederateRegisterGlobalPublication(fed, names.MULTIPLIERS, vec, "")
-        self.pub_meta = h.helicsFederateRegisterGlobalPublication(fed, names.TRANSMISSION_METADATA, h.HELICS_DATA_TYPE_STRING, "")
-        self.pub_cost = h.helicsFederateRegisterGlobalPublication(fed, names.GENERATION_COST, vec, "1/h")
-        self.pub_checkpoint = h.helicsFederateRegisterGlobalPublication(
-            fed, names.checkpoint_state(names.TRANSMISSION), h.HELICS_DATA_TYPE_STRING, ""
-        )
+        self.pub_multipliers = pub(names.MULTIPLIERS)
+        self.pub_meta = pub(names.TRANSMISSION_METADATA)
+        self.pub_cost = pub(names.GENERATION_COST)
+        self.pub_checkpoint = pub(names.CHECKPOINT, federate=names.TRANSMISSION)
         coordination = self.scenario.coordination
         self.sub_dispatch = (
-            h.helicsFederateRegisterSubscription(fed, names.GENERATOR_DISPATCH, "MW")
+            subscribe(fed, names.GENERATOR_DISPATCH)
             if coordination.coordinated and coordination.dispatch_generators else None
         )
         labels = [f.label for f in self.scenario.feeders]
-        self.sub_power = [h.helicsFederateRegisterSubscription(fed, names.feeder_power(f), "kW,kvar") for f in labels]
+        self.sub_power = [subscribe(fed, names.FEEDER_POWER, feeder=f) for f in labels]
+        # Positions resolved once: the step reads plain numpy indices.
+        self.at_p_total, self.at_q_total = (names.FEEDER_POWER.positions([f]) for f in ("p_total", "q_total"))
+        n_buses = len(buses)
+        names.BOUNDARY_LOAD.check_written(["p_mw", "q_mvar"])
+        names.COUPLING.check_written(["iterations", "mismatch_pu", "converged"])
+        names.TRANSMISSION_TIMING.check_written(["power_flow_s", "wait_s"])
+        self.record_layout = {
+            "load": names.BOUNDARY_LOAD.layout({"boundary": n_buses}),
+            "coupling": names.COUPLING.layout(),
+            "timing": names.TRANSMISSION_TIMING.layout(),
+        }
+        self.load_vector = np.empty(names.BOUNDARY_LOAD.length({"boundary": n_buses}))
+        self.coupling_vector = np.empty(names.COUPLING.length())
+        self.timing_vector = np.empty(names.TRANSMISSION_TIMING.length())
 
         h.helicsFederateEnterInitializingMode(fed)
         h.helicsPublicationPublishString(
@@ -72,7 +85,7 @@ class TransmissionFederate:
             metadata_json(bus_names=self.model.bus_names, branch_names=self.model.branch_names, boundary_buses=buses.tolist()),
         )
         self.sent_vm, self.sent_va = self.model.initial_voltage
-        saved = self.config.saved_state(names.TRANSMISSION)
+        saved = self.config.saved_state(kind_of(names.TRANSMISSION).checkpoint_part)
         if saved is not None:  # resumed: the voltage the feeders saw last is what they see next
             self.model.restore(saved["model"])
             self.sent_vm, self.sent_va = (np.asarray(v, dtype=float) for v in saved["sent_voltage"])
@@ -90,7 +103,7 @@ class TransmissionFederate:
             feeder = self.scenario.feeders[stale[0]].label
             raise RuntimeError(f"no new power from feeder {feeder}{label}: the federation lost step")
         power = np.array([read_vector(s) for s in self.sub_power])
-        return power[:, 3], power[:, 7]
+        return power[:, self.at_p_total], power[:, self.at_q_total]
 
     def run(self) -> None:
         coupling = self.scenario.coupling
@@ -128,13 +141,19 @@ class TransmissionFederate:
             self._publish_record(k, n, mismatch, converged)
 
     def _publish_record(self, k: int, iterations: int, mismatch: float, converged: bool) -> None:
-        publish_vector(self.pub_load, np.concatenate(self.model.boundary_load()))
+        load, coupling, timing = self.record_layout["load"], self.record_layout["coupling"], self.record_layout["timing"]
+        self.load_vector[load["p_mw"]], self.load_vector[load["q_mvar"]] = self.model.boundary_load()
+        publish_vector(self.pub_load, self.load_vector)
         vm, va = self.model.bus_voltages()
         publish_vector(self.pub_vm, vm)
         publish_vector(self.pub_va, va)
         publish_vector(self.pub_loading, self.model.branch_loading())
-        publish_vector(self.pub_coupling, (iterations, mismatch, 1.0 if converged else 0.0))
-        publish_vector(self.pub_timing, (self.pf_seconds, self.wait_seconds))
+        self.coupling_vector[coupling["iterations"]] = iterations
+        self.coupling_vector[coupling["mismatch_pu"]] = mismatch
+        self.coupling_vector[coupling["converged"]] = 1.0 if converged else 0.0
+        publish_vector(self.pub_coupling, self.coupling_vector)
+        self.timing_vector[timing["power_flow_s"]], self.timing_vector[timing["wait_s"]] = self.pf_seconds, self.wait_seconds
+        publish_vector(self.pub_timing, self.timing_vector)
         publish_vector(self.pub_cost, (self.model.generation_cost(),))
         if k == self.config.first_step:  # also after a resume: the coordinator rebuilds its model with them
             publish_vector(self.pub_multipliers, self.model.multipliers)

@@ -28,6 +28,7 @@ from feeder_models.synthetic import write_synthetic_feeder
 from grid import dss_state
 from grid.ders import DerFleet, feeder_loads
 from grid.errors import FeederModelError, PowerFlowError
+from grid.setpoints import Setpoints
 
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
@@ -145,11 +146,11 @@ class FeederModel:
         nodes = self.node_voltages()
         return StepReadings(p, q, losses, nodes, self.voltage_stats(nodes), self.fleet.readings(k))
 
-    def set_setpoints(self, **setpoints) -> None:
-        """DER set-points from outside (DerFleet.set_setpoints' keywords), in force from the next solve."""
+    def set_setpoints(self, setpoints: Setpoints) -> None:
+        """DER set-points from outside, in force from the next solve."""
         if self.journal is not None:
-            self.journal.append(["setpoints", setpoints])
-        self.fleet.set_setpoints(**setpoints)
+            self.journal.append(["setpoints", setpoints.to_dict()])
+        self.fleet.set_setpoints(setpoints)
 
     def end_step(self) -> None:
         """The step's solution is final: book the DERs' energy (DerFleet.advance)."""
@@ -203,10 +204,7 @@ class FeederModel:
             elif kind == "end":
                 self.end_step()
             elif kind == "setpoints":
-                setpoints = dict(entry[1])
-                if setpoints.get("pv"):  # JSON made the (cap, kvar) pairs lists
-                    setpoints["pv"] = {name: tuple(pair) for name, pair in setpoints["pv"].items()}
-                self.set_setpoints(**setpoints)
+                self.set_setpoints(Setpoints.from_journal(entry[1]))
             else:
                 raise ValueError(f"feeder {self.name}: unknown journal entry {kind!r} in the checkpoint")
         if on_replay:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from grid.feeder import build_feeder
+from grid.setpoints import Setpoints
 from grid.transmission import TransmissionModel
 from results.checkpoint import read_checkpoint, write_checkpoint
 from scenario.schema import ScenarioError, load_scenario
@@ -255,10 +256,10 @@ def test_feeder_restored_from_its_state_continues_bit_for_bit(scenario_file, fee
     def step(model, k: int) -> np.ndarray:
         if k % 7 == 3:  # set-points now and then, as a coordinator sends them
             rng = np.random.default_rng(k)
-            model.fleet.set_setpoints(
+            model.fleet.set_setpoints(Setpoints(
                 pv={u.name: (float(rng.uniform(0.3, 1.0)), float(rng.uniform(-20, 20))) for u in model.fleet.pv},
-                batteries={u.name: float(rng.uniform(-50, 50)) for u in model.fleet.batteries},
-            )
+                battery={u.name: float(rng.uniform(-50, 50)) for u in model.fleet.batteries},
+            ))
         model.run(voltage[k], k)
         return _feeder_rows(model, k)
 
@@ -290,7 +291,12 @@ def test_feeder_with_inverter_controls_replays_its_journal_bit_for_bit(scenario_
     def step(model, k: int) -> np.ndarray:
         if k % 7 == 3:
             rng = np.random.default_rng(k)
-            model.set_setpoints(batteries={u.name: float(rng.uniform(-50, 50)) for u in model.fleet.batteries})
+            # PV pairs and [kW, kvar] battery pairs too: the journal keeps them through JSON.
+            model.set_setpoints(Setpoints(
+                pv={u.name: (float(rng.uniform(0.3, 1.0)), float(rng.uniform(-20, 20))) for u in model.fleet.pv},
+                battery={u.name: (float(rng.uniform(-50, 50)), float(rng.uniform(-5, 5))) if k % 2 else float(rng.uniform(-50, 50))
+                         for u in model.fleet.batteries},
+            ))
         readings = model.step(voltage[k], k)
         if k % 5 == 0:  # a second solve of the step, as iterative coupling makes
             readings = model.step(voltage[k] * 1.001, k)

@@ -100,8 +100,8 @@ def test_resolve_matches_fresh_build_and_is_fast(ieee13):
     assert again.solve_s < first.solve_s  # no model to build
     assert again.highs_s > 0 and again.update_s > 0 and again.read_s > 0
     setpoints = prob.fleet_setpoints(again, "f")
-    assert set(setpoints) == {"pv", "batteries", "evs", "dg", "flexible_load"}
-    assert setpoints["batteries"]["bat0"] == pytest.approx(again.setpoints["f"]["bat0"]["p_kw"][0])
+    assert set(type(setpoints).model_fields) == {"pv", "battery", "ev", "dg", "flexible_load"}
+    assert setpoints.battery["bat0"][0] == pytest.approx(again.setpoints["f"]["bat0"]["p_kw"][0])
 
 
 def test_feeder_flow_limits_and_mip_mode(ieee13):

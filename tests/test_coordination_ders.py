@@ -103,7 +103,7 @@ def test_pv_limits_and_curtailment(ieee13):
     assert np.all(np.hypot(plan["p_kw"], plan["q_kvar"]) <= 330.0 + 1e-6)
     assert result.terms["curtailment"] == pytest.approx(0.0, abs=1e-9)
     # The feeder draws the loads minus the PV (lossless; loads at 1 pu see their nominal power).
-    assert prob.fleet_setpoints(result, "f")["pv"]["pv0"][0] == pytest.approx(1.0)
+    assert prob.fleet_setpoints(result, "f").pv["pv0"][0] == pytest.approx(1.0)
 
 
 def test_flexible_load_is_energy_neutral(ieee13):

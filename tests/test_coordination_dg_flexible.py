@@ -146,7 +146,7 @@ def test_flexible_load_moves_toward_cheap_periods_at_its_price(ieee13):
     assert shift.sum() == pytest.approx(0.0, abs=1e-6)
     assert shift[1] == pytest.approx(-100.0) and shift[0] + shift[2] == pytest.approx(100.0)
     assert result.terms["load_shift"] == pytest.approx(7.0 / 1000.0 * np.abs(shift).sum(), rel=1e-9)
-    assert prob.fleet_setpoints(result, "f")["flexible_load"]["fl0"] == pytest.approx(shift[0])
+    assert prob.fleet_setpoints(result, "f").flexible_load["fl0"] == pytest.approx(shift[0])
     # Nothing to gain from moving: no shift, no cost.
     prob.update(gen_p_max_mw={"ext_grid:0": 100.0})
     result = prob.solve()

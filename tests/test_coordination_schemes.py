@@ -98,7 +98,7 @@ def test_every_scheme_solves_and_reports_the_centralized_terms(results):
             lo, hi = result.voltage_range(feeder)
             assert np.all(lo > 0.95 - 1e-6) and np.all(hi < 1.05 + 1e-6), name
             setpoints = problem.fleet_setpoints(result, feeder, period=2)
-            assert set(setpoints["batteries"]) == {u.name for u in problem.feeders[feeder].ders.batteries}
+            assert set(setpoints.battery) == {u.name for u in problem.feeders[feeder].ders.batteries}
         assert result.exchange is not None and result.exchange.scheme == name
         assert result.exchange.tso_needs and result.exchange.dso_needs
 

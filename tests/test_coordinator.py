@@ -128,7 +128,7 @@ def test_infeasible_period_keeps_the_last_plan():
     )
     good = rh.plan(1, measured)
     assert not good.failed and set(good.setpoints) == {"f13", "f123"}
-    assert set(good.setpoints["f123"]["battery"]) == {f"bat_{i}" for i in range(4)}
+    assert set(good.setpoints["f123"].battery) == {f"bat_{i}" for i in range(4)}
     big = {"gen:0": 1e5}  # p_min far above p_max
     rh.problem.update(gen_p_min_mw=big)
     bad = rh.plan(1 + K, measured)

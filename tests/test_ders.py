@@ -9,6 +9,7 @@ import pytest
 from grid.ders import VOLT_VAR_CURVE, VOLT_WATT_CURVE, BatteryUnit
 from grid.errors import FeederModelError
 from grid.feeder import build_feeder
+from grid.setpoints import Setpoints
 from scenario.schema import load_scenario
 from tests.conftest import SMALL
 
@@ -53,7 +54,7 @@ def test_pv_curtailment_and_reactive_setpoints_from_outside():
     fleet = model.fleet
     fleet.irradiance_kw_m2[:] = 0.9
     first, second, third = fleet.pv
-    fleet.set_setpoints(pv={first.name: (0.4, 0.0), second.name: (1.0, -0.3 * second.kva), third.name: (1.0, 0.0)})
+    fleet.set_setpoints(Setpoints(pv={first.name: (0.4, 0.0), second.name: (1.0, -0.3 * second.kva), third.name: (1.0, 0.0)}))
     model.run(1.0 + 0j, 50)
     readings = fleet.readings(50)
     assert readings["pv_kw"][0] == pytest.approx(0.4 * first.pmpp_kw, rel=1e-3)  # curtailed to 40 % of Pmpp
@@ -123,7 +124,7 @@ def test_battery_setpoints_are_clipped_by_rating_and_soc():
     model, scenario = _feeder(battery={"penetration": 0.1, "count": 1, "hours": 1, "soc_initial": 0.2, "schedule": "idle"})
     battery = model.fleet.batteries[0]
     hours = scenario.time.step_seconds / 3600
-    model.fleet.set_setpoints(batteries={battery.name: 10 * battery.kw_rated})
+    model.fleet.set_setpoints(Setpoints(battery={battery.name: 10 * battery.kw_rated}))
     model.run(1.0 + 0j, 0)
     expected = min(battery.kw_rated, (0.2 - 0.1) * battery.kwh_rated * battery.eta_discharge / hours)
     assert battery.p_kw == pytest.approx(expected)
@@ -144,8 +145,8 @@ def test_fleet_dispatch_matches_each_battery_own_rules():
     checked = 0
     for k in range(scenario.time.n_steps):
         if k % 7 == 0:  # new set-points now and then: some batteries back on their schedule
-            fleet.set_setpoints(batteries={n: (None if rng.random() < 0.3 else float(rng.uniform(-2, 2) * u.kw_rated))
-                                           for n, u in zip(names, fleet.batteries)})
+            fleet.set_setpoints(Setpoints(battery={n: (None if rng.random() < 0.3 else float(rng.uniform(-2, 2) * u.kw_rated))
+                                                   for n, u in zip(names, fleet.batteries)}))
         soc_before = [u.soc for u in fleet.batteries]
         wanted = [u.setpoint_kw if u.setpoint_kw is not None else
                   time_of_day_dispatch(u, fleet.local_hours[k], spec.charge_hours, spec.discharge_hours)
@@ -362,9 +363,9 @@ def test_energy_balances_with_every_kind_every_step():
     generated = 0
     for k in range(scenario.time.n_steps):
         if k % 5 == 0:
-            fleet.set_setpoints(dg={u.name: (float(rng.uniform(-0.2, 1.2) * u.kw_rated), float(rng.uniform(-1, 1) * u.kva))
+            fleet.set_setpoints(Setpoints(dg={u.name: (float(rng.uniform(-0.2, 1.2) * u.kw_rated), float(rng.uniform(-1, 1) * u.kva))
                                     for u in fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads})
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads}))
         model.run(1.0 + 0j, k)
         readings = fleet.readings(k)
         residual, consumption = _balance(model, readings)
@@ -385,7 +386,7 @@ def test_a_generator_at_its_setpoint_relieves_the_feeder_head():
     model.run(1.0 + 0j, 60)
     head_off, losses_off = model.substation_power()[0].sum(), model.losses()[0]
     loads_off = model.alt.Load.TotalPowers().real.sum()
-    model.fleet.set_setpoints(dg={unit.name: (0.8 * unit.kw_rated, 0.0)})
+    model.fleet.set_setpoints(Setpoints(dg={unit.name: (0.8 * unit.kw_rated, 0.0)}))
     model.run(1.0 + 0j, 60)
     readings = model.fleet.readings(60)
     assert readings["dg_dispatch_kw"][0] == pytest.approx(0.8 * unit.kw_rated)  # no ramp limit: at once
@@ -407,8 +408,8 @@ def test_generators_keep_ramp_rating_and_kva_limits_under_extreme_setpoints():
     previous, moved = np.zeros(3), 0
     for k in range(48):
         if k % 3 == 0:
-            fleet.set_setpoints(dg={u.name: (float(rng.choice([-5, 0, 0.4, 10]) * u.kw_rated), float(rng.choice([-10, 0, 10]) * u.kva))
-                                    for u in fleet.dg})
+            fleet.set_setpoints(Setpoints(dg={u.name: (float(rng.choice([-5, 0, 0.4, 10]) * u.kw_rated), float(rng.choice([-10, 0, 10]) * u.kva))
+                                    for u in fleet.dg}))
         model.run(1.0 + 0j, k)
         readings = fleet.readings(k)
         p = readings["dg_dispatch_kw"]
@@ -431,7 +432,7 @@ def test_generator_commitment_minimum_output_and_times():
     unit = fleet.dg[0]
 
     def step(k: int, setpoint: float) -> float:
-        fleet.set_setpoints(dg={unit.name: (setpoint * unit.kw_rated, 0.0)})
+        fleet.set_setpoints(Setpoints(dg={unit.name: (setpoint * unit.kw_rated, 0.0)}))
         model.run(1.0 + 0j, k)
         p = float(fleet.readings(k)["dg_dispatch_kw"][0]) / unit.kw_rated
         model.end_step()
@@ -455,11 +456,11 @@ def test_generator_schedule_runs_only_in_its_window():
         np.testing.assert_array_equal(readings["dg_dispatch_kw"], [u.kw_rated if inside else 0.0 for u in fleet.dg])
         assert (readings["dg_kw"] > 1.0).all() if inside else (np.abs(readings["dg_kw"]) < 1e-9).all()
         model.end_step()
-    fleet.set_setpoints(dg={fleet.dg[0].name: (10.0, 0.0)})
+    fleet.set_setpoints(Setpoints(dg={fleet.dg[0].name: (10.0, 0.0)}))
     model.run(1.0 + 0j, 0)  # midnight: the set-point overrides the schedule, the other unit keeps it
     np.testing.assert_array_equal(fleet.readings(0)["dg_dispatch_kw"], [10.0, fleet.dg[1].kw_rated])
     with pytest.raises(KeyError, match="unknown DER 'dg_7'"):
-        fleet.set_setpoints(flexible_load={}, dg={"dg_0": None, "dg_7": (1.0, 0.0)})
+        fleet.set_setpoints(Setpoints(flexible_load={}, dg={"dg_0": None, "dg_7": (1.0, 0.0)}))
     assert fleet.dg[0].setpoint == (10.0, 0.0)  # an unknown name changes nothing
 
 
@@ -479,8 +480,8 @@ def test_flexible_load_shift_is_clipped_and_the_energy_owed_tracked_exactly():
     clipped = {"up": 0, "down": 0, "zero": 0}
     for k in range(scenario.time.n_steps):
         if k % 4 == 0:
-            fleet.set_setpoints(flexible_load={u.name: (None if rng.random() < 0.2 else float(rng.uniform(-2, 2) * u.peak_kw))
-                                               for u in units})
+            fleet.set_setpoints(Setpoints(flexible_load={u.name: (None if rng.random() < 0.2 else float(rng.uniform(-2, 2) * u.peak_kw))
+                                               for u in units}))
         model.run(1.0 + 0j, k)
         readings = fleet.readings(k)
         base = np.array([u.peak_kw for u in units]) * shape[k] / shape.max()
@@ -515,9 +516,9 @@ def test_new_kinds_continue_bit_for_bit_from_a_checkpoint():
         if k % 6 == 1:
             rng = np.random.default_rng(k)
             fleet = model.fleet
-            fleet.set_setpoints(dg={u.name: (None if rng.random() < 0.3 else (float(rng.uniform(0, 1.2) * u.kw_rated), 50.0))
+            fleet.set_setpoints(Setpoints(dg={u.name: (None if rng.random() < 0.3 else (float(rng.uniform(0, 1.2) * u.kw_rated), 50.0))
                                     for u in fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads})
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads}))
         model.run(complex(1.0 + 0.01 * np.sin(k / 3), 0.002 * k), k)
         p, q = model.substation_power()
         return np.concatenate([p, q, model.node_voltages(), *model.fleet.readings(k).values()])
@@ -551,8 +552,8 @@ def test_new_kinds_replay_from_a_journal_bit_for_bit():
     def step(model, k: int) -> np.ndarray:
         if k % 5 == 2:
             rng = np.random.default_rng(k)
-            model.set_setpoints(dg={u.name: (float(rng.uniform(0, 1) * u.kw_rated), float(rng.uniform(-50, 50))) for u in model.fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in model.fleet.flexible_loads})
+            model.set_setpoints(Setpoints(dg={u.name: (float(rng.uniform(0, 1) * u.kw_rated), float(rng.uniform(-50, 50))) for u in model.fleet.dg},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in model.fleet.flexible_loads}))
         readings = model.step(complex(1.0 + 0.01 * np.sin(k / 3), 0.0), k)
         return np.concatenate([readings.p_kw, readings.node_vm_pu, *readings.ders.values()])
 

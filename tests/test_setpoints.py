@@ -3,6 +3,7 @@ external) joins the broker and the feeders apply what it sends, from the step it
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -73,12 +74,41 @@ def test_external_controller_setpoints_are_applied(tmp_path):
 
 def test_setpoints_for_unknown_ders_are_rejected():
     from grid.feeder import build_feeder
+    from grid.setpoints import Setpoints
     from scenario.schema import load_scenario
 
     scenario = load_scenario(SMALL, {"feeders": [{"name": "f13", "model": "ieee13", "bus": 6,
                                                   "battery": {"penetration": 0.1, "count": 1}}]})
     fleet = build_feeder(scenario.feeders[0], scenario).fleet
     with pytest.raises(KeyError, match="unknown DER 'bat_9'"):
-        fleet.set_setpoints(batteries={"bat_9": 1.0})
-    fleet.set_setpoints(batteries={"bat_0": None})  # null hands the battery back to its schedule
+        fleet.set_setpoints(Setpoints(battery={"bat_9": 1.0}))
+    fleet.set_setpoints(Setpoints.from_json('{"battery": {"bat_0": null}}'))  # null hands the battery back to its schedule
     assert fleet.batteries[0].setpoint_kw is None
+
+
+def test_setpoints_message_round_trips_and_keeps_the_external_shape():
+    """The JSON an external coordinator sends is the model's wire form; the kinds still to come
+    (dg, flexible_load) are accepted, and a misspelt part is refused, not ignored."""
+    from pydantic import ValidationError
+
+    from grid.setpoints import Setpoints
+
+    text = '{"pv": {"pv_0": [0.5, -20.0]}, "battery": {"bat_0": 40.0, "bat_1": [10, 2.5], "bat_2": null}, "ev": {"ev_0": 7}}'
+    message = Setpoints.from_json(text)
+    assert message.battery == {"bat_0": 40.0, "bat_1": (10.0, 2.5), "bat_2": None}
+    assert json.loads(message.to_json()) == json.loads(text)
+    assert Setpoints.from_json(message.to_json()) == message
+    later = Setpoints.from_json('{"dg": {"dg_0": [100.0, 0.0]}, "flexible_load": {"fl_0": -5.0}}')
+    assert later.dg == {"dg_0": (100.0, 0.0)} and later.to_dict() == {"dg": {"dg_0": [100.0, 0.0]}, "flexible_load": {"fl_0": -5.0}}
+    with pytest.raises(ValidationError):
+        Setpoints.from_json('{"batteries": {"bat_0": 1.0}}')
+
+
+def test_journal_entries_of_older_checkpoints_are_read():
+    """Checkpoints written before the Setpoints model kept DerFleet's keyword form."""
+    from grid.setpoints import Setpoints
+
+    old = {"pv": {"pv_0": [0.4, 1.0]}, "batteries": {"bat_0": 3.0, "bat_1": None}, "battery_kvar": {"bat_0": -1.0}, "evs": {"ev_0": 2.0}}
+    assert Setpoints.from_journal(old) == Setpoints(pv={"pv_0": (0.4, 1.0)}, battery={"bat_0": (3.0, -1.0), "bat_1": None}, ev={"ev_0": 2.0})
+    new = Setpoints(battery={"bat_0": (3.0, -1.0)})
+    assert Setpoints.from_journal(json.loads(json.dumps(new.to_dict()))) == new

@@ -107,7 +107,7 @@ class Battery(DerKind):
     state = ("soc0", "soc_target")
     reactive = True
     intertemporal = ("soc_dynamics", "terminal_soc")
-    fleet_key = "batteries"
+    fleet_key = "battery"
 
     def build(self, d: pyo.Block, unit: BatteryData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -128,9 +128,9 @@ class Battery(DerKind):
         values["p_kw"] = values["discharge_kw"] - values["charge_kw"]
         return values
 
-    def fleet_setpoint(self, values, period):
-        """kW, + discharging."""
-        return float(values["p_kw"][period])
+    def fleet_setpoint(self, values, period, unit):
+        """(kW + discharging, kvar)."""
+        return float(values["p_kw"][period]), float(values["q_kvar"][period])
 
     def technical_range(self, d, unit: BatteryData, q, sides):
         H = len(d.T)

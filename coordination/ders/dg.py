@@ -196,7 +196,7 @@ class DG(DerKind):
             cols["on"] = positions(d.u)
         return cols
 
-    def fleet_setpoint(self, values, period):
+    def fleet_setpoint(self, values, period, unit):
         """(kW, kvar)."""
         return float(values["p_kw"][period]), float(values["q_kvar"][period])
 

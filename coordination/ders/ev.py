@@ -44,7 +44,7 @@ class EV(DerKind):
     inputs = (Input("ev_plugged", input_series("plugged")), Input("ev_energy_kwh", input_number("energy_required")))
     state = ("plugged", "energy_required")
     intertemporal = ("energy",)
-    fleet_key = "evs"
+    fleet_key = "ev"
 
     def build(self, d: pyo.Block, unit: EVData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -58,9 +58,9 @@ class EV(DerKind):
     def columns(self, d, positions):
         return {"p_kw": positions(d.p)}
 
-    def fleet_setpoint(self, values, period):
-        """kW charged."""
-        return float(values["p_kw"][period])
+    def fleet_setpoint(self, values, period, unit):
+        """kW charged (never negative)."""
+        return float(max(0.0, values["p_kw"][period]))
 
     def technical_range(self, d, unit: EVData, q, sides):
         plugged = series(d.plugged)

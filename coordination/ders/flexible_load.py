@@ -83,7 +83,7 @@ class FlexibleLoad(DerKind):
         shift = values["up"] - values["down"]
         return {"p_kw": series(d.baseline) + values["up"] - values["down"], "shift_kw": shift}
 
-    def fleet_setpoint(self, values, period):
+    def fleet_setpoint(self, values, period, unit):
         """kW shifted, + more consumed."""
         return float(values["shift_kw"][period])
 

@@ -66,7 +66,7 @@ class DerKind:
     reactive: bool = False  # Q is a decision of its own (the DSO keeps it in hybrid)
     banded: bool = True  # gets per-period power bands in the robust regions (dso_managed)
     intertemporal: tuple[str, ...] = ()  # constraints coupling periods, replaced by bands in robust models
-    fleet_key: str  # the kind's entry in `centralized.fleet_setpoints`
+    fleet_key: str  # the kind's part of the set-point message (`grid.setpoints.Setpoints`)
 
     # -- building ---------------------------------------------------------------------------
     def build(self, d: pyo.Block, unit, periods: list[int], options: Options, convex: bool) -> None:
@@ -88,8 +88,8 @@ class DerKind:
         the horizon); by default the column values themselves."""
         return values
 
-    def fleet_setpoint(self, values: dict[str, np.ndarray], period: int) -> object:
-        """One period's set-point of a unit as the simulation's fleet takes it."""
+    def fleet_setpoint(self, values: dict[str, np.ndarray], period: int, unit) -> object:
+        """One period's set-point of a unit as its part of the set-point message holds it."""
         raise NotImplementedError
 
     # -- what a DSO offers ------------------------------------------------------------------

@@ -88,9 +88,11 @@ class PV(DerKind):
         values["p_cap_pu"] = np.clip(values["p_kw"] / pmpp, 0.0, 1.0) if pmpp > 0 else 0 * values["p_kw"]
         return values
 
-    def fleet_setpoint(self, values, period):
-        """(cap as a share of Pmpp, kvar)."""
-        return float(values["p_cap_pu"][period]), float(values["q_kvar"][period])
+    def fleet_setpoint(self, values, period, unit: PVData):
+        """(cap as a share of Pmpp, kvar). PV planned to use all it was forecast to have is sent
+        uncapped, so a sunnier period than forecast is not curtailed."""
+        full = values["p_kw"][period] >= values["available_kw"][period] - 1e-6 * max(1.0, unit.pmpp_kw)
+        return 1.0 if full else float(values["p_cap_pu"][period]), float(values["q_kvar"][period])
 
     def technical_range(self, d, unit: PVData, q, sides):
         available = series(d.available)

@@ -68,10 +68,14 @@ class BatteryController(Controller):
 
     key = "battery"
     READINGS = (
-        Reading("battery_kw", "kW", "battery power into the grid (+ discharging)", total=True),
-        Reading("battery_kvar", "kvar", "battery reactive power into the grid", total=True),
-        Reading("battery_soc", "pu", "state of charge at the step's end", device="battery"),
-        Reading("battery_dispatch_kw", "kW", "dispatched power (+ discharging)", device="battery"),
+        Reading("battery_kw", "kW", "battery power into the grid (+ discharging)", total=True,
+                meaning="battery active power at the terminals, from OpenDSS (+ discharging into the feeder, − charging); equals Σ `battery_dispatch_kw` within solver tolerance"),
+        Reading("battery_kvar", "kvar", "battery reactive power into the grid", total=True,
+                meaning="battery reactive power (+ injecting; non-zero only with reactive set-points from a coordinator)"),
+        Reading("battery_soc", "pu", "state of charge at the step's end", device="battery",
+                meaning="state of charge of each battery at the **end** of the step (after the step's dispatch is booked)"),
+        Reading("battery_dispatch_kw", "kW", "dispatched power (+ discharging)", device="battery",
+                meaning="power dispatched to each battery in the step after clipping to rating and SOC limits (+ discharging)"),
     )
 
     def __init__(self, ctx: FeederContext, spec):
@@ -155,8 +159,10 @@ class BatteryController(Controller):
             self.dss.Text.Command(f"Edit Storage.{unit.name} State={state} kW={unit.p_kw:.12g} kvar={unit.q_kvar:.12g}")
         self._sent[changed] = p[changed]
 
-    def set_setpoints(self, batteries: dict[str, float | None], battery_kvar: dict[str, float]) -> None:
-        """kW per unit name (+ discharge; None returns to the schedule), and kvar."""
+    def set_setpoints(self, part: dict[str, float | tuple[float, float] | None]) -> None:
+        """Per unit name kW (+ discharge; None returns to the schedule) or (kW, kvar)."""
+        batteries = {name: v[0] if isinstance(v, tuple) else v for name, v in part.items()}
+        battery_kvar = {name: v[1] for name, v in part.items() if isinstance(v, tuple)}
         for name, p in batteries.items():
             self.units[self._index[name]].setpoint_kw = p
             self._setpoint[self._index[name]] = np.nan if p is None else float(p)

@@ -25,8 +25,10 @@ class LocalControls(Controller):
 
     key = "controls"
     READINGS = (
-        Reading("regulator_taps", "", "tap position", device="regulator", dtype="i2"),
-        Reading("capacitor_steps", "", "energised steps", device="capacitor", dtype="i2"),
+        Reading("regulator_taps", "", "tap position", device="regulator", dtype="i2",
+                meaning="tap position of each regulator control after the step's solve"),
+        Reading("capacitor_steps", "", "energised steps", device="capacitor", dtype="i2",
+                meaning="energised steps of each capacitor bank after the step's solve (0 = off; the bundled banks have one step)"),
     )
 
     def __init__(self, ctx: FeederContext, controls):

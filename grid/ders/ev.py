@@ -57,8 +57,10 @@ class EvController(Controller):
 
     key = "ev"
     READINGS = (
-        Reading("ev_kw", "kW", "EV charging power", total=True),
-        Reading("ev_owed_kwh", "kWh", "energy the connected EVs still need at the step's end", total=True),
+        Reading("ev_kw", "kW", "EV charging power", total=True,
+                meaning="EV charging power of all chargers"),
+        Reading("ev_owed_kwh", "kWh", "energy the connected EVs still need at the step's end", total=True,
+                meaning="energy the connected EVs still need at the end of the step (energy left at departure is dropped)"),
     )
 
     def __init__(self, ctx: FeederContext, spec):

@@ -13,6 +13,7 @@ from grid.ders.kind import NONE, Controller, FeederContext, unknown_names
 from grid.ders.placement import feeder_loads
 from grid.ders.pv import PVUnit
 from grid.ders.registry import KINDS, READINGS
+from grid.setpoints import Setpoints
 
 
 class DerFleet:
@@ -55,32 +56,17 @@ class DerFleet:
             return NONE
         return loads[0] if len(loads) == 1 else np.concatenate(loads)
 
-    def set_setpoints(self, pv: dict[str, tuple[float, float]] | None = None,
-                      batteries: dict[str, float | None] | None = None, evs: dict[str, float] | None = None,
-                      battery_kvar: dict[str, float] | None = None,
-                      dg: dict[str, tuple[float, float] | None] | None = None,
-                      flexible_load: dict[str, float | None] | None = None) -> None:
-        """Set-points from outside, kept until changed: PV (active-power cap as a share of Pmpp,
-        kvar), battery kW (+ discharge; None returns to the schedule) and kvar, EV charging kW,
-        generator (kW, kvar) (None: schedule), flexible-load shift kW (+ more; None: baseline).
-        Names are checked first: an unknown one changes nothing."""
-        c = self.controllers
-        given = ((pv, c["pv"]), (batteries, c["battery"]), (battery_kvar, c["battery"]), (evs, c["ev"]),
-                 (dg, c["dg"]), (flexible_load, c["flexible_load"]))
-        for values, controller in given:
-            unknown = unknown_names(values, controller.units)
+    def set_setpoints(self, setpoints: Setpoints) -> None:
+        """Set-points from outside, kept until changed; each part goes to the controller of its
+        kind (`grid.setpoints.Setpoints` says what each takes). Names are checked first: an
+        unknown one changes nothing."""
+        parts = setpoints.parts()
+        for key, values in parts.items():
+            unknown = unknown_names(values, self.controllers[key].units)
             if unknown:
                 raise KeyError(f"unknown DER {unknown[0]!r}")
-        if pv:
-            c["pv"].set_setpoints(pv)
-        if batteries or battery_kvar:
-            c["battery"].set_setpoints(batteries or {}, battery_kvar or {})
-        if evs:
-            c["ev"].set_setpoints(evs)
-        if dg:
-            c["dg"].set_setpoints(dg)
-        if flexible_load:
-            c["flexible_load"].set_setpoints(flexible_load)
+        for key, values in parts.items():
+            self.controllers[key].set_setpoints(values)
 
     def advance(self) -> None:
         """The step is final: book its energy (battery SOC, energy owed, ramp references)."""

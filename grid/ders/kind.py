@@ -41,6 +41,7 @@ class Reading:
     total: bool = False
     device: str | None = None
     dtype: str = "f8"
+    meaning: str = ""  # the longer text docs/results.md shows; the description when empty
 
 
 @dataclass

@@ -27,9 +27,12 @@ class PvController(Controller):
 
     key = "pv"
     READINGS = (
-        Reading("pv_available_kw", "kW", "PV power the irradiance offers (one feeder copy)", total=True),
-        Reading("pv_kw", "kW", "PV power delivered (available minus curtailment and inverter limits)", total=True),
-        Reading("pv_kvar", "kvar", "PV reactive power delivered", total=True),
+        Reading("pv_available_kw", "kW", "PV power the irradiance offers (one feeder copy)", total=True,
+                meaning="Σ over the feeder's PV systems of Pmpp × irradiance / 1000 W/m2: what the sun offers, before inverter limits (may exceed the Pmpp total above 1000 W/m2)"),
+        Reading("pv_kw", "kW", "PV power delivered (available minus curtailment and inverter limits)", total=True,
+                meaning="PV active power delivered: available power limited by the inverters' kVA, curtailment set-points and Volt-Watt (equal to `pv_available_kw` when nothing limits it, within solver tolerance)"),
+        Reading("pv_kvar", "kvar", "PV reactive power delivered", total=True,
+                meaning="PV reactive power delivered (+ injecting): Volt-VAR or set-points, else ≈ 0"),
     )
 
     def __init__(self, ctx: FeederContext, spec):

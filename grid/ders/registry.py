@@ -1,6 +1,6 @@
 """The kinds table: every DER kind (and the local controls), in the order the fleet builds
 them and reports their readings. A new kind is a module with its controller and one entry
-here (and its set-point keyword in `DerFleet.set_setpoints`).
+here (and its part of `grid.setpoints.Setpoints`, named as the kind's key).
 
 The order is part of the results: units are placed by one seeded random generator in this
 order, and OpenDSS elements are created in it (node order, admittance matrix). New kinds

@@ -234,6 +234,12 @@ def _ders(run: RunFile, out: dict) -> None:
             owed = np.nan_to_num(run.read("feeders/ev_owed_kwh")[-1])
             out["ev_owed_at_end_kWh_per_copy"] = float(owed.sum())
             out["ev_owed_at_end_MWh"] = float((owed * feeder_multipliers(run)).sum() / 1000.0)
+    if run.has("feeders/dg_kw"):
+        _energy(run, out, "dg", np.nan_to_num(run.read("feeders/dg_kw")), "energy the dispatchable distributed generators delivered")
+    if run.has("feeders/flexible_load_shift_kw"):
+        shift = np.nan_to_num(run.read("feeders/flexible_load_shift_kw"))
+        _energy(run, out, "flexible_load_moved_up", np.clip(shift, 0.0, None), "consumption flexible loads moved above their baseline")
+        _energy(run, out, "flexible_load_moved_down", np.clip(-shift, 0.0, None), "consumption flexible loads moved below their baseline")
     if run.has("feeders/p_total_kw"):
         _energy(run, out, "feeder_head", np.nan_to_num(run.read("feeders/p_total_kw")), "substation energy drawn by the feeders")
 

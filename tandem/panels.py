@@ -52,10 +52,15 @@ def panel(title: str, ylabel: str, relative: bool, x_range=None, log: bool = Fal
 
 
 def line(fig, series: Series, key: str, y: np.ndarray, label: str | None, color: str,
-         dash: str = "solid", width: float = 1.2) -> None:
+         dash: str = "solid", width: float = 1.2, markers: bool = False) -> None:
+    """A line over the steps; with `markers` also a dot per value, for series with gaps (NaN
+    breaks a line, so values between gaps, e.g. one coordinator solve every few steps, would
+    not show)."""
     name = series.column(key, y)
     kw = {"legend_label": label} if label else {}
     fig.line("x", name, source=series.source, color=color, line_dash=dash, line_width=width, **kw)
+    if markers:
+        fig.scatter("x", name, source=series.source, color=color, size=4, **kw)
 
 
 def band(fig, series: Series, key: str, lo: np.ndarray, hi: np.ndarray, label: str | None, color: str,

@@ -104,9 +104,9 @@ class _Run:
         return self.r.read(name)
 
     def line(self, fig, key: str, y: np.ndarray, label: str | None, color: str | None = None, dash: str | None = None,
-             width: float = 1.2) -> None:
+             width: float = 1.2, markers: bool = False) -> None:
         """A line in the run's colour and dash unless told otherwise; `key` names the data column."""
-        panels.line(fig, self.series, key, y, label, color or self.color, dash or self.dash, width)
+        panels.line(fig, self.series, key, y, label, color or self.color, dash or self.dash, width, markers)
 
     def band(self, fig, key: str, lo: np.ndarray, hi: np.ndarray, label: str | None, alpha: float = 0.35) -> None:
         panels.band(fig, self.series, key, lo, hi, label, self.color, alpha)
@@ -344,8 +344,15 @@ def _system_mw(u: _Run, name: str) -> np.ndarray:
 
 
 def _has_der(u: _Run) -> bool:
-    names = ("feeders/pv_available_kw", "feeders/battery_kw", "feeders/ev_kw")
-    return any(u.has(n) and np.any(u.read(n) != 0) for n in names)
+    return any(_nonzero(u, n) for n in ("feeders/pv_available_kw", "feeders/battery_kw", "feeders/ev_kw", *DISPATCHABLE))
+
+
+# Gensets and flexible loads share a panel: what the coordinator dispatches besides storage.
+DISPATCHABLE = ("feeders/dg_kw", "feeders/flexible_load_shift_kw")
+
+
+def _nonzero(u: _Run, name: str) -> bool:
+    return u.has(name) and bool(np.any(u.read(name) != 0))
 
 
 def _socs(u: _Run) -> tuple[list[str], np.ndarray] | None:
@@ -388,7 +395,19 @@ def plot_ders(runs: list[_Run], relative: bool):
             u.line(a_pv, "feeders/pv_kw[system_mw]", _system_mw(u, "feeders/pv_kw"), f"{u.label}: delivered")
         if u.has("feeders/ev_kw"):
             u.line(a_ev, "feeders/ev_kw[system_mw]", _system_mw(u, "feeders/ev_kw"), u.label)
-    return panels.stack([a_b, a_s, a_pv, a_ev])
+    dispatchable = [u for u in runs if any(_nonzero(u, n) for n in DISPATCHABLE)]
+    if not dispatchable:
+        return panels.stack([a_b, a_s, a_pv, a_ev])
+    a_dg = panels.panel("Gensets (solid) and flexible-load shift (dashed, + more consumed), system (MW)", "MW", relative,
+                        x_range=a_b.x_range)  # zooms and pans with the other DER panels
+    panels.hline(a_dg, 0.0, "grey", "solid")
+    for u in dispatchable:
+        if u.has("feeders/dg_kw"):
+            u.line(a_dg, "feeders/dg_kw[system_mw]", _system_mw(u, "feeders/dg_kw"), f"{u.label}: gensets")
+        if u.has("feeders/flexible_load_shift_kw"):
+            u.line(a_dg, "feeders/flexible_load_shift_kw[system_mw]", _system_mw(u, "feeders/flexible_load_shift_kw"),
+                   f"{u.label}: flexible loads", dash="dashed")
+    return panels.stack([a_b, a_s, a_pv, a_ev, a_dg])
 
 
 def plot_curtailment(runs: list[_Run], relative: bool):
@@ -453,10 +472,16 @@ def plot_coordinator(runs: list[_Run], relative: bool):
                     continue
                 values = u.read(name).astype(float)
                 values = values.reshape(values.shape[0], -1)
+                # Columns along a named dimension (cost terms, slacks) are labelled by its names.
+                dims = u.r.dims(name)[1:]
+                names = u.r.labels(f"coordinator/{dims[0]}") if dims and u.has(f"coordinator/{dims[0]}") else []
                 for j in range(values.shape[1]):
-                    suffix = f"[{j}]" if values.shape[1] > 1 else ""
+                    suffix = f"[{names[j] if j < len(names) else j}]" if values.shape[1] > 1 else ""
+                    if values.shape[1] > 1 and not np.any(np.nan_to_num(values[:, j])):
+                        continue  # a term that was zero in every solve
+                    # Solves happen every few steps (NaN between): dots show each one.
                     u.line(fig, f"{name}{suffix}", values[:, j], f"{u.label}: {name[len('coordinator/'):]}{suffix}",
-                           panels.COLORS[k % len(panels.COLORS)], width=0.9)
+                           panels.COLORS[k % len(panels.COLORS)], width=0.9, markers=True)
                     k += 1
     return panels.stack(figs)
 

@@ -46,7 +46,7 @@ def test_der_vector_layout_comes_from_the_table():
     meta = {"battery": ["bat_0", "bat_1"], "regulator": ["vr1"], "capacitor": [], "dg": ["dg_0"]}
     counts = der_counts(meta)
     assert counts == {"battery_soc": 2, "battery_dispatch_kw": 2, "regulator_taps": 1, "capacitor_steps": 0,
-                      "dg_dispatch_kw": 1, "flexible_load_shift_kw": 0}
+                      "dg_dispatch_kw": 1, "flexible_load_unit_shift_kw": 0}
     readings = {f.name: np.arange(1.0, 3.0) if f.per is None else np.full(counts[f.name], 7.0 + i)
                 for i, f in enumerate(FEEDER_DERS.fields)}
     vector = np.array(pack_ders(readings))

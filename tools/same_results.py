@@ -9,7 +9,8 @@ The studies are the default study, `runs/pv_centralized.yaml` under every coordi
 scheme and `runs/ieee123_pv_week.yaml` shortened to one day. What a run measures of itself
 (wall-clock times, solve times, dates, host names, paths) differs between any two runs and
 is left out of the comparison; everything else must be equal to the bit (NaN equals NaN),
-except that the resolved scenario may list options added since, with their defaults.
+except that the resolved scenario may list options added since, with their defaults, and the
+file after may hold datasets the change adds (listed, not failures).
 Exit code 0 when every pair is identical, 1 otherwise.
 """
 
@@ -64,9 +65,11 @@ def _covers(before, after) -> bool:
     return before == after
 
 
-def compare_files(before: Path, after: Path) -> list[str]:
-    """Every difference between two results files, one line each (empty: identical)."""
+def compare_files(before: Path, after: Path, added: list[str] | None = None) -> list[str]:
+    """Every difference between two results files, one line each (empty: identical). Every
+    dataset of `before` must be in `after`, equal; datasets only `after` has go to `added`."""
     problems: list[str] = []
+    added = [] if added is None else added
     with h5py.File(before, "r") as fa, h5py.File(after, "r") as fb:
         names_a: dict[str, h5py.HLObject] = {}
         names_b: dict[str, h5py.HLObject] = {}
@@ -79,8 +82,8 @@ def compare_files(before: Path, after: Path) -> list[str]:
             if name not in names_b:
                 problems.append(f"{name}: only in {before.name}")
                 continue
-            if name not in names_a:
-                problems.append(f"{name}: only in {after.name}")
+            if name not in names_a:  # a dataset the change adds (a new output) compares with nothing
+                added.append(name)
                 continue
             oa, ob = names_a[name], names_b[name]
             if isinstance(oa, h5py.Dataset) and not _equal(oa[()], ob[()]):
@@ -114,8 +117,9 @@ def main() -> int:
     parser.add_argument("--studies", help="comma-separated subset of: " + ", ".join(STUDIES))
     args = parser.parse_args()
     if args.compare:
-        problems = compare_files(Path(args.compare[0]), Path(args.compare[1]))
-        print("\n".join(problems) or "identical")
+        added: list[str] = []
+        problems = compare_files(Path(args.compare[0]), Path(args.compare[1]), added)
+        print("\n".join(problems) or "identical" + (f" (added: {', '.join(added)})" if added else ""))
         return 1 if problems else 0
     if not (args.before or args.before_dir):
         parser.error("give --before REV, --before-dir DIR or --compare A B")
@@ -135,8 +139,10 @@ def main() -> int:
     for name in names:
         after = work / f"{name}.h5"
         run_study(ROOT, STUDIES[name], after)
-        problems = compare_files(before_dir / f"{name}.h5", after)
-        print(f"{name}: " + ("identical" if not problems else f"{len(problems)} differences"))
+        added: list[str] = []
+        problems = compare_files(before_dir / f"{name}.h5", after, added)
+        print(f"{name}: " + ("identical" if not problems else f"{len(problems)} differences")
+              + (f" (added: {', '.join(added)})" if added else ""))
         for line in problems[:20]:
             print("   ", line)
         failed += bool(problems)

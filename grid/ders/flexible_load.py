@@ -49,7 +49,9 @@ class FlexibleLoadController(Controller):
     key = "flexible_load"
     READINGS = (
         Reading("flexible_load_kw", "kW", "consumption of the flexible loads (baseline plus shift)", total=True),
-        Reading("flexible_load_shift_kw", "kW", "consumption shifted from the baseline (+ more)", total=True, device="flexible_load"),
+        Reading("flexible_load_shift_kw", "kW", "consumption shifted from the baseline (+ more)", total=True),
+        Reading("flexible_load_unit_shift_kw", "kW", "consumption each flexible load shifted from its baseline (+ more)",
+                device="flexible_load"),
         Reading("flexible_load_owed_kwh", "kWh", "energy owed at the step's end: shifted down minus shifted up", total=True),
     )
 
@@ -108,7 +110,8 @@ class FlexibleLoadController(Controller):
             unit.owed_kwh, unit.shift_kw = owed, shift
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
-        return {"flexible_load_kw": self._kw, "flexible_load_shift_kw": self._shift, "flexible_load_owed_kwh": self._owed_next}
+        return {"flexible_load_kw": self._kw, "flexible_load_shift_kw": self._shift,
+                "flexible_load_unit_shift_kw": self._shift, "flexible_load_owed_kwh": self._owed_next}
 
     def state(self) -> dict:
         """Per unit: energy owed at the last step's end, this step's shift, the set-point

@@ -26,3 +26,6 @@ READINGS: tuple[Reading, ...] = tuple(r for kind in KINDS for r in kind.READINGS
 # Readings summed into feeder totals, and readings recorded per device, in order.
 TOTALS: tuple[str, ...] = tuple(r.name for r in READINGS if r.total)
 DEVICE_SERIES: tuple[str, ...] = tuple(r.name for r in READINGS if r.device)
+# One name, one quantity: the wire and the results file address readings by name.
+assert len({r.name for r in READINGS}) == len(READINGS) and not any(r.total and r.device for r in READINGS), \
+    "each reading is a feeder total or a per-device series, under a name of its own"

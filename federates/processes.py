@@ -68,6 +68,24 @@ def kind_of(process: str) -> ProcessKind:
     raise KeyError(f"no process kind for {process!r}")
 
 
+def markdown_processes() -> str:
+    """The process table of docs/interfaces.md."""
+    counts = {"one": "1", "per feeder group": "`federation.feeder_processes` (see `docs/scenario.md`)",
+              "with a coordinator": "1 when `coordination.scheme` is a coordinated scheme, else 0"}
+    lines = ["| process name (runner, logs) | HELICS federate name | started as | count |", "|---|---|---|---|"]
+    for kind in PROCESSES:
+        shown = kind.name.replace("{group}", "<g>")
+        if kind.module is None:
+            started, federate = ("`helics_broker` binary from the `helics` package (`helics/install/bin/helics_broker`; "
+                                 "the `helics_broker` on `PATH` only if that is missing)"), "(broker)"
+        else:
+            group = " --group <g>" if "{group}" in kind.name else ""
+            started, federate = f"`python -m {kind.module} --config <run>/federation.json{group}`", f"`{shown}`"
+        lines.append(f"| `{shown}` | {federate} | {started} | {counts[kind.count]} |")
+    lines.append("| observers | chosen by you | external, e.g. `helics_recorder` or a DER coordinator | `--observers N` |")
+    return "\n".join(lines)
+
+
 def listing() -> str:
     """The kinds as a user names them: broker, transmission, feeders_<g>, ..."""
     return ", ".join(kind.name.replace("{group}", "<g>") for kind in PROCESSES)

@@ -35,7 +35,6 @@ DIM_SIZES = {
     "boundary": "n_boundary", "feeder": "n_feeders", "phase": "3", "bus": "n_bus", "branch": "n_branch",
     "node": "n_nodes", "feeder_process": "n_feeder_processes", "battery": "n_battery", "pv": "n_pv",
     "regulator": "n_regulator", "capacitor": "n_capacitor", "term": "n_term", "slack": "n_slack",
-    "dg": "n_dg", "flexible_load": "n_flexible_load",
 }
 DTYPE_NAMES = {"f8": "float64", "f4": "float32", "i8": "int64", "i4": "int32", "i2": "int16", "i1": "int8", "u1": "uint8", "str": "str"}
 
@@ -251,7 +250,8 @@ def markdown_table(entries: tuple[Dataset, ...]) -> str:
     """One dataset table of docs/results.md."""
     lines = ["| path | shape | dtype | dims | units | meaning | from |", "|---|---|---|---|---|---|---|"]
     for d in entries:
-        sizes = [DIM_SIZES[dim] for dim in d.dims] if d.static else ["n", *(DIM_SIZES[dim] for dim in d.dims)]
+        sizes = [DIM_SIZES.get(dim, f"n_{dim}") for dim in d.dims]
+        sizes = sizes if d.static else ["n", *sizes]
         shape = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
         dims = ",".join(d.dims if d.static else ("time", *d.dims))
         source = f"`{d.source.replace('{feeder}', '<name>').replace('{group}', '<g>')}`" + "".join(f" `{f}`" for f in d.fields)

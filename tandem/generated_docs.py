@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from federates.interfaces import markdown_der_vector, markdown_publications
+from federates.processes import markdown_processes
 from grid.ders.registry import READINGS
 from grid.setpoints import Setpoints
 from results.catalogue import markdown_coordinator, markdown_how, markdown_series, markdown_static
@@ -34,6 +35,7 @@ def markdown_setpoints() -> str:
 
 # (doc file, section name, what renders it)
 SECTIONS: tuple[tuple[str, str, Callable[[], str]], ...] = (
+    ("docs/interfaces.md", "processes", markdown_processes),
     ("docs/interfaces.md", "publications", markdown_publications),
     ("docs/interfaces.md", "der-vector", markdown_der_vector),
     ("docs/interfaces.md", "setpoints", markdown_setpoints),

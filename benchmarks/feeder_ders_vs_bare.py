@@ -20,6 +20,11 @@ and the ratio is highest. Measured 7 d: at load average 7.5 on 2 cores 0.550 ms 
 back to back: 0.496 / 0.515 ms against 0.192 / 0.184 ms paced, 2.59x / 2.79x (against
 back-to-back solves 2.80x / 2.91x).
 
+Issue #13 (DER kinds as controllers, declared readings), both trees back to back with
+`--duration 1d` at load average ~1.2: feeder step median 1.709 ms before, 1.703 ms after (paced
+bare solve 0.819 / 0.829 ms; ratio 2.09x / 2.05x). Short runs are dominated by warm-up, hence
+the higher step times than the 7-day figures above.
+
     python benchmarks/feeder_ders_vs_bare.py [--duration 7d]
 """
 

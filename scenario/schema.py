@@ -148,6 +148,13 @@ class TransmissionSpec(_Strict):
         )
 
 
+def hours_window(window: tuple[float, float]) -> tuple[float, float]:
+    """A daily window [start, end) in local hours: two different hours in 0..24 (may wrap midnight)."""
+    if not all(0 <= h <= 24 for h in window) or window[0] == window[1]:
+        raise ValueError(f"a window is two different hours of the day in 0..24 (got {window})")
+    return window
+
+
 class PVSpec(_Strict):
     """PV systems in a feeder."""
 
@@ -178,9 +185,7 @@ class BatterySpec(_Strict):
     @field_validator("charge_hours", "discharge_hours")
     @classmethod
     def _hours_of_day(cls, window: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= h <= 24 for h in window) or window[0] == window[1]:
-            raise ValueError(f"a window is two different hours of the day in 0..24 (got {window})")
-        return window
+        return hours_window(window)
 
     @model_validator(mode="after")
     def _soc_order(self) -> "BatterySpec":
@@ -232,9 +237,7 @@ class DGSpec(_Strict):
     @field_validator("run_hours")
     @classmethod
     def _hours_of_day(cls, window: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= h <= 24 for h in window) or window[0] == window[1]:
-            raise ValueError(f"a window is two different hours of the day in 0..24 (got {window})")
-        return window
+        return hours_window(window)
 
 
 class FlexibleLoadSpec(_Strict):

@@ -73,7 +73,7 @@ def main() -> None:
     transmission, setups, data = case(n_feeders, horizon)
     options = SchemeOptions(horizon=horizon, battery_binaries="relaxed")
     print(f"case118, {n_feeders} feeders ({sum(len(s.data.nodes) for s in setups.values())} feeder nodes, "
-          f"{sum(len(s.ders.pv) + len(s.ders.batteries) for s in setups.values())} DERs), {horizon} hourly periods")
+          f"{sum(len(s.ders['pv']) + len(s.ders['batteries']) for s in setups.values())} DERs), {horizon} hourly periods")
     print(f"{'scheme':12s} {'build s':>8s} {'cold s':>8s} {'warm s':>8s} {'warm/central':>12s} {'gap %':>8s} "
           f"{'values':>7s} {'iter':>5s}")
     central = {}

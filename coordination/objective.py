@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import pyomo.environ as pyo
 
-# Every term an objective may have, in the order objectives list them. The DER terms are
-# declared with their prices by the DER kinds (`coordination.ders`); the optional ones
-# (`CostTerm.optional`: the gensets') appear only where some unit has them.
+# The order objectives list their terms in. The DER terms are declared with their prices by
+# the DER kinds (`coordination.ders`); a kind's terms not named here follow these, in the
+# kinds' order (`coordination.problem.TERMS` is the full list). The order is part of the
+# results (the objective's sum and HiGHS' path follow it), so it is kept as it was.
 TERMS = ("generation", "curtailment", "battery_degradation", "load_shift", "reactive", "penalty_unserved",
          "penalty_spilled", "penalty_transmission_overload", "penalty_feeder_overload", "penalty_voltage",
-         "penalty_soc_target", "penalty_ev_unmet", "dg_generation", "dg_startup")
+         "penalty_soc_target", "penalty_ev_unmet")
 TRANSMISSION_TERMS = ("generation", "penalty_unserved", "penalty_spilled", "penalty_transmission_overload")
 
 

@@ -19,10 +19,16 @@ from coordination.ders.registry import KINDS
 from coordination.distribution import set_held_voltage, set_load_forecast, set_node_loads, set_ratios
 from coordination.interface import set_head_voltage
 from coordination.network_data import FeederData
-from coordination.objective import TERMS
+from coordination.objective import TERMS as ORDER
 from coordination.options import Options
 from coordination.solver import BatteryDirections, PersistentHighs, SolveStats
 from coordination.update import DER_KEYWORDS, FeederUpdate
+
+# Every term an objective may have: the objective's order, then the kinds' terms it does not
+# name, in the kinds' order. Optional terms (`CostTerm.optional`: the gensets') appear only
+# where some unit has them.
+TERMS: tuple[str, ...] = ORDER + tuple(dict.fromkeys(
+    t.name for kind in KINDS for t in kind.cost_terms if t.name not in ORDER))
 
 
 class PersistentProblem:

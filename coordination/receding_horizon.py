@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result, fleet_setpoints
-from coordination.ders import ders_from_fleet, ev_horizon
+from coordination.ders import KINDS, ders_from_fleet
+from coordination.ders.kind import PlanView
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
 from grid.setpoints import Setpoints
@@ -110,11 +111,8 @@ class RecedingHorizon:
         self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}
                      if spec.regulators == "hold" else set() for name in self.labels}
         self._taps = {name: None for name in self.labels}
-        self._ev_step = 0  # the coordinator's copies of the EV chargers are booked up to here
-        # Each genset's output and (on, hours in that state) as the plans so far left it: the
-        # feeders follow the set-points, so the coordinator knows them without a measurement.
-        self._dg_state: dict[str, dict[str, tuple[float, bool, float]]] = {
-            name: {u.name: (u.p_initial_kw, u.on_initial, math.inf) for u in setup.ders.dg} for name, setup in setups.items()}
+        # What each DER kind keeps of each feeder from plan to plan (`DerKind.plan_inputs`).
+        self._kind_state: dict[str, dict[str, dict]] = {name: {kind.name: {} for kind in KINDS} for name in self.labels}
         self.last_plan: Plan | None = None
         self.history: list[dict] = []  # every plan's step, measurements and outcome (see `state`)
         self._held_positions = {name: [at for node, at in self.node_index[name].items() if node in self.held[name]]
@@ -214,8 +212,7 @@ class RecedingHorizon:
             plan.dispatch_mw = self._dispatch(result)
             plan.predicted_vm = {name: self._predicted(result, name) for name in self.labels}
             self.last_plan = plan
-            self._apply_ev_setpoints(plan)
-            self._book_dg(result)
+            self._planned(plan, measured)
         return plan
 
     def _update_data(self, step: int, measured: Measurements) -> dict:
@@ -223,31 +220,15 @@ class RecedingHorizon:
         data: dict = {
             "bus_load_mw": {bus: base * level for bus, base in self.bus_base_mw.items()},
             "load_levels": {},
-            "pv_available_kw": {},
-            "battery_soc": {},
             "head_voltage": {},
-            "ev_plugged": {},
-            "ev_energy_kwh": {},
         }
-        self._book_evs(step)
         for i, name in enumerate(self.labels):
-            model, fleet = self.models[name], self.models[name].fleet
-            data["load_levels"][name] = self.forecast(model.load_levels, step, series=1 + 3 * i)
-            if fleet.pv:
-                sun = self.forecast(fleet.irradiance_kw_m2, step, series=2 + 3 * i)
-                data["pv_available_kw"][name] = {u.name: u.pmpp_kw * sun for u in fleet.pv}
-            soc = measured.battery_soc.get(name)
-            if fleet.batteries and soc is not None:
-                data["battery_soc"][name] = {u.name: float(s) for u, s in zip(fleet.batteries, soc)}
+            data["load_levels"][name] = self.forecast(self.models[name].load_levels, step, series=1 + 3 * i)
             if name in measured.head_voltage_pu:
                 data["head_voltage"][name] = float(measured.head_voltage_pu[name])
-            if fleet.evs:
-                plugged, energy = {}, {}
-                for unit in fleet.evs:
-                    steps, energy[unit.name] = ev_horizon(unit, step, self.H * self.K, self.step_hours)
-                    plugged[unit.name] = steps.reshape(self.H, self.K).mean(axis=1)
-                data["ev_plugged"][name], data["ev_energy_kwh"][name] = plugged, energy
-        data.update(self._new_kinds_data(step))
+            for kind in KINDS:
+                for keyword, values in kind.plan_inputs(self._view(kind, name, i, step, measured)).items():
+                    data.setdefault(keyword, {})[name] = values
         if self.scenario.coordination.regulators == "hold":
             data["held_voltage"] = {
                 name: {node: float(vm[at]) for node, at in self.node_index[name].items() if node in self.held[name]}
@@ -262,31 +243,19 @@ class RecedingHorizon:
             data["multipliers"] = dict(zip(self.labels, self.multipliers.tolist()))
         return data
 
-    def _new_kinds_data(self, step: int) -> dict:
-        """Gensets' output and status (`_dg_state`) and flexible loads' baselines, forecast from
-        each unit's `baseline_kw` (kW over the run's steps), for the feeders that have them."""
-        data: dict = {}
-        for i, name in enumerate(self.labels):
-            ders = self.setups[name].ders
-            if ders.dg:
-                state = self._dg_state[name]
-                data.setdefault("dg_output_kw", {})[name] = {u: p for u, (p, _, _) in state.items()}
-                data.setdefault("dg_status", {})[name] = {u: (on, hours) for u, (_, on, hours) in state.items()}
-            if ders.flexible:
-                units = self.models[name].fleet.flexible_loads
-                baseline = self.forecast(np.array([u.baseline_kw for u in units]), step, series=3 + 3 * i)
-                data.setdefault("flexible_baseline_kw", {})[name] = {u.name: row for u, row in zip(units, baseline)}
-        return data
+    def _view(self, kind, name: str, index: int, step: int, measured: Measurements) -> PlanView:
+        """What a kind sees of feeder `name` for a plan at `step`."""
+        fleet = self.models[name].fleet
+        return PlanView(name, index, step, self.step_hours, self.H, self.K, fleet, fleet.units(kind.fleet_key),
+                        self.setups[name].ders.of(kind), measured, self._kind_state[name][kind.name],
+                        lambda values, series: self.forecast(values, step, series=series))
 
-    def _book_dg(self, result: Result) -> None:
-        """The gensets' state after the first period of a plan (see `_dg_state`)."""
-        hours = self.K * self.step_hours
-        for name, units in self._dg_state.items():
-            for unit, (_, was_on, held) in units.items():
-                values = result.setpoints[name][unit]
-                p = float(values["p_kw"][0])
-                on = bool(values["on"][0] > 0.5) if "on" in values else p > 1e-6
-                units[unit] = (p, on, held + hours if on == was_on else hours)
+    def _planned(self, plan: Plan, measured: Measurements) -> None:
+        """Each kind's part of a plan made, feeder by feeder (`DerKind.planned`)."""
+        for i, name in enumerate(self.labels):
+            values, message = plan.result.setpoints[name], plan.setpoints[name]
+            for kind in KINDS:
+                kind.planned(self._view(kind, name, i, plan.step, measured), values, getattr(message, kind.fleet_key))
 
     def _new_ratios(self, taps: dict[str, np.ndarray]) -> dict:
         """Feeders whose regulators moved since the last plan, with their new ratios."""
@@ -303,22 +272,6 @@ class RecedingHorizon:
             update_ratios(self.data[name], self.models[name])
             changed[name] = self.data[name]
         return changed
-
-    def _book_evs(self, step: int) -> None:
-        """Bring the coordinator's EV chargers to `step` the way the feeders charge them: the
-        feeders apply the same rule to the same sessions and set-points, so what each EV still
-        needs is known here without being sent."""
-        for model in self.models.values():
-            for unit in model.fleet.evs:
-                for k in range(self._ev_step, step):
-                    unit.charge(k, self.step_hours)
-                    unit.book(self.step_hours)
-        self._ev_step = step
-
-    def _apply_ev_setpoints(self, plan: Plan) -> None:
-        for name, message in plan.setpoints.items():
-            for unit in self.models[name].fleet.evs:
-                unit.setpoint_kw = message.ev[unit.name]
 
     # -- reading a result -------------------------------------------------------------------
     def _setpoint_message(self, result: Result, name: str) -> Setpoints:

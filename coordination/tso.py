@@ -58,10 +58,7 @@ class Interface:
 
 def strip_locations(ders: FeederDers) -> FeederDers:
     """The DERs without their feeder buses: the TSO needs no distribution network data."""
-    out = FeederDers()
-    for kind in KINDS_OF_DER:
-        setattr(out, kind.field, [dataclasses.replace(u, at="") for u in ders.of(kind)])
-    return out
+    return FeederDers(**{kind.field: [dataclasses.replace(u, at="") for u in ders.of(kind)] for kind in KINDS_OF_DER})
 
 
 @dataclass

@@ -40,7 +40,7 @@ import scipy.sparse.linalg as spla
 from coordination.centralized import FeederSetup, Options
 from coordination.ders import parse_connection
 from coordination.ders.kind import series
-from coordination.ders.registry import BY_NAME
+from coordination.ders.registry import KINDS
 from coordination.distribution import (
     constraints_lindist3flow,
     parameters_feeder,
@@ -54,7 +54,6 @@ from coordination.network_data import FeederData
 from coordination.solver import PersistentHighs
 
 PRIORITIES = ("dso", "tso")
-FLEXIBLE_LOAD = BY_NAME["flexible_load"]
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Sensitivities:
         self.model = m
         self.solver = PersistentHighs(m)
         # Units whose kvar follow their kW (flexible loads at their power factor).
-        self.q_per_p = {f"{FLEXIBLE_LOAD.name}/{u.name}": u.q_per_p for u in setup.ders.of(FLEXIBLE_LOAD)}
+        self.q_per_p = {f"{kind.name}/{u.name}": u.q_per_p for kind in KINDS if kind.q_follows_p for u in setup.ders.of(kind)}
         self.J: np.ndarray | None = None
 
     def set_ratios(self, data: FeederData) -> None:

@@ -152,6 +152,7 @@ class RecorderFederate:
             feeder_sizes[label] = {**{dim: lists[key] for dim, key in FEEDER_LISTS.items()}, **lists, **devices}
         self.readers: list[tuple[str, Callable[[dict], object]]] = []
         self.stacked: dict[str, int] = {}  # per-feeder source -> elements stacked over feeders
+        self.stacked_keys: dict[str, list[str]] = {}  # per-feeder source -> its keys, feeder by feeder
         self._last_counter: dict[str, np.ndarray] = {}
         for d in self.catalogue:
             source = None if d.source == "scenario" else names.publication(d.source)
@@ -197,6 +198,7 @@ class RecorderFederate:
                 raise ValueError(f"{d.path}: only single fields can be stacked over feeders")
             end = at + 1 if isinstance(at, int) else at.stop
             self.stacked[source.key] = max(self.stacked.get(source.key, 0), end)
+            self.stacked_keys[source.key] = self._keys(source)
             return lambda values: values[source.key][:, at]
         if d.how == "feeder":
             key = source.name(feeder=label)
@@ -228,7 +230,7 @@ class RecorderFederate:
                                    "publisher and recorder disagree on its layout")
             self.lengths_checked = True
         for pattern, n in self.stacked.items():
-            values[pattern] = np.array([values[key][:n] for key in self._keys(names.publication(pattern))])
+            values[pattern] = np.array([values[key][:n] for key in self.stacked_keys[pattern]])
         if self.coordinated:
             values[RECORD] = self._coordinator_values()
         return values

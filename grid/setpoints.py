@@ -2,41 +2,28 @@
 federate, a Python study) sends and every consumer (the feeder model, its checkpoint journal,
 the coordinator's own EV bookkeeping) reads.
 
-The grid model declares what it accepts, so it lives here. On the wire it is the JSON of
-`Setpoints.to_json()` (docs/interfaces.md), the same shape external coordinators have always
-sent: {"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw | [p_kw, q_kvar] | null},
-"ev": {name: p_kw}, "dg": {name: [p_kw, q_kvar] | null}, "flexible_load": {name: shift_kw | null}},
-every part optional. Each part is named as its DER kind (`grid.ders.registry.KINDS` keys).
+The grid model declares what it accepts, so it lives here, and each DER kind declares its
+own part (`SETPOINT` on its controller in `grid.ders`): the message has one optional part per
+kind that takes set-points, named as the kind's key, in the kinds table's order. On the
+wire it is the JSON of `Setpoints.to_json()` (docs/interfaces.md has the table of parts),
+the same shape external coordinators have always sent, e.g.
+{"pv": {name: [p_cap_pu, q_kvar]}, "battery": {name: p_kw | [p_kw, q_kvar] | null}, ...}.
 """
 
 from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from grid.ders.registry import KINDS
 
 
-class Setpoints(BaseModel):
+class _Message(BaseModel):
     """Set-points for one feeder's DERs, by DER name (as in the feeder metadata). A message
     changes only the DERs it names; each set-point holds until it is replaced."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pv: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="`[p_cap_pu, q_kvar]`: PV active-power cap as a share of Pmpp (clipped to 0 … 1) and reactive power (+ injecting)")
-    battery: dict[str, float | tuple[float, float] | None] = Field(
-        default_factory=dict,
-        description="`p_kw`, `[p_kw, q_kvar]` or `null`: battery power (+ discharging) replacing its schedule, with "
-                    "reactive power; `null` hands the battery back to its schedule")
-    ev: dict[str, float] = Field(default_factory=dict, description="`p_kw`: EV charging power limit (negative counts as 0)")
-    dg: dict[str, tuple[float, float] | None] = Field(
-        default_factory=dict,
-        description="`[p_kw, q_kvar]` or `null`: dispatchable generator output (clipped to its rating, kVA circle, ramp and, "
-                    "with commitment, minimum stable output); `null` hands the generator back to its schedule")
-    flexible_load: dict[str, float | None] = Field(
-        default_factory=dict,
-        description="`shift_kw` or `null`: consumption a flexible load moves from its baseline (+ more; clipped to its limits "
-                    "and never below zero consumption); `null` returns it to its baseline")
 
     @classmethod
     def from_json(cls, text: str) -> "Setpoints":
@@ -67,6 +54,14 @@ class Setpoints(BaseModel):
         }
 
     def parts(self) -> dict[str, dict]:
-        """The non-empty parts by DER kind key (pv, battery, ev, dg, flexible_load)."""
+        """The non-empty parts by DER kind key (pv, battery, ...)."""
         return {key: getattr(self, key) for key in type(self).model_fields if getattr(self, key)}
 
+
+# One field per kind that takes set-points, declared by the kind (pydantic's create_model is
+# its documented way to build a model from data).
+Setpoints = create_model(
+    "Setpoints", __base__=_Message, __module__=__name__, __doc__=_Message.__doc__,
+    **{kind.key: (kind.SETPOINT.type, Field(default_factory=dict, description=kind.SETPOINT.description))
+       for kind in KINDS if kind.SETPOINT is not None},
+)

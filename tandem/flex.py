@@ -76,7 +76,8 @@ def step_of(text: str, scenario) -> int:
 def feeder_setup(scenario, name: str, k: int, horizon: int, v_source: float):
     """The feeder of the scenario at step k as optimisation data: (FeederSetup, update data, Options)."""
     from coordination.centralized import FeederSetup, Options
-    from coordination.ders import ders_from_fleet, ev_horizon
+    from coordination.ders import ders_from_fleet
+    from coordination.ders.ev import ev_horizon
     from coordination.network_data import feeder_data
     from grid.feeder import VOLTAGE_BAND, build_feeder
 
@@ -134,12 +135,12 @@ def regions(setup, update: dict, options, directions: int, tap_steps: int) -> di
             out[f"taps {sign * tap_steps:+d} steps"] = region_at(problem, 0, directions)
         problem.update(ratios=setup.data)
     ders = setup.ders
-    if ders.pv:
-        problem.update(pv_available_kw={u.name: 0.0 for u in ders.pv})
+    if ders["pv"]:
+        problem.update(pv_available_kw={u.name: 0.0 for u in ders["pv"]})
         out["no PV output"] = region_at(problem, 0, directions)
         problem.update(pv_available_kw=update["pv_available_kw"])
-    if ders.batteries or ders.evs:
-        bare = dataclasses.replace(setup, ders=FeederDers(ders.pv, [], ders.flexible, []))
+    if ders["batteries"] or ders["evs"]:
+        bare = dataclasses.replace(setup, ders=FeederDers(pv=ders["pv"], flexible=ders["flexible"]))
         other = FeederProblem(bare, options, directions=True)
         other.update(**{key: value for key, value in update.items() if key not in ("battery_soc", "ev_plugged", "ev_energy_kwh")})
         out["no storage or EV"] = region_at(other, 0, directions)

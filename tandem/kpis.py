@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grid.ders.registry import READINGS
 from results.store import RunFile
 from tandem import extremes
 from tandem.extremes import Extreme
@@ -211,6 +212,15 @@ def _energy(run: RunFile, out: dict, name: str, per_step_kw: np.ndarray, what: s
     out[f"{name}_MWh.note"] = what + "; system = each feeder x its multiplier"
 
 
+# What `grid.ders.kind.Energy.part` names.
+ENERGY_PARTS = {
+    "net": lambda v: v,
+    "positive": lambda v: np.clip(v, 0.0, None),
+    "negative": lambda v: np.clip(-v, 0.0, None),
+    "abs": np.abs,
+}
+
+
 def _ders(run: RunFile, out: dict) -> None:
     if run.n_steps == 0:
         return
@@ -222,24 +232,15 @@ def _ders(run: RunFile, out: dict) -> None:
                 "available minus delivered PV power (negative steps, solver noise, count as 0)")
         total = out["pv_available_MWh"]
         out["pv_curtailment_pct"] = 100.0 * out["pv_curtailment_MWh"] / total if total > 0 else 0.0
-    if run.has("feeders/battery_kw"):
-        p = np.nan_to_num(run.read("feeders/battery_kw"))
-        _energy(run, out, "battery_throughput", np.abs(p),
-                "charged + discharged energy at the grid terminals (|feeders/battery_kw|, net per feeder)")
-        _energy(run, out, "battery_discharged", np.clip(p, 0.0, None), "battery energy into the grid")
-        _energy(run, out, "battery_charged", np.clip(-p, 0.0, None), "battery energy from the grid")
-    if run.has("feeders/ev_kw"):
-        _energy(run, out, "ev", np.nan_to_num(run.read("feeders/ev_kw")), "EV charging energy")
-        if run.has("feeders/ev_owed_kwh"):
-            owed = np.nan_to_num(run.read("feeders/ev_owed_kwh")[-1])
-            out["ev_owed_at_end_kWh_per_copy"] = float(owed.sum())
-            out["ev_owed_at_end_MWh"] = float((owed * feeder_multipliers(run)).sum() / 1000.0)
-    if run.has("feeders/dg_kw"):
-        _energy(run, out, "dg", np.nan_to_num(run.read("feeders/dg_kw")), "energy the dispatchable distributed generators delivered")
-    if run.has("feeders/flexible_load_shift_kw"):
-        shift = np.nan_to_num(run.read("feeders/flexible_load_shift_kw"))
-        _energy(run, out, "flexible_load_moved_up", np.clip(shift, 0.0, None), "consumption flexible loads moved above their baseline")
-        _energy(run, out, "flexible_load_moved_down", np.clip(-shift, 0.0, None), "consumption flexible loads moved below their baseline")
+    for reading in READINGS:  # the energy KPIs each DER kind declares on its readings
+        if reading.energy and run.has(f"feeders/{reading.name}"):
+            values = np.nan_to_num(run.read(f"feeders/{reading.name}"))
+            for kpi in reading.energy:
+                _energy(run, out, kpi.name, ENERGY_PARTS[kpi.part](values), kpi.description)
+    if run.has("feeders/ev_owed_kwh"):
+        owed = np.nan_to_num(run.read("feeders/ev_owed_kwh")[-1])
+        out["ev_owed_at_end_kWh_per_copy"] = float(owed.sum())
+        out["ev_owed_at_end_MWh"] = float((owed * feeder_multipliers(run)).sum() / 1000.0)
     if run.has("feeders/p_total_kw"):
         _energy(run, out, "feeder_head", np.nan_to_num(run.read("feeders/p_total_kw")), "substation energy drawn by the feeders")
 

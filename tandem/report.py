@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from bokeh.model import Model
 
+from grid.ders.registry import READINGS
 from results.store import RunFile
 from tandem import panels
 from tandem.kpis import (
@@ -347,8 +348,11 @@ def _has_der(u: _Run) -> bool:
     return any(_nonzero(u, n) for n in ("feeders/pv_available_kw", "feeders/battery_kw", "feeders/ev_kw", *DISPATCHABLE))
 
 
-# Gensets and flexible loads share a panel: what the coordinator dispatches besides storage.
-DISPATCHABLE = ("feeders/dg_kw", "feeders/flexible_load_shift_kw")
+# What the coordinator dispatches besides storage and PV shares a panel: the readings whose
+# kinds declare a line in it (`Reading.dispatched`), in the kinds table's order.
+DISPATCHED = tuple(r for r in READINGS if r.dispatched)
+DISPATCHABLE = tuple(f"feeders/{r.name}" for r in DISPATCHED)
+DASHES = ("solid", "dashed", "dotted", "dotdash")
 
 
 def _nonzero(u: _Run, name: str) -> bool:
@@ -398,15 +402,15 @@ def plot_ders(runs: list[_Run], relative: bool):
     dispatchable = [u for u in runs if any(_nonzero(u, n) for n in DISPATCHABLE)]
     if not dispatchable:
         return panels.stack([a_b, a_s, a_pv, a_ev])
-    a_dg = panels.panel("Gensets (solid) and flexible-load shift (dashed, + more consumed), system (MW)", "MW", relative,
+    legend = ", ".join(f"{r.dispatched} ({DASHES[i % len(DASHES)]})" for i, r in enumerate(DISPATCHED))
+    a_dg = panels.panel(f"Dispatched DERs, system (MW): {legend}", "MW", relative,
                         x_range=a_b.x_range)  # zooms and pans with the other DER panels
     panels.hline(a_dg, 0.0, "grey", "solid")
     for u in dispatchable:
-        if u.has("feeders/dg_kw"):
-            u.line(a_dg, "feeders/dg_kw[system_mw]", _system_mw(u, "feeders/dg_kw"), f"{u.label}: gensets")
-        if u.has("feeders/flexible_load_shift_kw"):
-            u.line(a_dg, "feeders/flexible_load_shift_kw[system_mw]", _system_mw(u, "feeders/flexible_load_shift_kw"),
-                   f"{u.label}: flexible loads", dash="dashed")
+        for i, (r, name) in enumerate(zip(DISPATCHED, DISPATCHABLE)):
+            if u.has(name):
+                u.line(a_dg, f"{name}[system_mw]", _system_mw(u, name), f"{u.label}: {r.dispatched}",
+                       dash=DASHES[i % len(DASHES)] if i else None)  # the first in the run's own dash
     return panels.stack([a_b, a_s, a_pv, a_ev, a_dg])
 
 

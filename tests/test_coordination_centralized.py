@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
-from coordination.ders import BatteryData, FeederDers, PVData
+from coordination.ders import FeederDers
+from coordination.ders.battery import BatteryData
+from coordination.ders.pv import PVData
 from coordination.network_data import transmission_data
 from coordination.objective import Prices
 from tests.test_coordination_network_data import three_bus_net
@@ -22,7 +24,7 @@ def t_and_d(data, with_battery: bool = True, **options) -> CentralizedProblem:
     net.ext_grid.loc[0, "max_p_mw"] = 100.0
     pv = PVData("pv0", "675", kva=550.0, pmpp_kw=500.0)
     bat = BatteryData("bat0", "671", 500.0, 1000.0, soc_initial=0.5, soc_target=0.5)
-    ders = FeederDers([pv], [bat] if with_battery else [], [], [])
+    ders = FeederDers(pv=[pv], batteries=[bat] if with_battery else [])
     feeder = FeederSetup(data, bus=2, multiplier=10.0, ders=ders, v_min=0.9, v_max=1.1)
     options.setdefault("feeder_flow_limits", False)
     # Constant-power loads: with voltage-dependent loads, absorbing reactive power lowers the

@@ -8,7 +8,11 @@ import pandapower as pp
 import pytest
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options
-from coordination.ders import BatteryData, EVData, FeederDers, FlexibleLoadData, PVData, ev_horizon
+from coordination.ders import FeederDers
+from coordination.ders.battery import BatteryData
+from coordination.ders.ev import EVData, ev_horizon
+from coordination.ders.flexible_load import FlexibleLoadData
+from coordination.ders.pv import PVData
 from coordination.network_data import transmission_data
 from grid.ders import BatteryUnit, Connection, EVCharger, EVSession
 
@@ -35,7 +39,7 @@ def test_battery_soc_reproduces_battery_unit(ieee13):
     grid.ders.BatteryUnit books for the same dispatch, period by period."""
     bat = BatteryData("bat0", "675", 400.0, 800.0, eta_charge=0.92, eta_discharge=0.9, soc_min=0.1,
                       soc_max=0.95, soc_initial=0.5, soc_target=0.3)
-    prob = problem(ieee13, FeederDers([], [bat], [], []), horizon=6, dt=0.5, battery_binaries="mip",
+    prob = problem(ieee13, FeederDers(batteries=[bat]), horizon=6, dt=0.5, battery_binaries="mip",
                    net={"own_load_mw": 10.0})
     prob.update(gen_p_max_mw={"ext_grid:0": [20, 20, 13.2, 13.2, 20, 20]}, battery_soc={"f": {"bat0": 0.5}})
     result = prob.solve()
@@ -65,7 +69,7 @@ def test_no_simultaneous_charge_and_discharge(ieee13):
                       reactive=False)
     results = {}
     for mode in ("relaxed", "mip", "relax-and-check", "relax-and-fix"):
-        prob = problem(ieee13, FeederDers([], [bat], [], []), horizon=2, battery_binaries=mode, net=net,
+        prob = problem(ieee13, FeederDers(batteries=[bat]), horizon=2, battery_binaries=mode, net=net,
                        voltage_dependent_loads=False)
         results[mode] = prob.solve()
         assert results[mode].optimal, mode
@@ -93,7 +97,7 @@ def test_pv_limits_and_curtailment(ieee13):
     """Available 300 kW of a 330 kVA inverter: used in full (curtailment costs, generation costs);
     with a cap of 100 kW available the plan follows it. Reactive power stays in the kVA polygon."""
     pv = PVData("pv0", "680", kva=330.0, pmpp_kw=300.0, q_max_kvar=0.44 * 330.0)
-    prob = problem(ieee13, FeederDers([pv], [], [], []), horizon=2)
+    prob = problem(ieee13, FeederDers(pv=[pv]), horizon=2)
     prob.update(pv_available_kw={"f": {"pv0": [300.0, 100.0]}})
     result = prob.solve()
     plan = result.setpoints["f"]["pv0"]
@@ -109,7 +113,7 @@ def test_pv_limits_and_curtailment(ieee13):
 def test_flexible_load_is_energy_neutral(ieee13):
     """A 200 kW load that may move 100 kW between a cheap and a dear period (energy neutral)."""
     flex = FlexibleLoadData("fl0", "671", baseline_kw=200.0, up_kw=100.0, down_kw=100.0)
-    prob = problem(ieee13, FeederDers([], [], [flex], []), horizon=2, net={"own_load_mw": 10.0})
+    prob = problem(ieee13, FeederDers(flexible=[flex]), horizon=2, net={"own_load_mw": 10.0})
     prob.update(gen_p_max_mw={"ext_grid:0": [100.0, 13.5]})  # period 1 short: load moves to period 0
     result = prob.solve()
     p = result.setpoints["f"]["fl0"]["p_kw"]
@@ -119,7 +123,7 @@ def test_flexible_load_is_energy_neutral(ieee13):
 
 def test_ev_energy_and_plugged_hours(ieee13):
     ev = EVData("ev0", "652", max_kw=7.2)
-    prob = problem(ieee13, FeederDers([], [], [], [ev]), horizon=4)
+    prob = problem(ieee13, FeederDers(evs=[ev]), horizon=4)
     prob.update(ev_plugged={"f": {"ev0": [0, 1, 1, 0]}}, ev_energy_kwh={"f": {"ev0": 10.0}})
     result = prob.solve()
     p = result.setpoints["f"]["ev0"]["p_kw"]

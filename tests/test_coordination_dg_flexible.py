@@ -10,8 +10,9 @@ import itertools
 import numpy as np
 import pytest
 
-from coordination.ders import DGData, FeederDers, FlexibleLoadData, dg_from_spec, flexible_load_from_spec
-from coordination.ders.dg import periods_of
+from coordination.ders import FeederDers
+from coordination.ders.dg import DGData, dg_from_spec, periods_of
+from coordination.ders.flexible_load import FlexibleLoadData, flexible_load_from_spec
 from coordination.ders.kind import set_series
 from coordination.problem import present_terms
 from coordination.schemes import SCHEMES
@@ -168,9 +169,9 @@ def with_new_kinds(data, commitment: bool = False):
     """The scheme tests' feeders, feeder b with a genset and a second flexible load."""
     out = feeders(data)
     b = out["b"].ders
-    b.dg = [DGData("g0", "675", 300.0, kva=375.0, cost_per_mwh=(20.0, 60.0), ramp_kw_per_hour=200.0,
+    b["dg"] = [DGData("g0", "675", 300.0, kva=375.0, cost_per_mwh=(20.0, 60.0), ramp_kw_per_hour=200.0,
                    commitment=commitment, p_min_kw=90.0 if commitment else 0.0, startup_cost=5.0)]
-    b.flexible.append(FlexibleLoadData("flex1", "634", 60.0, 40.0, 40.0, q_per_p=0.3, shift_price=2.0))
+    b["flexible"].append(FlexibleLoadData("flex1", "634", 60.0, 40.0, 40.0, q_per_p=0.3, shift_price=2.0))
     return out
 
 

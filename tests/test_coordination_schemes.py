@@ -13,7 +13,11 @@ import pyomo.environ as pyo
 import pytest
 
 from coordination.centralized import CentralizedProblem, FeederSetup
-from coordination.ders import BatteryData, EVData, FeederDers, FlexibleLoadData, PVData
+from coordination.ders import FeederDers
+from coordination.ders.battery import BatteryData
+from coordination.ders.ev import EVData
+from coordination.ders.flexible_load import FlexibleLoadData
+from coordination.ders.pv import PVData
 from coordination.dso import FeederProblem
 from coordination.flexibility import Region, directions, region_at
 from coordination.network_data import FeederBranch, FeederBus, FeederData, FeederLoad, transmission_data
@@ -28,12 +32,12 @@ SUN = np.array([0.0, 0.5, 1.0, 0.8, 0.2, 0.0])
 
 
 def feeders(data) -> dict[str, FeederSetup]:
-    a = FeederDers([PVData("pv0", "675", 2200.0, 2000.0), PVData("pv1", "652", 550.0, 500.0)],
-                   [BatteryData("bat0", "671", 500.0, 1000.0, soc_initial=0.5, soc_target=0.5),
-                    BatteryData("bat1", "634", 200.0, 400.0, soc_initial=0.5, soc_target=0.5)], [], [])
-    b = FeederDers([PVData("pv0", "680", 880.0, 800.0)],
-                   [BatteryData("bat0", "692", 300.0, 600.0, soc_initial=0.6, soc_target=0.5)],
-                   [FlexibleLoadData("flex0", "611.3", 100.0, 60.0, 60.0)], [EVData("ev0", "652.1", 50.0)])
+    a = FeederDers(pv=[PVData("pv0", "675", 2200.0, 2000.0), PVData("pv1", "652", 550.0, 500.0)],
+                   batteries=[BatteryData("bat0", "671", 500.0, 1000.0, soc_initial=0.5, soc_target=0.5),
+                              BatteryData("bat1", "634", 200.0, 400.0, soc_initial=0.5, soc_target=0.5)])
+    b = FeederDers(pv=[PVData("pv0", "680", 880.0, 800.0)],
+                   batteries=[BatteryData("bat0", "692", 300.0, 600.0, soc_initial=0.6, soc_target=0.5)],
+                   flexible=[FlexibleLoadData("flex0", "611.3", 100.0, 60.0, 60.0)], evs=[EVData("ev0", "652.1", 50.0)])
     return {"a": FeederSetup(data, bus=2, multiplier=10.0, ders=a, v_min=0.95, v_max=1.05),
             "b": FeederSetup(data, bus=1, multiplier=5.0, ders=b, v_min=0.95, v_max=1.05)}
 
@@ -98,7 +102,7 @@ def test_every_scheme_solves_and_reports_the_centralized_terms(results):
             lo, hi = result.voltage_range(feeder)
             assert np.all(lo > 0.95 - 1e-6) and np.all(hi < 1.05 + 1e-6), name
             setpoints = problem.fleet_setpoints(result, feeder, period=2)
-            assert set(setpoints.battery) == {u.name for u in problem.feeders[feeder].ders.batteries}
+            assert set(setpoints.battery) == {u.name for u in problem.feeders[feeder].ders["batteries"]}
         assert result.exchange is not None and result.exchange.scheme == name
         assert result.exchange.tso_needs and result.exchange.dso_needs
 

@@ -97,4 +97,4 @@ def _dg_ratings(file: h5py.File) -> list[float]:
     from scenario.schema import Scenario
 
     scenario = Scenario.model_validate(json.loads(file.attrs["scenario"]))
-    return [u.kw_rated for u in build_feeder(scenario.feeders[0], scenario).fleet.dg]
+    return [u.kw_rated for u in build_feeder(scenario.feeders[0], scenario).fleet.units("dg")]

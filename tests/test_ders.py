@@ -364,17 +364,17 @@ def test_energy_balances_with_every_kind_every_step():
     for k in range(scenario.time.n_steps):
         if k % 5 == 0:
             fleet.set_setpoints(Setpoints(dg={u.name: (float(rng.uniform(-0.2, 1.2) * u.kw_rated), float(rng.uniform(-1, 1) * u.kva))
-                                    for u in fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads}))
+                                    for u in fleet.units("dg")},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.units("flexible_load")}))
         model.run(1.0 + 0j, k)
         readings = fleet.readings(k)
         residual, consumption = _balance(model, readings)
         assert abs(residual) < 1e-4 * consumption, f"step {k}: {residual} kW"
         # OpenDSS delivers what was dispatched: generators and flexible loads are constant power.
-        np.testing.assert_allclose(readings["dg_kw"], readings["dg_dispatch_kw"], rtol=1e-3, atol=1e-4 * fleet.dg[0].kw_rated)
-        flex = model.alt.Load.TotalPowers()[-len(fleet.flexible_loads):]
+        np.testing.assert_allclose(readings["dg_kw"], readings["dg_dispatch_kw"], rtol=1e-3, atol=1e-4 * fleet.units("dg")[0].kw_rated)
+        flex = model.alt.Load.TotalPowers()[-len(fleet.units("flexible_load")):]
         np.testing.assert_allclose(flex.real, readings["flexible_load_kw"], rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(flex.imag, flex.real * fleet.flexible_loads[0].q_per_p, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(flex.imag, flex.real * fleet.units("flexible_load")[0].q_per_p, rtol=1e-3, atol=1e-3)
         generated += float(readings["dg_kw"].sum()) > 1.0
         model.end_step()
     assert generated > 20, "the generators must run for the balance to mean something"
@@ -382,7 +382,7 @@ def test_energy_balances_with_every_kind_every_step():
 
 def test_a_generator_at_its_setpoint_relieves_the_feeder_head():
     model, _ = _feeder(model="ieee13", dg={"penetration": 0.2, "buses": ["675"]})
-    unit = model.fleet.dg[0]
+    unit = model.fleet.units("dg")[0]
     model.run(1.0 + 0j, 60)
     head_off, losses_off = model.substation_power()[0].sum(), model.losses()[0]
     loads_off = model.alt.Load.TotalPowers().real.sum()
@@ -402,14 +402,14 @@ def test_generators_keep_ramp_rating_and_kva_limits_under_extreme_setpoints():
     model, scenario = _feeder(model="ieee13", dg={"penetration": 0.3, "count": 3, "ramp_pu_per_hour": 1.2, "kva_ratio": 1.1})
     fleet = model.fleet
     hours = scenario.time.step_seconds / 3600
-    rating = np.array([u.kw_rated for u in fleet.dg])
-    kva = np.array([u.kva for u in fleet.dg])
+    rating = np.array([u.kw_rated for u in fleet.units("dg")])
+    kva = np.array([u.kva for u in fleet.units("dg")])
     rng = np.random.default_rng(11)
     previous, moved = np.zeros(3), 0
     for k in range(48):
         if k % 3 == 0:
             fleet.set_setpoints(Setpoints(dg={u.name: (float(rng.choice([-5, 0, 0.4, 10]) * u.kw_rated), float(rng.choice([-10, 0, 10]) * u.kva))
-                                    for u in fleet.dg}))
+                                    for u in fleet.units("dg")}))
         model.run(1.0 + 0j, k)
         readings = fleet.readings(k)
         p = readings["dg_dispatch_kw"]
@@ -421,7 +421,7 @@ def test_generators_keep_ramp_rating_and_kva_limits_under_extreme_setpoints():
         moved += int(np.sum(np.isclose(np.abs(p - previous), 1.2 * rating * hours)))
         model.end_step()
         previous = p
-        np.testing.assert_array_equal([u.p_kw for u in fleet.dg], p)
+        np.testing.assert_array_equal([u.p_kw for u in fleet.units("dg")], p)
     assert moved > 10, "the ramp limit must bind"
 
 
@@ -429,7 +429,7 @@ def test_generator_commitment_minimum_output_and_times():
     model, scenario = _feeder(model="ieee13", step="30min", dg={"penetration": 0.2, "count": 1, "commitment": True,
                                                                  "p_min_pu": 0.4, "min_up_hours": 2, "min_down_hours": 1})
     fleet = model.fleet
-    unit = fleet.dg[0]
+    unit = fleet.units("dg")[0]
 
     def step(k: int, setpoint: float) -> float:
         fleet.set_setpoints(Setpoints(dg={unit.name: (setpoint * unit.kw_rated, 0.0)}))
@@ -453,15 +453,15 @@ def test_generator_schedule_runs_only_in_its_window():
         readings = fleet.readings(k)
         hour = fleet.local_hours[k]
         inside = hour >= 22 or hour < 6
-        np.testing.assert_array_equal(readings["dg_dispatch_kw"], [u.kw_rated if inside else 0.0 for u in fleet.dg])
+        np.testing.assert_array_equal(readings["dg_dispatch_kw"], [u.kw_rated if inside else 0.0 for u in fleet.units("dg")])
         assert (readings["dg_kw"] > 1.0).all() if inside else (np.abs(readings["dg_kw"]) < 1e-9).all()
         model.end_step()
-    fleet.set_setpoints(Setpoints(dg={fleet.dg[0].name: (10.0, 0.0)}))
+    fleet.set_setpoints(Setpoints(dg={fleet.units("dg")[0].name: (10.0, 0.0)}))
     model.run(1.0 + 0j, 0)  # midnight: the set-point overrides the schedule, the other unit keeps it
-    np.testing.assert_array_equal(fleet.readings(0)["dg_dispatch_kw"], [10.0, fleet.dg[1].kw_rated])
+    np.testing.assert_array_equal(fleet.readings(0)["dg_dispatch_kw"], [10.0, fleet.units("dg")[1].kw_rated])
     with pytest.raises(KeyError, match="unknown DER 'dg_7'"):
         fleet.set_setpoints(Setpoints(flexible_load={}, dg={"dg_0": None, "dg_7": (1.0, 0.0)}))
-    assert fleet.dg[0].setpoint == (10.0, 0.0)  # an unknown name changes nothing
+    assert fleet.units("dg")[0].setpoint == (10.0, 0.0)  # an unknown name changes nothing
 
 
 # -- flexible loads -------------------------------------------------------------------------
@@ -471,7 +471,7 @@ def test_flexible_load_shift_is_clipped_and_the_energy_owed_tracked_exactly():
     model, scenario = _feeder(model="ieee123", flexible_load={"penetration": 0.3, "count": 5, "up_pu": 0.4, "down_pu": 0.9,
                                                               "power_factor": 0.9})
     fleet = model.fleet
-    units = fleet.flexible_loads
+    units = fleet.units("flexible_load")
     hours = scenario.time.step_seconds / 3600
     assert sum(u.peak_kw for u in units) == pytest.approx(0.3 * sum(p.kw for p in model.loads))
     shape = model._load_kw @ model.load_levels / model._load_kw.sum()
@@ -517,8 +517,8 @@ def test_new_kinds_continue_bit_for_bit_from_a_checkpoint():
             rng = np.random.default_rng(k)
             fleet = model.fleet
             fleet.set_setpoints(Setpoints(dg={u.name: (None if rng.random() < 0.3 else (float(rng.uniform(0, 1.2) * u.kw_rated), 50.0))
-                                    for u in fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.flexible_loads}))
+                                    for u in fleet.units("dg")},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in fleet.units("flexible_load")}))
         model.run(complex(1.0 + 0.01 * np.sin(k / 3), 0.002 * k), k)
         p, q = model.substation_power()
         return np.concatenate([p, q, model.node_voltages(), *model.fleet.readings(k).values()])
@@ -552,8 +552,8 @@ def test_new_kinds_replay_from_a_journal_bit_for_bit():
     def step(model, k: int) -> np.ndarray:
         if k % 5 == 2:
             rng = np.random.default_rng(k)
-            model.set_setpoints(Setpoints(dg={u.name: (float(rng.uniform(0, 1) * u.kw_rated), float(rng.uniform(-50, 50))) for u in model.fleet.dg},
-                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in model.fleet.flexible_loads}))
+            model.set_setpoints(Setpoints(dg={u.name: (float(rng.uniform(0, 1) * u.kw_rated), float(rng.uniform(-50, 50))) for u in model.fleet.units("dg")},
+                                flexible_load={u.name: float(rng.uniform(-1, 1) * u.peak_kw) for u in model.fleet.units("flexible_load")}))
         readings = model.step(complex(1.0 + 0.01 * np.sin(k / 3), 0.0), k)
         return np.concatenate([readings.p_kw, readings.node_vm_pu, *readings.ders.values()])
 

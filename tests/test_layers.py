@@ -71,3 +71,46 @@ def test_import_reader_finds_function_level_imports(tmp_path, source, expected):
     path = tmp_path / "m.py"
     path.write_text(source)
     assert {name for name, _ in imported_packages(path)} == expected
+
+
+def _code_words(path: Path) -> set[str]:
+    """The names, attributes, imported names and non-docstring strings of a file's code."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.alias):
+            words |= set(node.name.split("."))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            words |= set(node.module.split("."))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            words |= set(re.findall(r"\w+", node.value))
+    return words
+
+
+@pytest.mark.parametrize("key, pattern", [
+    ("dg", r"dg|DG\w*|Dg\w*|dg_\w+"),
+    ("flexible_load", r"flexible_load\w*|FlexibleLoad\w*|FLEXIBLE_LOAD"),
+])
+def test_a_der_kind_lives_in_five_files(key, pattern):
+    """Gensets and flexible loads were added as the kinds tables say a kind is added: their
+    code names them in five files (a module and a registry line on each side, and the spec);
+    everything else (wire, results, set-points, KPIs, report, receding horizon) reads the
+    declarations. The other kinds may still have typed shorthands (fleet.pv, ...)."""
+    own = {f"grid/ders/{key}.py", "grid/ders/registry.py", f"coordination/ders/{key}.py",
+           "coordination/ders/registry.py", "scenario/schema.py"}
+    word = re.compile(rf"^(?:{pattern})$")
+    naming = set()
+    for package in (n for floor in floors() for n in floor):
+        for path in (ROOT / package).rglob("*.py"):
+            if any(word.match(w) for w in _code_words(path)):
+                naming.add(str(path.relative_to(ROOT)))
+    assert naming - own - {f"grid/ders/{other}.py" for other in ("dg", "flexible_load")} \
+        - {f"coordination/ders/{other}.py" for other in ("dg", "flexible_load")} == set()
+    assert own <= naming | {"grid/ders/registry.py"}, "the declarations are where the test expects them"

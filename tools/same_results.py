@@ -6,7 +6,8 @@ HDF5 files.
     python tools/same_results.py --compare A.h5 B.h5       # compares two files only
 
 The studies are the default study, `runs/pv_centralized.yaml` under every coordination
-scheme and `runs/ieee123_pv_week.yaml` shortened to one day. What a run measures of itself
+scheme, `runs/ieee123_pv_week.yaml` shortened to one day and `runs/ders_dispatched.yaml`
+(every DER kind) under two schemes. What a run measures of itself
 (wall-clock times, solve times, dates, host names, paths) differs between any two runs and
 is left out of the comparison; everything else must be equal to the bit (NaN equals NaN),
 except that the resolved scenario may list options added since, with their defaults, and the
@@ -34,6 +35,9 @@ STUDIES: dict[str, list[str]] = {
     "default": [],
     **{f"pv_centralized_{s}": ["runs/pv_centralized.yaml", "--scheme", s] for s in SCHEMES},
     "ieee123_pv_day": ["runs/ieee123_pv_week.yaml", "--duration", "1d"],
+    # Every DER kind under a coordinator (gensets' and EVs' state carried from plan to plan).
+    "ders_dispatched": ["runs/ders_dispatched.yaml"],
+    "ders_dispatched_dso_managed": ["runs/ders_dispatched.yaml", "--scheme", "dso_managed"],
 }
 
 # Names (datasets or attributes) whose values are measurements of the run itself.

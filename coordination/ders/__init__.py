@@ -1,8 +1,8 @@
 """Distributed energy resources on feeder buses, for the look-ahead problems.
 
 One module per kind (`pv`, `battery`, `flexible_load`, `ev`, `dg`), each a data class of a
-unit and a `kind.DerKind` with everything a problem does with the kind; `registry.KINDS`
-lists them. Each unit gets its own pyomo Block under its feeder's block, fb.<kind>[name],
+unit and a `kind.DerKind` with everything a problem (and the receding horizon) does with the
+kind; `registry.KINDS` lists them, and nothing here names a kind. Each unit gets its own pyomo Block under its feeder's block, fb.<kind>[name],
 with its variables, constraints, cost measures and what it feeds into the grid, p_kw[t]
 and q_kvar[t], spread evenly over the unit's phases by `der_injections` for the
 LinDist3Flow balance.
@@ -13,36 +13,30 @@ Where a unit sits: "bus.phase" (single-phase), "bus.1.2" or "bus" (all phases of
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pyomo.environ as pyo
 
-from coordination.ders.battery import BatteryData, battery_from_fleet
-from coordination.ders.dg import DGData, dg_from_fleet, dg_from_spec
-from coordination.ders.ev import EVData, ev_from_fleet, ev_horizon
-from coordination.ders.flexible_load import FlexibleLoadData, flexible_load_from_fleet, flexible_load_from_spec
 from coordination.ders.kind import DerKind
-from coordination.ders.pv import PVData, pv_from_fleet
 from coordination.ders.registry import BY_NAME, KINDS
 from coordination.network_data import FeederData
 from coordination.options import Options
 
 __all__ = [
-    "BY_NAME", "KINDS", "BatteryData", "DGData", "DerKind", "EVData", "FeederDers", "FlexibleLoadData", "PVData",
-    "add_ders", "der_injections", "ders_from_fleet", "dg_from_spec", "ev_horizon", "flexible_load_from_spec",
-    "parse_connection", "unit_blocks",
+    "BY_NAME", "KINDS", "DerKind", "FeederDers", "add_ders", "der_injections", "ders_from_fleet", "parse_connection",
+    "unit_blocks",
 ]
 
 
-@dataclass
-class FeederDers:
-    """The DERs of one feeder, a list per kind (`DerKind.field`)."""
+class FeederDers(dict):
+    """The DERs of one feeder: a list of units per kind, under the kind's `field`
+    (ders["pv"], ders["batteries"], ...; every kind of the registry, empty when absent)."""
 
-    pv: list[PVData] = field(default_factory=list)
-    batteries: list[BatteryData] = field(default_factory=list)
-    flexible: list[FlexibleLoadData] = field(default_factory=list)
-    evs: list[EVData] = field(default_factory=list)
-    dg: list[DGData] = field(default_factory=list)
+    def __init__(self, **units: list):
+        fields = [kind.field for kind in KINDS]
+        unknown = sorted(set(units) - set(fields))
+        if unknown:
+            raise TypeError(f"unknown DER kind {unknown[0]!r} (kinds: {', '.join(fields)})")
+        super().__init__({f: list(units.get(f, ())) for f in fields})
 
     @classmethod
     def none(cls) -> "FeederDers":
@@ -50,7 +44,7 @@ class FeederDers:
 
     def of(self, kind: DerKind) -> list:
         """The units of one kind."""
-        return getattr(self, kind.field)
+        return self[kind.field]
 
     def units(self) -> Iterator[tuple[DerKind, object]]:
         """(kind, unit) of every unit, kinds in registry order."""
@@ -115,14 +109,6 @@ def der_injections(fb: pyo.Block, data: FeederData) -> tuple[dict, dict]:
 
 
 def ders_from_fleet(fleet, spec=None) -> FeederDers:
-    """The DERs of a `grid.ders.DerFleet` as data. With the feeder's scenario spec
-    (`scenario.schema` feeder: `dg`, `flexible_load`) also its gensets and flexible loads,
-    from `fleet.dg` and `fleet.flexible_loads` (see `dg_from_fleet`, `flexible_load_from_fleet`
-    for what a unit must have); without, or with a penetration of zero, those are not read."""
-    ders = FeederDers([pv_from_fleet(u) for u in fleet.pv], [battery_from_fleet(u) for u in fleet.batteries], [],
-                      [ev_from_fleet(u) for u in fleet.evs])
-    if spec is not None and spec.dg.penetration > 0:
-        ders.dg = [dg_from_fleet(u, spec.dg) for u in fleet.dg]
-    if spec is not None and spec.flexible_load.penetration > 0:
-        ders.flexible = [flexible_load_from_fleet(u, spec.flexible_load) for u in fleet.flexible_loads]
-    return ders
+    """The DERs of a `grid.ders.DerFleet` as data, each kind read by its `from_fleet`; with the
+    feeder's scenario spec also the kinds that need it (gensets, flexible loads)."""
+    return FeederDers(**{kind.field: kind.from_fleet(fleet, spec) for kind in KINDS})

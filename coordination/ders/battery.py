@@ -156,6 +156,16 @@ class Battery(DerKind):
         hi = np.minimum(unit.kw_rated, np.maximum(plan, plan + discharge))
         return lo, hi
 
+    def from_fleet(self, fleet, spec):
+        return [battery_from_fleet(u) for u in fleet.units(self.fleet_key)]
+
+    def plan_inputs(self, view):
+        """The measured SOC of each battery, where the feeder's were measured."""
+        soc = view.measured.battery_soc.get(view.feeder)
+        if not view.fleet_units or soc is None:
+            return {}
+        return {"battery_soc": {u.name: float(s) for u, s in zip(view.fleet_units, soc)}}
+
 
 def battery_from_fleet(unit) -> BatteryData:
     """A `grid.ders.BatteryUnit` as data (its present SOC as the initial one)."""

@@ -200,6 +200,26 @@ class DG(DerKind):
         """(kW, kvar)."""
         return float(values["p_kw"][period]), float(values["q_kvar"][period])
 
+    def from_fleet(self, fleet, spec):
+        """(Read only with the feeder's spec, which holds costs, ramps and commitment.)"""
+        if spec is None or getattr(spec, self.fleet_key).penetration <= 0:
+            return []
+        return [dg_from_fleet(u, getattr(spec, self.fleet_key)) for u in fleet.units(self.fleet_key)]
+
+    def plan_inputs(self, view):
+        """Each genset's output and (on, hours in that state) as the plans so far left it: the
+        feeders follow the set-points, so the coordinator knows them without a measurement."""
+        if not view.units:
+            return {}
+        state = view.state.setdefault("units", {u.name: (u.p_initial_kw, u.on_initial, math.inf) for u in view.units})
+        return {"dg_output_kw": {u: p for u, (p, _, _) in state.items()},
+                "dg_status": {u: (on, hours) for u, (_, on, hours) in state.items()}}
+
+    def planned(self, view, values, part):
+        state = view.state.get("units", {})
+        for unit, (_, was_on, held) in state.items():
+            state[unit] = _status_after(values[unit], was_on, held, view.period_hours)
+
     def technical_range(self, d, unit: DGData, q, sides):
         H = len(d.T)
         return np.zeros(H), np.minimum(unit.kw_rated, p_max_at(unit.apparent_kva, q, sides))
@@ -220,6 +240,13 @@ class DG(DerKind):
         shared = np.append(slack[1:] / 2.0, np.inf)  # with the next period
         width = np.minimum(shared, np.concatenate([[slack[0]], slack[1:] / 2.0]))
         return np.maximum(plan - width, 0.0), np.minimum(plan + width, unit.kw_rated)
+
+
+def _status_after(values: dict[str, np.ndarray], was_on: bool, held: float, hours: float) -> tuple[float, bool, float]:
+    """A genset's output, status and hours in that status after a plan's first period."""
+    p = float(values["p_kw"][0])
+    on = bool(values["on"][0] > 0.5) if "on" in values else p > 1e-6
+    return p, on, held + hours if on == was_on else hours
 
 
 def dg_from_spec(spec, name: str, at: str, kw_rated: float) -> DGData:

@@ -71,6 +71,33 @@ class EV(DerKind):
         plugged = series(d.plugged)
         return np.minimum(-unit.max_kw * plugged, plan), np.asarray(plan, dtype=float)
 
+    def from_fleet(self, fleet, spec):
+        return [ev_from_fleet(u) for u in fleet.units(self.fleet_key)]
+
+    def plan_inputs(self, view):
+        """Brings the coordinator's copies of the chargers to the plan's step the way the
+        feeders charge them (the same rule, sessions and set-points, so what each EV still
+        needs is known without being sent), then their plugged-in share per period and the
+        energy the horizon must deliver (`ev_horizon`)."""
+        units = view.fleet_units
+        for k in range(view.state.get("step", 0), view.step):
+            for unit in units:
+                unit.charge(k, view.step_hours)
+                unit.book(view.step_hours)
+        view.state["step"] = view.step
+        if not units:
+            return {}
+        plugged, energy = {}, {}
+        for unit in units:
+            steps, energy[unit.name] = ev_horizon(unit, view.step, view.steps, view.step_hours)
+            plugged[unit.name] = steps.reshape(view.periods, view.steps_per_period).mean(axis=1)
+        return {"ev_plugged": plugged, "ev_energy_kwh": energy}
+
+    def planned(self, view, values, part):
+        """The copies charge at the plan's set-points from now on, as the feeders' do."""
+        for unit in view.fleet_units:
+            unit.setpoint_kw = part[unit.name]
+
 
 def ev_from_fleet(unit) -> EVData:
     """A `grid.ders.EVCharger` (name, at.bus, max_kw) as data."""

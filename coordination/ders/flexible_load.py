@@ -65,6 +65,7 @@ class FlexibleLoad(DerKind):
     state = ("baseline",)
     intertemporal = ("energy_neutral",)
     fleet_key = "flexible_load"
+    q_follows_p = True
 
     def build(self, d: pyo.Block, unit: FlexibleLoadData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
@@ -86,6 +87,20 @@ class FlexibleLoad(DerKind):
     def fleet_setpoint(self, values, period, unit):
         """kW shifted, + more consumed."""
         return float(values["shift_kw"][period])
+
+    def from_fleet(self, fleet, spec):
+        """(Read only with the feeder's spec, which holds the limits and the price.)"""
+        if spec is None or getattr(spec, self.fleet_key).penetration <= 0:
+            return []
+        return [flexible_load_from_fleet(u, getattr(spec, self.fleet_key)) for u in fleet.units(self.fleet_key)]
+
+    def plan_inputs(self, view):
+        """Each load's baseline, forecast (stream 2) from its consumption over the run."""
+        if not view.units:
+            return {}
+        units = view.fleet_units
+        baseline = view.forecast(np.array([u.baseline_kw for u in units]), 2)
+        return {"flexible_baseline_kw": {u.name: row for u, row in zip(units, baseline)}}
 
     def technical_range(self, d, unit, q, sides):
         base, up, down = series(d.baseline), series(d.up_max), series(d.down_max)

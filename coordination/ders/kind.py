@@ -11,8 +11,10 @@ functions on the unit's own pyomo Block; whatever it creates, the problems find 
 
 Everything a problem does per kind goes through this class: building, cost terms, new data,
 reading the solution (`columns`, `setpoints`), and what a DSO offers the TSO (`state`,
-`technical_range`, `band`, `intertemporal`). A new kind is a new module and one line in
-`coordination.ders.registry`.
+`technical_range`, `band`, `intertemporal`); and everything the receding horizon does per
+kind: the units of the simulated feeder as data (`from_fleet`), their forecasts and state
+before each plan (`plan_inputs`) and what a plan leaves them (`planned`). A new kind is a
+new module and one line in `coordination.ders.registry`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,41 @@ class Input:
     apply: Callable[[pyo.Block, object, object, int], None]
 
 
+@dataclass
+class PlanView:
+    """What a kind sees of one feeder when the receding horizon makes a plan at `step`."""
+
+    feeder: str
+    index: int  # the feeder's position in the scenario (its forecasts' series)
+    step: int
+    step_hours: float
+    periods: int
+    steps_per_period: int
+    fleet: object  # the coordinator's copy of the feeder's `grid.ders.DerFleet`
+    fleet_units: list  # the kind's units in it
+    units: list  # the same units as data (`from_fleet`)
+    measured: object  # `coordination.receding_horizon.Measurements` after the step before
+    state: dict  # the kind's own memory for this feeder from plan to plan (starts empty)
+    forecaster: Callable[[np.ndarray, int], np.ndarray]  # (values over the run, series) -> per-period means
+
+    @property
+    def steps(self) -> int:
+        """Steps the horizon covers."""
+        return self.periods * self.steps_per_period
+
+    @property
+    def period_hours(self) -> float:
+        return self.steps_per_period * self.step_hours
+
+    def forecast(self, values: np.ndarray, stream: int) -> np.ndarray:
+        """Per-period forecasts [..., periods] of `values` (over the run's steps) as the scenario's
+        forecaster sees them, noise drawn from the kind's own `stream` (1 PV, 2 flexible loads;
+        0 is the feeder's loads): series 1 + 3 x feeder + stream, the numbering results keep;
+        streams from 3 get series of their own above any feeder count."""
+        series = 1 + 3 * self.index + stream if stream < 3 else stream * 1_000_003 + self.index
+        return self.forecaster(values, series)
+
+
 class DerKind:
     """One kind of DER (see the module docstring). Subclasses set the class attributes and
     implement `build`, `columns` and `technical_range`."""
@@ -64,6 +101,7 @@ class DerKind:
     inputs: tuple[Input, ...] = ()
     state: tuple[str, ...] = ()  # Params the TSO's copy of a unit needs (hybrid), from the DSO's model
     reactive: bool = False  # Q is a decision of its own (the DSO keeps it in hybrid)
+    q_follows_p: bool = False  # Q is the unit's `q_per_p` x P (a load at its power factor)
     banded: bool = True  # gets per-period power bands in the robust regions (dso_managed)
     intertemporal: tuple[str, ...] = ()  # constraints coupling periods, replaced by bands in robust models
     fleet_key: str  # the kind's part of the set-point message (`grid.setpoints.Setpoints`)
@@ -91,6 +129,20 @@ class DerKind:
     def fleet_setpoint(self, values: dict[str, np.ndarray], period: int, unit) -> object:
         """One period's set-point of a unit as its part of the set-point message holds it."""
         raise NotImplementedError
+
+    # -- the receding horizon ----------------------------------------------------------------
+    def from_fleet(self, fleet, spec) -> list:
+        """The units of the kind in a simulated feeder (`grid.ders.DerFleet`, `fleet.units(fleet_key)`)
+        as data, with the feeder's scenario spec (None: a kind that needs it reads no units)."""
+        raise NotImplementedError
+
+    def plan_inputs(self, view: PlanView) -> dict[str, dict[str, object]]:
+        """The units' new data for a plan, as `inputs` keywords {keyword: {unit: value}}."""
+        return {}
+
+    def planned(self, view: PlanView, values: dict[str, dict[str, np.ndarray]], part: dict) -> None:
+        """A plan was made: each unit's solution values (`setpoints`) and the kind's part of
+        the first period's set-point message; what it leaves is kept in `view.state`."""
 
     # -- what a DSO offers ------------------------------------------------------------------
     def technical_range(self, d: pyo.Block, unit, q: np.ndarray | None, sides: int) -> tuple[np.ndarray, np.ndarray]:

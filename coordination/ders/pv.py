@@ -101,6 +101,16 @@ class PV(DerKind):
     def band(self, d, unit, plan, dt_hours, trajectory):
         raise TypeError("PV has no bands (banded = False)")
 
+    def from_fleet(self, fleet, spec):
+        return [pv_from_fleet(u) for u in fleet.units(self.fleet_key)]
+
+    def plan_inputs(self, view):
+        """Available power: each unit's Pmpp x the forecast irradiance (kW/m², stream 1)."""
+        if not view.fleet_units:
+            return {}
+        sun = view.forecast(view.fleet.irradiance_kw_m2, 1)
+        return {"pv_available_kw": {u.name: u.pmpp_kw * sun for u in view.fleet_units}}
+
 
 def pv_from_fleet(unit) -> PVData:
     """A `grid.ders.PVUnit` (name, at.bus, kva, pmpp_kw) as data."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grid.ders.kind import Controller, FeederContext, Reading, check_count, in_window, read_only, window_hours
+from grid.ders.kind import Controller, Energy, FeederContext, Reading, SetpointPart, check_count, in_window, read_only, window_hours
 from grid.ders.placement import Connection
 
 
@@ -67,9 +67,15 @@ class BatteryController(Controller):
     kept up to date from them (the same arithmetic, element by element, as BatteryUnit's)."""
 
     key = "battery"
+    SETPOINT = SetpointPart(dict[str, float | tuple[float, float] | None], (
+        "`p_kw`, `[p_kw, q_kvar]` or `null`: battery power (+ discharging) replacing its schedule, with "
+        "reactive power; `null` hands the battery back to its schedule"))
     READINGS = (
         Reading("battery_kw", "kW", "battery power into the grid (+ discharging)", total=True,
-                meaning="battery active power at the terminals, from OpenDSS (+ discharging into the feeder, − charging); equals Σ `battery_dispatch_kw` within solver tolerance"),
+                meaning="battery active power at the terminals, from OpenDSS (+ discharging into the feeder, − charging); equals Σ `battery_dispatch_kw` within solver tolerance",
+                energy=(Energy("battery_throughput", "abs", "charged + discharged energy at the grid terminals (|feeders/battery_kw|, net per feeder)"),
+                        Energy("battery_discharged", "positive", "battery energy into the grid"),
+                        Energy("battery_charged", "negative", "battery energy from the grid"))),
         Reading("battery_kvar", "kvar", "battery reactive power into the grid", total=True,
                 meaning="battery reactive power (+ injecting; non-zero only with reactive set-points from a coordinator)"),
         Reading("battery_soc", "pu", "state of charge at the step's end", device="battery",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grid.ders.kind import Controller, FeederContext, Reading, check_count, in_window, read_only
+from grid.ders.kind import Controller, Energy, FeederContext, Reading, SetpointPart, check_count, in_window, read_only
 from grid.ders.placement import Connection
 
 
@@ -56,8 +56,12 @@ class DgController(Controller):
     """All generators of a feeder at once, their limits and state as arrays."""
 
     key = "dg"
+    SETPOINT = SetpointPart(dict[str, tuple[float, float] | None], (
+        "`[p_kw, q_kvar]` or `null`: dispatchable generator output (clipped to its rating, kVA circle, ramp and, "
+        "with commitment, minimum stable output); `null` hands the generator back to its schedule"))
     READINGS = (
-        Reading("dg_kw", "kW", "distributed generation delivered", total=True),
+        Reading("dg_kw", "kW", "distributed generation delivered", total=True, dispatched="gensets",
+                energy=(Energy("dg", "net", "energy the dispatchable distributed generators delivered"),)),
         Reading("dg_kvar", "kvar", "distributed generators' reactive power delivered", total=True),
         Reading("dg_dispatch_kw", "kW", "generator output dispatched (set-point or schedule within ratings, ramp and commitment)",
                 device="dg"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from grid.ders.kind import NONE, Controller, FeederContext, Reading, check_count
+from grid.ders.kind import NONE, Controller, Energy, FeederContext, Reading, SetpointPart, check_count
 from grid.ders.placement import Connection, choose_connections
 
 
@@ -56,9 +56,11 @@ class EvController(Controller):
     """All EV chargers of a feeder: loads whose kW the feeder writes with its own."""
 
     key = "ev"
+    SETPOINT = SetpointPart(dict[str, float], (
+        "`p_kw`: EV charging power limit (negative counts as 0)"))
     READINGS = (
         Reading("ev_kw", "kW", "EV charging power", total=True,
-                meaning="EV charging power of all chargers"),
+                meaning="EV charging power of all chargers", energy=(Energy("ev", "net", "EV charging energy"),)),
         Reading("ev_owed_kwh", "kWh", "energy the connected EVs still need at the step's end", total=True,
                 meaning="energy the connected EVs still need at the end of the step (energy left at departure is dropped)"),
     )

@@ -3,17 +3,19 @@ driven together step by step."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from grid.ders.battery import BatteryUnit
-from grid.ders.dg import DGUnit
 from grid.ders.ev import EVCharger
-from grid.ders.flexible_load import FlexibleLoadUnit
 from grid.ders.kind import NONE, Controller, FeederContext, unknown_names
 from grid.ders.placement import feeder_loads
 from grid.ders.pv import PVUnit
 from grid.ders.registry import KINDS, READINGS
-from grid.setpoints import Setpoints
+
+if TYPE_CHECKING:  # the message is built from the kinds table this package declares
+    from grid.setpoints import Setpoints
 
 
 class DerFleet:
@@ -37,15 +39,18 @@ class DerFleet:
         # Each step drives only the kinds with units; the others read empty, in declared order.
         self._active = tuple(c for c in self._controllers if not c.idle())
         self._empty_readings = {r.name: NONE for r in READINGS}
+        # Typed shorthands for the kinds the feeder model itself reads (others: `units(key)`).
         c = self.controllers
         self.pv: list[PVUnit] = c["pv"].units
         self.batteries: list[BatteryUnit] = c["battery"].units
         self.evs: list[EVCharger] = c["ev"].units
-        self.dg: list[DGUnit] = c["dg"].units
-        self.flexible_loads: list[FlexibleLoadUnit] = c["flexible_load"].units
         self.regulators: list[str] = c["controls"].regulators
         self.capacitors: list[str] = c["controls"].capacitors
         self.inverter_controls: bool = c["controls"].inverter_controls
+
+    def units(self, key: str) -> list:
+        """The units of a kind, by its key in the kinds table (pv, battery, dg, ...)."""
+        return self.controllers[key].units
 
     def apply(self, k: int) -> np.ndarray:
         """Step k's inputs into OpenDSS, kind by kind; returns the kW of the loads the kinds

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grid.ders.kind import Controller, FeederContext, Reading, check_count, read_only
+from grid.ders.kind import Controller, Energy, FeederContext, Reading, SetpointPart, check_count, read_only
 from grid.ders.placement import Connection
 
 
@@ -47,9 +47,15 @@ class FlexibleLoadController(Controller):
     """All flexible loads of a feeder: loads whose kW the feeder writes with its own."""
 
     key = "flexible_load"
+    SETPOINT = SetpointPart(dict[str, float | None], (
+        "`shift_kw` or `null`: consumption a flexible load moves from its baseline (+ more; clipped to its limits "
+        "and never below zero consumption); `null` returns it to its baseline"))
     READINGS = (
         Reading("flexible_load_kw", "kW", "consumption of the flexible loads (baseline plus shift)", total=True),
-        Reading("flexible_load_shift_kw", "kW", "consumption shifted from the baseline (+ more)", total=True),
+        Reading("flexible_load_shift_kw", "kW", "consumption shifted from the baseline (+ more)", total=True,
+                dispatched="flexible loads (+ more consumed)",
+                energy=(Energy("flexible_load_moved_up", "positive", "consumption flexible loads moved above their baseline"),
+                        Energy("flexible_load_moved_down", "negative", "consumption flexible loads moved below their baseline"))),
         Reading("flexible_load_unit_shift_kw", "kW", "consumption each flexible load shifted from its baseline (+ more)",
                 device="flexible_load"),
         Reading("flexible_load_owed_kwh", "kWh", "energy owed at the step's end: shifted down minus shifted up", total=True),

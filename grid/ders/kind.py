@@ -29,6 +29,17 @@ from grid.ders.placement import Connection, LoadPoint, choose_connections
 
 
 @dataclass(frozen=True)
+class Energy:
+    """An energy KPI of a feeder-total reading (tandem.kpis: kWh per copy, MWh for the system):
+    the time integral of the reading's `part`: "net", "positive", "negative" (as a positive
+    amount) or "abs"."""
+
+    name: str
+    part: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Reading:
     """One quantity a kind reports after each solve, one value per unit.
 
@@ -42,6 +53,17 @@ class Reading:
     device: str | None = None
     dtype: str = "f8"
     meaning: str = ""  # the longer text docs/results.md shows; the description when empty
+    energy: tuple[Energy, ...] = ()  # the KPIs integrated from it
+    dispatched: str = ""  # legend of its line in the report's panel of dispatched DERs (system MW); "": none
+
+
+@dataclass(frozen=True)
+class SetpointPart:
+    """A kind's part of the set-point message (`grid.setpoints.Setpoints`, under the kind's
+    key): the values it takes by unit name, as a type pydantic validates, and what they mean."""
+
+    type: object
+    description: str
 
 
 @dataclass
@@ -74,11 +96,13 @@ class Controller:
     """The units of one kind in one feeder (see the module docstring for the step order).
 
     `key` names the kind in the scenario's feeder spec (feeders[].<key>) and in the fleet;
-    `READINGS` declares what `readings` returns. The defaults below suit a kind with
-    nothing to do at that point."""
+    `READINGS` declares what `readings` returns and `SETPOINT` what `set_setpoints` takes
+    (None: a kind that takes none). The defaults below suit a kind with nothing to do at
+    that point."""
 
     key: ClassVar[str]
     READINGS: ClassVar[tuple[Reading, ...]]
+    SETPOINT: ClassVar[SetpointPart | None] = None
 
     units: list
 
@@ -97,6 +121,10 @@ class Controller:
 
     def readings(self, k: int) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def set_setpoints(self, part: dict) -> None:
+        """The kind's part of a set-point message (`SETPOINT`), names already checked."""
+        raise NotImplementedError(f"{self.key} takes no set-points")
 
     def advance(self) -> None:
         """Book the step's energy; nothing to book by default."""

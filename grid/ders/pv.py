@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grid.ders.kind import Controller, FeederContext, Reading, check_count
+from grid.ders.kind import Controller, FeederContext, Reading, SetpointPart, check_count
 from grid.ders.placement import Connection
 
 
@@ -26,6 +26,8 @@ class PvController(Controller):
     """All PV systems of a feeder: one irradiance for all, set-points per unit."""
 
     key = "pv"
+    SETPOINT = SetpointPart(dict[str, tuple[float, float]], (
+        "`[p_cap_pu, q_kvar]`: PV active-power cap as a share of Pmpp (clipped to 0 … 1) and reactive power (+ injecting)"))
     READINGS = (
         Reading("pv_available_kw", "kW", "PV power the irradiance offers (one feeder copy)", total=True,
                 meaning="Σ over the feeder's PV systems of Pmpp × irradiance / 1000 W/m2: what the sun offers, before inverter limits (may exceed the Pmpp total above 1000 W/m2)"),

@@ -18,6 +18,9 @@ COLUMNS: list[tuple[str, str]] = [
     ("total_cost", ""),
     ("tso_cost", ""),
     ("dso_cost", ""),
+    ("storage_value", ""),
+    ("battery_energy_change_MWh", "MWh"),
+    ("marginal_price_mean", "per MWh"),
     ("transmission_losses_MWh", "MWh"),
     ("distribution_losses_MWh", "MWh"),
     ("voltage_violation_node_h", "node h"),
@@ -36,6 +39,9 @@ COLUMNS: list[tuple[str, str]] = [
 NOTES = {
     "tso_cost": "generation cost of the realised operating points (the network's polynomial costs)",
     "dso_cost": "PV curtailment and battery wear at the scenario's coordination prices",
+    "total_cost": "tso_cost + dso_cost - storage_value",
+    "storage_value": "energy the batteries end with above their start, at the run's mean marginal price (subtracted)",
+    "marginal_price_mean": "the slack unit's marginal cost at each step's operating point, averaged over the steps",
     "interface_schedule_deviation_MWh": "coordinated schemes: realised interface power against each plan's schedule",
     "solve_time_s": "coordinator planning time, all solves",
     "iterations_mean": "distributed schemes: coordination iterations per solve",
@@ -60,8 +66,12 @@ def row(kpis: dict, scenario: Scenario) -> dict[str, float]:
     tso = get("generation_cost")
     dso = (c.curtailment_price * _zero_if_nan(get("pv_curtailment_MWh"))
            + c.battery_degradation_price * _zero_if_nan(get("battery_throughput_MWh")))
+    # Energy left in the batteries was bought during the run; valued at what a MWh cost then,
+    # so that a scheme is not counted dearer for ending fuller (none: no batteries).
+    stored = 0.0 if "battery_energy_change_MWh" not in kpis else get("storage_value")
     out = {
-        "total_cost": tso + dso,
+        "total_cost": tso + dso - stored,
+        "storage_value": stored,
         "tso_cost": tso,
         "dso_cost": dso,
         "solve_time_s": get("coordinator_plan_total_s"),

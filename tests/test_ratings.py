@@ -56,3 +56,16 @@ def test_pglib_ratings_only_where_known():
     with pytest.raises(ScenarioError, match="'pglib' are known for case118 only, not network 'case30'"):
         load_scenario(None, {"transmission.network": "case30", "transmission.ratings": "pglib"})
     assert load_scenario(None).transmission.ratings == "case"  # the default study is unchanged
+
+
+def test_congested_study_is_rated_around_its_congested_line():
+    """runs/congested_118.yaml puts its feeders at the two ends of line 89-92, the line the case's
+    own operating point loads past its PGLib rating (test above)."""
+    from tests.conftest import ROOT
+
+    scenario = load_scenario(ROOT / "runs" / "congested_118.yaml")
+    assert scenario.transmission.ratings == "pglib" and scenario.transmission.network == "case118"
+    net = load_network("case118")
+    line = net.line[(net.line.from_bus == 88) & (net.line.to_bus == 91)]
+    assert len(line) == 2 and {int(f.bus) for f in scenario.feeders} == {89, 91}  # two circuits, 186 and 166 MVA
+    assert all(f.pv.penetration == 1.0 and f.battery.penetration > 0 for f in scenario.feeders)

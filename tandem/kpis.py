@@ -262,6 +262,58 @@ def _storage(run: RunFile, out: dict) -> None:
     )
 
 
+# -- realised use of the limits the coordinator prices ----------------------------------------
+
+
+@lru_cache(maxsize=8)
+def branch_ratings_mva(network: str, ratings: str = "case") -> dict[str, float]:
+    """Each branch's rating (MVA) by its recorded label ("line:<index>", "trafo:<index>"), with the
+    scenario's `transmission.ratings`: a line's max_i_ka x sqrt(3) x from-bus kV x parallel x df,
+    a transformer's sn_mva x parallel (what loading_percent is against)."""
+    from grid.networks import load_network
+    from grid.ratings import apply_ratings
+
+    net = load_network(network)
+    apply_ratings(net, ratings, network)
+    kv = net.bus.vn_kv
+    out = {f"line:{i}": float(r.max_i_ka * math.sqrt(3) * kv.at[int(r.from_bus)] * r.parallel * r.df) for i, r in net.line.iterrows()}
+    out.update({f"trafo:{i}": float(r.sn_mva * r.parallel) for i, r in net.trafo.iterrows()})
+    return out
+
+
+def _realised_violations(run: RunFile, out: dict) -> None:
+    """The realised counterparts of the coordinator's soft-limit measures, so they can be priced
+    as its penalties are: feeder voltages outside the band in pu^2 h (on v^2, per node and phase,
+    as the LinDist3Flow slacks) and branch flow above ratings in MVAh."""
+    if run.n_steps == 0:
+        return
+    lo, hi = run.scenario.get("coordination", {}).get("voltage_limits", BAND)
+    names = run.labels("feeders/name") if run.has("feeders/name") else []
+    recorded = [name for name in names if run.has(f"feeders/node_vm_pu/{name}")]
+    if names and len(recorded) == len(names):
+        total = 0.0
+        for name, k in zip(names, feeder_multipliers(run)):
+            w = np.nan_to_num(run.read(f"feeders/node_vm_pu/{name}").astype(float)) ** 2
+            outside = np.where(w > 0, np.clip(lo ** 2 - w, 0.0, None) + np.clip(w - hi ** 2, 0.0, None), 0.0)
+            total += float(k * outside.sum() * run.step_hours)
+        out["voltage_violation_pu2h"] = total
+        out["voltage_violation_pu2h.note"] = (f"sum over steps, nodes and phases of (v^2 below {lo}^2 or above {hi}^2) x step hours, "
+                                              "each feeder x its multiplier: the measure the coordinator's voltage penalty prices")
+    elif names:
+        _nan(out, "voltage_violation_pu2h", "node voltages not recorded (output.node_voltages off)")
+    network = run.scenario.get("transmission", {}).get("network")
+    if network and run.has("transmission/loading_percent") and run.has("transmission/branch"):
+        try:
+            ratings = branch_ratings_mva(str(network), str(run.scenario["transmission"].get("ratings", "case")))
+            rating = np.array([ratings[label] for label in run.labels("transmission/branch")])
+        except Exception as exc:  # network file moved, ...
+            _nan(out, "transmission_overload_MVAh", f"no branch ratings: {exc}")
+            return
+        loading = np.nan_to_num(run.read("transmission/loading_percent")) / 100.0
+        out["transmission_overload_MVAh"] = float((np.clip(loading - 1.0, 0.0, None) * rating).sum() * run.step_hours)
+        out["transmission_overload_MVAh.note"] = "sum over steps and branches of (loading - rating) above 100 %, MVA x step hours"
+
+
 def _losses(run: RunFile, out: dict) -> None:
     losses, note = run_transmission_losses(run)
     if losses is None:
@@ -480,6 +532,7 @@ def run_kpis(run: RunFile) -> dict[str, KpiValue]:
         _transmission(run, out)
         _ders(run, out)
         _storage(run, out)
+        _realised_violations(run, out)
         _interface(run, out)
         out.update(coupling_kpis(run))
         _timing(run, out)

@@ -113,11 +113,14 @@ def penalty_cost(kpis: dict) -> float:
 
     prices = Penalties()
 
-    def number(key: str) -> float:
-        value = kpis.get(key, 0.0)
+    def number(key: str, absent: float = 0.0) -> float:
+        value = kpis.get(key, absent)
         return math.nan if isinstance(value, str) else float(value)
 
-    return (prices.voltage * number("voltage_violation_pu2h")
+    if not kpis.get("steps"):
+        return math.nan  # nothing recorded, nothing measured
+
+    return (prices.voltage * number("voltage_violation_pu2h", math.nan)
             + prices.transmission_overload * _zero_if_nan(number("transmission_overload_MVAh"))
             + prices.ev_unmet * _zero_if_nan(number("ev_owed_at_end_MWh")))
 

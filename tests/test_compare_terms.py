@@ -36,7 +36,7 @@ def test_realised_violations_by_hand(tmp_path):
 
 def test_compare_separates_economics_from_penalties_with_gaps():
     scenario = load_scenario(PV_CENTRALIZED)
-    base = {"generation_cost": 1000.0, "pv_curtailment_MWh": 2.0, "battery_throughput_MWh": 10.0,
+    base = {"steps": 12.0, "generation_cost": 1000.0, "pv_curtailment_MWh": 2.0, "battery_throughput_MWh": 10.0,
             "voltage_violation_pu2h": 0.0, "transmission_overload_MVAh": 0.0, "ev_owed_at_end_MWh": 0.0,
             "coordinator_cost_generation_sum": 900.0, "coordinator_cost_penalty_voltage_sum": 100.0}
     other = {**base, "generation_cost": 1100.0, "voltage_violation_pu2h": 0.002, "transmission_overload_MVAh": 0.5,
@@ -56,3 +56,5 @@ def test_compare_separates_economics_from_penalties_with_gaps():
     # Without the centralized scheme there is nothing to measure a gap against.
     alone = table({"admm": row(other, scenario)})
     assert math.isnan(alone.at["economic_gap_pct [%]", "admm"]) and math.isnan(alone.at["penalty_gap", "admm"])
+    # A run that recorded nothing has no penalty cost to show (not a cost of 0).
+    assert math.isnan(row({"steps": 0.0}, scenario)["penalty_cost"])

@@ -58,3 +58,4 @@ def test_compare_separates_economics_from_penalties_with_gaps():
     assert math.isnan(alone.at["economic_gap_pct [%]", "admm"]) and math.isnan(alone.at["penalty_gap", "admm"])
     # A run that recorded nothing has no penalty cost to show (not a cost of 0).
     assert math.isnan(row({"steps": 0.0}, scenario)["penalty_cost"])
+

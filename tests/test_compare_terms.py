@@ -59,3 +59,15 @@ def test_compare_separates_economics_from_penalties_with_gaps():
     # A run that recorded nothing has no penalty cost to show (not a cost of 0).
     assert math.isnan(row({"steps": 0.0}, scenario)["penalty_cost"])
 
+
+
+def test_flagship_differs_from_the_stress_case_as_documented():
+    """runs/pv_feasible.yaml is runs/pv_centralized.yaml with the three documented changes only."""
+    from tests.conftest import ROOT
+
+    flagship, stress = (load_scenario(ROOT / "runs" / f"{name}.yaml") for name in ("pv_feasible", "pv_centralized"))
+    assert [int(f.bus) for f in flagship.feeders] == [1, 20] and [int(f.bus) for f in stress.feeders] == [6, 20]
+    assert {f.load_profile for f in flagship.feeders} == {"residential"}
+    assert flagship.feeders[0].pv.buses == ["671", "675", "692", "680", "633", "670"] and stress.feeders[0].pv.buses is None
+    assert flagship.coordination == stress.coordination and flagship.time == stress.time
+    assert [f.battery for f in flagship.feeders] == [f.battery for f in stress.feeders]

@@ -20,13 +20,20 @@ unit's power around the DSO's own plan, narrow enough that any choice within the
 period by period, keeps every battery's SOC within limits and delivers every EV's energy
 (`robust_bands`). Any sequence of targets with each period's target in that period's
 inner region is then met by the DSO (`dso_managed`).
+
+When the DSO's own optimum already uses a soft limit (a voltage out of the band that no DER
+can bring back, a branch over its rating, a battery ending short of its target), no operating
+point keeps every limit, and the region is that of the points violating no more than the
+own optimum does: the own optimum is the minimum-violation point (the penalties dwarf the
+DSO's other costs) and the region shrinks to it, or nearly. `Region.violation` holds what the
+own optimum uses and `Region.within_limits` says whether it is nothing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,8 @@ DIRECTION_WEIGHT = 1e3  # currency per kW in the direction: dwarfs the DSO's own
 VOLTAGE_TOLERANCE = 1e-7  # pu^2 per period of voltage-slack use above the reference's
 FLOW_TOLERANCE = 1e-4  # kVA per period
 ENERGY_TOLERANCE = 1e-4  # kWh of SOC or EV shortfall
+LIMIT_TOLERANCES = {"voltage_pu2": VOLTAGE_TOLERANCE, "flow_kva": FLOW_TOLERANCE, "soc_kwh": ENERGY_TOLERANCE,
+                    "ev_kwh": ENERGY_TOLERANCE}
 
 
 def directions(n: int) -> np.ndarray:
@@ -59,6 +68,28 @@ class Region:
     costs: np.ndarray  # [K] the DSO's cost at each point
     reference: np.ndarray  # [2] the DSO's own optimum (P, Q)
     reference_cost: float
+    # Soft-limit use of the own optimum: "voltage_pu2" (pu^2 outside the band, summed over nodes
+    # and phases) and "flow_kva" (above branch ratings, summed over branch phases) in the period;
+    # "soc_kwh" and "ev_kwh" (battery SOC and EV energy shortfalls) over the horizon.
+    violation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def within_limits(self) -> bool:
+        """Whether the own optimum (and so some operating point) keeps every limit."""
+        return all(self.violation.get(name, 0.0) <= tol for name, tol in LIMIT_TOLERANCES.items())
+
+    def limits_note(self) -> str:
+        """"" within limits; else one sentence naming what the least-violating point exceeds."""
+        if self.within_limits:
+            return ""
+        what = {"voltage_pu2": "the voltage band by {:.4g} pu^2 (summed over nodes)",
+                "flow_kva": "branch ratings by {:.4g} kVA (summed over branch phases)",
+                "soc_kwh": "battery SOC targets by {:.4g} kWh", "ev_kwh": "EV energy by {:.4g} kWh"}
+        parts = [text.format(self.violation[name]) for name, text in what.items()
+                 if self.violation.get(name, 0.0) > LIMIT_TOLERANCES[name]]
+        return ("no operating point within limits: the least the feeder can do misses " + ", ".join(parts)
+                + f"; shown is the minimum-violation point (least penalty-weighted violation, {self.reference[0]:.1f} kW, {self.reference[1]:.1f} kvar)"
+                + (" and the points violating no more" if self.area() > 1.0 else ""))
 
     def vertices(self) -> np.ndarray:
         """Corners of the inner polygon (the hull of the support points and the reference),
@@ -138,14 +169,21 @@ def _outer_vertices(dirs: np.ndarray, support: np.ndarray) -> np.ndarray:
     return convex_hull(np.array(out)) if out else np.zeros((0, 2))
 
 
-def _caps_from(problem: FeederProblem) -> dict[str, object]:
-    """Caps on the use of every soft limit at what the last solution used (plus tolerances)."""
+def _caps_from(problem: FeederProblem) -> tuple[dict[str, object], dict[str, object]]:
+    """Caps on the use of every soft limit at what the last solution used (plus tolerances),
+    and that use (per period for voltage and flow)."""
     volt, flow = problem.period_violations()
     caps = {"cap_voltage": volt + VOLTAGE_TOLERANCE, "cap_flow": flow + FLOW_TOLERANCE}
+    used = {"voltage_pu2": volt, "flow_kva": flow}
     if not problem.flags["robust"]:
         soc, ev = problem.horizon_shortfalls()
         caps.update(cap_soc=soc + ENERGY_TOLERANCE, cap_ev=ev + ENERGY_TOLERANCE)
-    return caps
+        used.update(soc_kwh=soc, ev_kwh=ev)
+    return caps, used
+
+
+def _in_period(used: dict[str, object], period: int) -> dict[str, float]:
+    return {name: float(np.asarray(value)[period]) if np.ndim(value) else float(value) for name, value in used.items()}
 
 
 def _release(problem: FeederProblem) -> None:
@@ -168,7 +206,8 @@ def region_at(problem: FeederProblem, period: int, n_directions: int = 16) -> Re
     ref = problem.solve(full=False)
     if not ref.optimal:
         raise RuntimeError(f"feeder {problem.setup.data.name}: own optimum {ref.status}")
-    problem.set_params(**_caps_from(problem))
+    caps, used = _caps_from(problem)
+    problem.set_params(**caps)
     dirs = directions(n_directions)
     points, costs = np.zeros((n_directions, 2)), np.zeros(n_directions)
     try:
@@ -184,7 +223,7 @@ def region_at(problem: FeederProblem, period: int, n_directions: int = 16) -> Re
     finally:
         _release(problem)
     return Region(period, dirs, np.einsum("kj,kj->k", dirs, points), points, costs,
-                  np.array([ref.p_kw[period], ref.q_kvar[period]]), ref.cost)
+                  np.array([ref.p_kw[period], ref.q_kvar[period]]), ref.cost, _in_period(used, period))
 
 
 def robust_bands(problem: FeederProblem, unit_p_kw: Mapping[str, np.ndarray],
@@ -229,6 +268,7 @@ def robust_regions(problem: FeederProblem, bands: tuple[Mapping[str, np.ndarray]
             raise RuntimeError(f"feeder {problem.setup.data.name}: robust own optimum {ref.status}")
         ref_points = np.column_stack([ref.p_kw, ref.q_kvar])
         ref_costs = problem.period_costs()
+        _, used = _caps_from(problem)
         for k, (dp, dq) in enumerate(dirs):
             problem.set_params(dir_p=np.full(H, DIRECTION_WEIGHT * dp), dir_q=np.full(H, DIRECTION_WEIGHT * dq))
             out = problem.solve(full=False, changed="objective")
@@ -239,7 +279,7 @@ def robust_regions(problem: FeederProblem, bands: tuple[Mapping[str, np.ndarray]
     finally:
         _release(problem)
     return [Region(t, dirs, np.einsum("kj,kj->k", dirs, points[t]), points[t], costs[t],
-                   ref_points[t], float(ref_costs[t])) for t in range(H)]
+                   ref_points[t], float(ref_costs[t]), _in_period(used, t)) for t in range(H)]
 
 
 def plot_regions(regions: Mapping[str, Region], path: str | Path, title: str = "") -> Path:
@@ -263,7 +303,11 @@ def plot_regions(regions: Mapping[str, Region], path: str | Path, title: str = "
         if len(outer) >= 3:
             closed = np.vstack([outer, outer[:1]])
             ax.plot(closed[:, 0], closed[:, 1], color=colour, lw=0.8, ls="--")
-        ax.plot(*region.reference, marker="o", color=colour, ms=5)
+        if region.within_limits:
+            ax.plot(*region.reference, marker="o", color=colour, ms=5)
+        else:  # no point keeps the limits: the own optimum is the minimum-violation point
+            ax.plot(*region.reference, marker="X", color=colour, ms=10, ls="none",
+                    label=f"{label}: minimum-violation point (limits not met)")
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.axvline(0.0, color="0.6", lw=0.6)
     ax.set_xlabel("head active power P (kW, + drawn from the grid)")

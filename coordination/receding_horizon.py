@@ -64,6 +64,7 @@ class RecedingHorizon:
     def __init__(self, scenario, problem_class: type | None = None):
         from grid.feeder import build_feeder
         from grid.networks import load_network
+        from grid.ratings import apply_ratings
         from timeseries.profiles import load_shape
 
         spec = scenario.coordination
@@ -83,6 +84,7 @@ class RecedingHorizon:
         self.node_index = {name: _node_positions(model.node_names) for name, model in self.models.items()}
 
         net = load_network(scenario.transmission.network)
+        apply_ratings(net, scenario.transmission.ratings, scenario.transmission.network)
         replaced = {int(f.bus) for f in scenario.feeders if f.bus_load == "replace"}
         net.load.loc[net.load.bus.isin(replaced), "in_service"] = False  # as the transmission federate does
         self.gen_rows = list(net.gen.index)

@@ -14,6 +14,7 @@ import numpy as np
 from grid.errors import PowerFlowError
 from grid.networks import NetworkSummary, load_network
 from grid.pf_results import PowerFlowResults, ResultReader
+from grid.ratings import apply_ratings
 from scenario.schema import Scenario, ScenarioError
 from timeseries.profiles import load_shape
 
@@ -74,6 +75,7 @@ class TransmissionModel:
         self._reader: ResultReader | None = None  # set once its results agree with pandapower's
         self.results: PowerFlowResults | None = None
         self.net = net if net is not None else load_network(scenario.transmission.network)
+        apply_ratings(self.net, scenario.transmission.ratings, scenario.transmission.network)
         net = self.net
         self.feeder_bus = np.array(check_boundary_buses(scenario, NetworkSummary.of(net)), dtype=int)
         self.boundary_buses = np.array(sorted(set(self.feeder_bus.tolist())), dtype=int)

@@ -48,6 +48,7 @@ BUILTIN_CASES = (
     "case145", "case_illinois200", "case300",
 )
 NETWORK_FILE_SUFFIXES = (".json", ".m", ".mat")
+PGLIB_RATED = ("case118",)  # networks grid/ratings.py has PGLib-OPF ratings for (grid/data/)
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
 
 
@@ -136,6 +137,17 @@ class TransmissionSpec(_Strict):
     scale_generation: bool = Field(
         True, description="scale generator dispatch with the system load level so the slack does not carry all variation"
     )
+    ratings: Literal["case", "pglib"] = Field(
+        "case",
+        description="branch thermal ratings: 'case' as the network gives them (pandapower's case118: 41 kA lines, 9900 MVA "
+                    "transformers, never binding), 'pglib' PGLib-OPF's published rate_a (case118; grid/ratings.py)",
+    )
+
+    @model_validator(mode="after")
+    def _rated_network(self) -> "TransmissionSpec":
+        if self.ratings == "pglib" and self.network not in PGLIB_RATED:
+            raise ValueError(f"ratings 'pglib' are known for {', '.join(PGLIB_RATED)} only, not network {self.network!r}")
+        return self
 
     @field_validator("network")
     @classmethod

@@ -6,7 +6,9 @@ optimisation data (`coordination.network_data`). The region of the first period 
 look-ahead horizon starting there is computed by optimising in many directions
 (`coordination.flexibility.region_at`), together with its variants: regulator taps moved
 up and down, no PV output, no storage (batteries and EV chargers unavailable). A PNG shows
-them overlaid; the vertices are printed.
+them overlaid; the vertices are printed. Where the feeder's own optimum already misses a limit
+(no operating point keeps them all), the printout says so and what it misses, and the plot marks
+that minimum-violation point with a cross instead of presenting a region.
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ def report(regions: dict) -> str:
                      f"{v[:, 1].max():.1f} kvar, area {region.area() / 1e6:.4f} MW Mvar, own optimum "
                      f"({region.reference[0]:.1f}, {region.reference[1]:.1f})")
         lines.append("  vertices (P kW, Q kvar): " + " ".join(f"({p:.1f}, {q:.1f})" for p, q in v))
+        if not region.within_limits:
+            lines.append("  " + region.limits_note())
     return "\n".join(lines)
 
 

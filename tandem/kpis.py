@@ -144,6 +144,177 @@ def run_transmission_losses(run: RunFile) -> tuple[np.ndarray | None, str]:
     )
 
 
+# -- the value of the energy stored at the end ---------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _slack_model(network: str):
+    """(baseMVA, Ybus, lookup of pandapower bus index -> internal bus, internal buses, slack's
+    internal bus, its cost c1, c2), or a string saying why the slack's marginal cost cannot be
+    read off the bus voltages."""
+    import pandapower as pp
+    from pandapower.pypower.makeYbus import makeYbus
+
+    from grid.networks import load_network
+
+    net = load_network(network)
+    grids = net.ext_grid[net.ext_grid.in_service.astype(bool)]
+    if len(grids) != 1:
+        return f"the network has {len(grids)} slack units in service (one is needed)"
+    bus = int(grids.bus.iloc[0])
+    for table in ("load", "sgen", "gen", "storage"):
+        elements = net[table]
+        if len(elements) and ((elements.bus == bus) & elements.in_service.astype(bool)).any():
+            return f"the slack bus {bus} also carries a {table}, whose power the results file does not hold"
+    costs = net.poly_cost[(net.poly_cost.et == "ext_grid") & (net.poly_cost.element == grids.index[0])] \
+        if "poly_cost" in net else []
+    if not len(costs):
+        return "the network gives its slack unit no polynomial cost"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(net, numba=False)
+    ppc = net._ppc
+    ybus, _, _ = makeYbus(ppc["baseMVA"], ppc["bus"], ppc["branch"])
+    lookup = net._pd2ppc_lookups["bus"]
+    c1, c2 = (float(costs[c].iloc[0]) for c in ("cp1_eur_per_mw", "cp2_eur_per_mw2"))
+    return float(ppc["baseMVA"]), ybus.tocsr(), lookup, int(ppc["bus"].shape[0]), int(lookup[bus]), bus, c1, c2
+
+
+def slack_power_mw(network: str, bus_names, vm_pu: np.ndarray, va_deg: np.ndarray) -> np.ndarray:
+    """Active power (MW) of the network's slack unit at each row, from the bus voltage phasors
+    [time, bus]: the injection Re(V conj(Ybus V)) at its bus, which carries nothing else
+    (`_slack_model` refuses networks where it does). Equal to pandapower's res_ext_grid.p_mw."""
+    model = _slack_model(network)
+    if isinstance(model, str):
+        raise ValueError(model)
+    base, ybus, lookup, n_internal, slack, _, _, _ = model
+    internal = lookup[np.asarray([int(b) for b in bus_names])]
+    v = np.zeros((vm_pu.shape[0], n_internal), dtype=complex)
+    v[:, internal] = np.nan_to_num(vm_pu * np.exp(1j * np.deg2rad(va_deg)))
+    current = (ybus[slack] @ v.T).ravel()
+    return (v[:, slack] * np.conj(current)).real * base
+
+
+def _marginal_price(run: RunFile, network: str) -> tuple[np.ndarray | None, str]:
+    """The slack unit's marginal cost c1 + 2 c2 P (currency per MWh) at each recorded step,
+    or (None, why not)."""
+    absent = [name for name in TRANSMISSION_LOSS_INPUTS if not run.has(name)]
+    if absent:
+        return None, f"{', '.join(f'`{n}`' for n in absent)} not in this file"
+    try:
+        p = slack_power_mw(network, run.labels("transmission/bus"), run.read("transmission/vm_pu"),
+                           run.read("transmission/va_deg"))
+    except Exception as exc:  # network file moved, another slack arrangement, ...
+        return None, str(exc)
+    _, _, _, _, _, bus, c1, c2 = _slack_model(network)
+    return c1 + 2.0 * c2 * p, (
+        f"marginal cost c1 + 2 c2 P of the slack unit (bus {bus}) at each step's operating point, P from the recorded "
+        f"bus voltages: in a power flow the slack serves one more MWh, so this is what a MWh more or less cost in that step"
+    )
+
+
+def battery_energy_change_kwh(run: RunFile) -> tuple[np.ndarray, str] | None:
+    """Energy stored in each feeder's batteries at the end of the run minus at its start (kWh,
+    one copy per feeder, [feeder]): (SOC after the last recorded step - the scenario's initial
+    SOC) x each battery's kWh rating; None without batteries. SOC is energy in the cells, so
+    the change is what the batteries could give back before discharge losses."""
+    if not run.has("feeders/name") or run.n_steps == 0:
+        return None
+    names = run.labels("feeders/name")
+    specs = run.scenario.get("feeders", [])
+    change = np.zeros(len(names))
+    found = False
+    for i, name in enumerate(names):
+        soc, kwh = f"devices/{name}/battery_soc", f"devices/{name}/battery_kwh"
+        if not (run.has(soc) and run.has(kwh)):
+            continue
+        spec = specs[i].get("battery", {}) if i < len(specs) else {}
+        if "soc_initial" not in spec:
+            return np.full(len(names), np.nan), f"the scenario does not say feeder {name!r}'s initial SOC"
+        end = np.asarray(run.read(soc), dtype=float)[-1]
+        change[i] = float(np.sum((end - float(spec["soc_initial"])) * np.asarray(run.read(kwh), dtype=float)))
+        found = True
+    if not found:
+        return None
+    return change, "(SOC after the last step - scenario's soc_initial) x battery_kwh, summed per feeder"
+
+
+def _storage(run: RunFile, out: dict) -> None:
+    """The change of energy stored in batteries and its value at the run's average marginal price."""
+    found = battery_energy_change_kwh(run)
+    if found is None:
+        return
+    per_copy, note = found
+    out["battery_energy_change_kWh_per_copy"] = float(per_copy.sum())
+    out["battery_energy_change_MWh"] = float((per_copy * feeder_multipliers(run)).sum() / 1000.0)
+    out["battery_energy_change_MWh.note"] = note + "; system = each feeder x its multiplier; + ended fuller"
+    network = run.scenario.get("transmission", {}).get("network")
+    price, why = _marginal_price(run, network) if network else (None, "the scenario names no transmission network")
+    if price is None or not np.isfinite(price).all():
+        _nan(out, "marginal_price_mean", f"cannot be derived: {why}" if price is None else "non-finite bus voltages")
+        _nan(out, "storage_value", "no marginal price: " + str(out["marginal_price_mean.note"]))
+        return
+    out["marginal_price_mean"] = float(price.mean())
+    out["marginal_price_mean.note"] = "currency per MWh, mean over the steps of the " + why
+    out["storage_value"] = out["battery_energy_change_MWh"] * out["marginal_price_mean"]
+    out["storage_value.note"] = (
+        "battery_energy_change_MWh x marginal_price_mean: what the energy a run leaves in (or takes out of) its "
+        "batteries is worth, so a run that bought energy to keep it is not counted dearer for it"
+    )
+
+
+# -- realised use of the limits the coordinator prices ----------------------------------------
+
+
+@lru_cache(maxsize=8)
+def branch_ratings_mva(network: str, ratings: str = "case") -> dict[str, float]:
+    """Each branch's rating (MVA) by its recorded label ("line:<index>", "trafo:<index>"), with the
+    scenario's `transmission.ratings`: a line's max_i_ka x sqrt(3) x from-bus kV x parallel x df,
+    a transformer's sn_mva x parallel (what loading_percent is against)."""
+    from grid.networks import load_network
+    from grid.ratings import apply_ratings
+
+    net = load_network(network)
+    apply_ratings(net, ratings, network)
+    kv = net.bus.vn_kv
+    out = {f"line:{i}": float(r.max_i_ka * math.sqrt(3) * kv.at[int(r.from_bus)] * r.parallel * r.df) for i, r in net.line.iterrows()}
+    out.update({f"trafo:{i}": float(r.sn_mva * r.parallel) for i, r in net.trafo.iterrows()})
+    return out
+
+
+def _realised_violations(run: RunFile, out: dict) -> None:
+    """The realised counterparts of the coordinator's soft-limit measures, so they can be priced
+    as its penalties are: feeder voltages outside the band in pu^2 h (on v^2, per node and phase,
+    as the LinDist3Flow slacks) and branch flow above ratings in MVAh."""
+    if run.n_steps == 0:
+        return
+    lo, hi = run.scenario.get("coordination", {}).get("voltage_limits", BAND)
+    names = run.labels("feeders/name") if run.has("feeders/name") else []
+    recorded = [name for name in names if run.has(f"feeders/node_vm_pu/{name}")]
+    if names and len(recorded) == len(names):
+        total = 0.0
+        for name, k in zip(names, feeder_multipliers(run)):
+            w = np.nan_to_num(run.read(f"feeders/node_vm_pu/{name}").astype(float)) ** 2
+            outside = np.where(w > 0, np.clip(lo ** 2 - w, 0.0, None) + np.clip(w - hi ** 2, 0.0, None), 0.0)
+            total += float(k * outside.sum() * run.step_hours)
+        out["voltage_violation_pu2h"] = total
+        out["voltage_violation_pu2h.note"] = (f"sum over steps, nodes and phases of (v^2 below {lo}^2 or above {hi}^2) x step hours, "
+                                              "each feeder x its multiplier: the measure the coordinator's voltage penalty prices")
+    elif names:
+        _nan(out, "voltage_violation_pu2h", "node voltages not recorded (output.node_voltages off)")
+    network = run.scenario.get("transmission", {}).get("network")
+    if network and run.has("transmission/loading_percent") and run.has("transmission/branch"):
+        try:
+            ratings = branch_ratings_mva(str(network), str(run.scenario["transmission"].get("ratings", "case")))
+            rating = np.array([ratings[label] for label in run.labels("transmission/branch")])
+        except Exception as exc:  # network file moved, ...
+            _nan(out, "transmission_overload_MVAh", f"no branch ratings: {exc}")
+            return
+        loading = np.nan_to_num(run.read("transmission/loading_percent")) / 100.0
+        out["transmission_overload_MVAh"] = float((np.clip(loading - 1.0, 0.0, None) * rating).sum() * run.step_hours)
+        out["transmission_overload_MVAh.note"] = "sum over steps and branches of (loading - rating) above 100 %, MVA x step hours"
+
+
 def _losses(run: RunFile, out: dict) -> None:
     losses, note = run_transmission_losses(run)
     if losses is None:
@@ -361,6 +532,8 @@ def run_kpis(run: RunFile) -> dict[str, KpiValue]:
         _feeder_voltages(run, out)
         _transmission(run, out)
         _ders(run, out)
+        _storage(run, out)
+        _realised_violations(run, out)
         _interface(run, out)
         out.update(coupling_kpis(run))
         _timing(run, out)

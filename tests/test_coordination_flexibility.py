@@ -64,3 +64,53 @@ def test_robust_regions_lie_inside_the_exact_ones(ieee13):  # noqa: F811
         robust_regions(exact, (lo, hi), {"cap_voltage": volt, "cap_flow": flow})
     with pytest.raises(ValueError, match="outside the horizon"):
         region_at(exact, H, 8)
+
+
+def pv_only_feeder(ieee13, penalties=None):
+    """IEEE 13 with one 600 kVA PV inverter at 675 (no sun: reactive power only), one period,
+    no branch-flow limits: its region is a segment of Q at the loads' P."""
+    from coordination.centralized import FeederSetup, Options
+    from coordination.ders import FeederDers, PVData
+    from coordination.objective import Penalties
+
+    setup = FeederSetup(ieee13, bus=0, ders=FeederDers([PVData("pv0", "675", 600.0, 500.0)], [], [], []))
+    opts = Options(horizon=1, feeder_flow_limits=False, penalties=penalties or Penalties())
+    return FeederProblem(setup, opts, directions=True)
+
+
+def solve_at(problem, level: float, head: float):
+    problem.update(load_levels=np.full((len(problem.setup.data.loads), 1), level), head_voltage=head,
+                   pv_available_kw={"pv0": 0.0})
+    return problem
+
+
+def test_region_says_when_no_point_keeps_the_limits(ieee13):  # noqa: F811
+    """#14 item 18: when the feeder's own optimum already misses a voltage limit, the region is
+    its minimum-violation point, and the Region says so with the violation it measured."""
+    from coordination.objective import Penalties
+
+    problem = pv_only_feeder(ieee13)
+    light = region_at(solve_at(problem, 0.5, 0.97), 0, 8)
+    assert light.within_limits and light.limits_note() == ""
+    assert light.violation["voltage_pu2"] == pytest.approx(0.0, abs=1e-7)
+    assert np.ptp(light.vertices()[:, 1]) > 500.0  # kvar: the inverter's Q moves the head's
+    heavy = region_at(solve_at(problem, 1.0, 0.94), 0, 8)  # the head already below 0.95 pu
+    assert not heavy.within_limits
+    assert np.ptp(heavy.vertices(), axis=0).max() < 1.0  # a point, not a region
+    note = heavy.limits_note()
+    assert note.startswith("no operating point within limits") and "minimum-violation point" in note
+    assert "voltage band" in note and "battery" not in note
+    # The violation is what the voltages of the own optimum give: sum over nodes of the squared
+    # voltage below 0.95^2 or above 1.05^2 (the model's slacks are on v^2).
+    problem.set_params(dir_p=np.zeros(1), dir_q=np.zeros(1))
+    own = problem.solve(full=True)
+    nodes = set(problem.model.feeder.limited_nodes)
+    w = np.array([v[0] ** 2 for node, v in own.voltages.items() if node in nodes])
+    by_hand = float(np.sum(np.clip(0.95 ** 2 - w, 0, None) + np.clip(w - 1.05 ** 2, 0, None)))
+    assert by_hand > 1e-3
+    assert heavy.violation["voltage_pu2"] == pytest.approx(by_hand, rel=1e-6)
+    # It is the least violation the feeder allows: with voltage penalties 100 times higher the own
+    # optimum violates no less.
+    stricter = region_at(solve_at(pv_only_feeder(ieee13, Penalties(voltage=1e7)), 1.0, 0.94), 0, 4)
+    assert stricter.violation["voltage_pu2"] == pytest.approx(heavy.violation["voltage_pu2"], rel=1e-6)
+    assert stricter.reference == pytest.approx(heavy.reference, abs=1e-3)

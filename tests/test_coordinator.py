@@ -187,7 +187,7 @@ def test_compare_schemes(tmp_path):
     assert done.returncode == 0, done.stderr
     frame = pd.read_csv(tmp_path / "compare.csv", index_col=0)
     assert list(frame.columns) == ["none", "centralized"]
-    np.testing.assert_allclose(frame.loc["total_cost"], frame.loc["tso_cost"] + frame.loc["dso_cost"])
+    np.testing.assert_allclose(frame.loc["total_cost"], frame.loc["tso_cost"] + frame.loc["dso_cost"] - frame.loc["storage_value"])
     assert frame.at["coordinator_solves", "centralized"] == 4 and frame.at["coordinator_solves", "none"] == 0
     for scheme in ("none", "centralized"):
         with RunFile(tmp_path / f"pv_centralized_{scheme}.h5") as r:

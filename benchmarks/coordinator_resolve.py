@@ -70,6 +70,7 @@ def measured(rh):
     return Measurements(
         battery_soc={n: np.array([u.soc for u in m.fleet.batteries]) for n, m in rh.models.items()},
         head_voltage_pu={n: 1.0 for n in rh.labels},
+        node_vm={n: m.node_voltages() for n, m in rh.models.items()},  # regulators held where the snapshot has them
     )
 
 

@@ -232,6 +232,10 @@ class RecedingHorizon:
                 for keyword, values in kind.plan_inputs(self._view(kind, name, i, step, measured)).items():
                     data.setdefault(keyword, {})[name] = values
         if self.scenario.coordination.regulators == "hold":
+            missing = [name for name in self.labels if self._held_positions[name] and name not in measured.node_vm]
+            if missing:  # the OPF would hold those regulators at whatever voltage it last had
+                raise ValueError(f"feeder {missing[0]}: coordination.regulators is 'hold' but the measurements give no node "
+                                 "voltages (Measurements.node_vm) to hold its regulators at")
             data["held_voltage"] = {
                 name: {node: float(vm[at]) for node, at in self.node_index[name].items() if node in self.held[name]}
                 for name, vm in measured.node_vm.items()

@@ -125,6 +125,7 @@ def test_infeasible_period_keeps_the_last_plan():
         battery_soc={n: np.array([u.soc for u in m.fleet.batteries]) for n, m in rh.models.items()},
         head_voltage_pu={n: 1.0 for n in rh.labels},
         multipliers=np.array([10.0, 20.0]),
+        node_vm={n: m.node_voltages() for n, m in rh.models.items()},  # its copies' snapshot, for the held regulators
     )
     good = rh.plan(1, measured)
     assert not good.failed and set(good.setpoints) == {"f13", "f123"}
@@ -137,6 +138,22 @@ def test_infeasible_period_keeps_the_last_plan():
     rh.problem.update(gen_p_min_mw={"gen:0": 0.0})
     again = rh.plan(1 + 2 * K, measured)
     assert not again.failed and rh.last_plan is again
+
+
+def test_a_plan_that_holds_regulators_needs_their_voltages():
+    """regulators: hold keeps each regulator's measured output voltage in the OPF: without node
+    voltages it would hold them wherever the model last had them (offline, a plan of the flagship
+    came out with 850,000 of voltage penalties that way), so it refuses, naming the feeder."""
+    from coordination.receding_horizon import Measurements, RecedingHorizon
+    from scenario.schema import load_scenario
+    from tandem.study import resolve_scenario
+
+    scenario, _ = resolve_scenario(load_scenario(PV_CENTRALIZED, {"time.duration": "1h"}))
+    rh = RecedingHorizon(scenario)
+    measured = Measurements({n: np.array([u.soc for u in m.fleet.batteries]) for n, m in rh.models.items()},
+                            {n: 1.0 for n in rh.labels}, node_vm={"f123": rh.models["f123"].node_voltages()})
+    with pytest.raises(ValueError, match="feeder f13: coordination.regulators is 'hold' but the measurements give no node voltages"):
+        rh.plan(1, measured)
 
 
 def test_bad_coordination_settings_are_rejected(tmp_path):

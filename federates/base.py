@@ -23,6 +23,7 @@ from scenario.schema import Scenario
 EXIT_OWN_ERROR = 3
 EXIT_FEDERATION_ERROR = 4
 ERROR_PREFIX = "TANDEM-ERROR: "
+WARNING_PREFIX = "TANDEM-WARNING: "  # a line the launcher's command shows the user (tandem.study.run_warnings)
 
 
 class BrokerConfig(BaseModel):

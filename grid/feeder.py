@@ -107,7 +107,10 @@ class FeederModel:
         self.head_bus = next(
             (b for b in self.dss.Circuit.AllBusNames() if b.lower() != source_bus and self._bus_phases(b) == 3), source_bus
         )
-        self.loads = feeder_loads(self.dss)
+        try:
+            self.loads = feeder_loads(self.dss)
+        except ValueError as exc:
+            raise FeederModelError(f"feeder {name}: {self.master}: {exc}") from None
         self._load_kw = np.array([p.kw for p in self.loads])
         # Loads keep their power factor as their level changes, so a kW write per load will do.
         for i, point in enumerate(self.loads):
@@ -258,6 +261,11 @@ class FeederModel:
         if len(v) != len(self._feeder_nodes):  # readings go by position: a new node would shift them
             raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
         return v[self._feeder_node_index]
+
+    def dead_nodes(self, v: np.ndarray) -> list[str]:
+        """Feeder nodes at zero voltage after a solve: isolated from the source, e.g. a load on a
+        bus the model never connects (a misspelt bus name creates a new, unconnected bus)."""
+        return [self.node_names[i] for i in np.flatnonzero(v < 1e-6)]
 
     def losses(self) -> tuple[float, float]:
         """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""

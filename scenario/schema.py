@@ -452,7 +452,8 @@ class FederationSpec(_Strict):
     feeder_processes: PositiveInt | Literal["auto"] = Field(
         "auto", description="number of feeder federate processes; 'auto' uses the cores left after the transmission federate and recorder (always one in iterative coupling)"
     )
-    timeout_s: float = Field(60.0, gt=0, description="how long a federate or the broker waits for a silent peer before failing")
+    # Below a second HELICS gives up on peers that are merely busy (a feeder compiling its model).
+    timeout_s: float = Field(60.0, ge=1, le=86400, description="how long a federate or the broker waits for a silent peer before failing (1 s to 1 day)")
 
 
 class OutputSpec(_Strict):
@@ -468,7 +469,7 @@ class OutputSpec(_Strict):
 class Scenario(_Strict):
     """A whole study: network, feeders, time, coupling, federation and output."""
 
-    name: str = "scenario"
+    name: str = Field("scenario", min_length=1, max_length=100, description="names the default output file runs/output/<name>_<time>.h5")
     description: str = ""
     transmission: TransmissionSpec = TransmissionSpec()
     feeders: list[FeederSpec] = Field(min_length=1)
@@ -478,6 +479,14 @@ class Scenario(_Strict):
     coupling: CouplingSpec = CouplingSpec()
     federation: FederationSpec = FederationSpec()
     output: OutputSpec = OutputSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        # The name becomes a file name in runs/output/: a path in it would write elsewhere.
+        if re.search(r"[/\\\x00-\x1f]", value) or value.startswith("."):
+            raise ValueError(f"the name becomes a file name: no '/', '\\', control characters or leading '.' (got {value!r})")
+        return value
 
     @model_validator(mode="after")
     def _unique_feeder_names(self) -> "Scenario":
@@ -539,6 +548,8 @@ def _read_mapping(path: Path) -> dict:
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ScenarioError(f"{path}: not valid {suffix[1:].upper()}: {first_line}") from None
+    except RecursionError:  # the parsers recurse once per level of nesting
+        raise ScenarioError(f"{path}: nested too deeply to be a scenario") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of keys (name, transmission, feeders, ...)")
     return data
@@ -629,5 +640,7 @@ def load_scenario(path: str | Path | None = None, overrides: dict[str, object] |
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(describe_validation_error(str(path or "built-in default scenario"), exc)) from None
+    except RecursionError:  # a value nested deeper than the parser's limit but past pydantic's
+        raise ScenarioError(f"{source}: nested too deeply to be a scenario") from None
     check_files(scenario)
     return scenario

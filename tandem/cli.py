@@ -126,7 +126,7 @@ def _stop_run(signum, frame) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from federates import interfaces as names
     from federates.launcher import RunFailed
-    from tandem.study import execute_run, prepare_resume, prepare_run, resume_scenario
+    from tandem.study import execute_run, prepare_resume, prepare_run, resume_scenario, run_warnings
 
     if args.resume and (args.scenario or args.output):
         raise ScenarioError(f"--resume continues {args.resume} with the scenario it holds; drop the "
@@ -168,9 +168,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     task = progress.add_task(scenario.name, total=scenario.time.n_steps, completed=resumed_from, simtime="", rate="-")
     first_step: list[tuple[float, int]] = []  # (when, steps) at the first progress: start-up is not stepping
 
+    shown: set[str] = set()
+
+    def show_warnings() -> None:
+        for warning in run_warnings(plan.run_dir):
+            if warning not in shown:
+                shown.add(warning)
+                console.print(f"[bold yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
+
     def on_progress(p) -> None:
         if p.steps_done > resumed_from and not first_step:
             first_step.append((time.monotonic(), p.steps_done))
+            show_warnings()  # start-up checks of the federates (e.g. nodes at 0 pu) are done by now
         rate = "-"
         if first_step and p.steps_done > first_step[0][1]:
             rate = f"{(p.steps_done - first_step[0][1]) / max(time.monotonic() - first_step[0][0], 1e-9):.1f}"
@@ -197,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             _stopping.clear()
+            show_warnings()
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)

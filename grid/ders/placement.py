@@ -36,7 +36,11 @@ def feeder_loads(dss) -> list[LoadPoint]:
         phases = dss.CktElement.NumPhases()
         bus_name = bus.split(".")[0]
         nodes = [n for n in bus.split(".")[1:] if n != "0"] or ["1", "2", "3"][:phases]
-        dss.Circuit.SetActiveBus(bus_name)
+        if dss.Circuit.SetActiveBus(bus_name) < 0:
+            # OpenDSS lists buses when it computes voltage bases: a bus named only after that
+            # (often a misspelt one) is connected to nothing.
+            raise ValueError(f"load {name} is on bus {bus_name!r}, which no line or transformer connects "
+                             "(a misspelt bus, or a load defined after CalcVoltageBases)")
         kv_ln = dss.Bus.kVBase()
         if phases == 1:  # a delta load across two phases gets a wye DER on its first phase
             at = Connection(f"{bus_name}.{nodes[0]}", 1, kv_ln)

@@ -199,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt as exc:
             progress.stop()
             how = f"stopped by {exc.args[0]}" if exc.args else "the run was stopped"
-            console.print(f"[bold red]interrupted[/]: {how}; partial results were kept", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]interrupted[/]: {how}; {_kept(plan.config.output)}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return 130
         finally:
@@ -238,6 +238,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for scheme, message in errors.items():
         console.print(f"[bold red]error[/] ({scheme}): {message}", highlight=False, soft_wrap=True)
     return EXIT_RUN_FAILED if errors else 0
+
+
+def _kept(output: str) -> str:
+    """What an interrupted run left: say that results were kept only if a readable file holds them."""
+    import h5py
+
+    try:
+        with h5py.File(output, "r", locking=False):
+            return "partial results were kept"
+    except (OSError, ValueError):
+        pass
+    if Path(output).exists():
+        return f"{output} was left unreadable (stopped before its first write)"
+    return "no results file was written (stopped before the recorder created it)"
 
 
 def _hint_resume(output: str) -> None:
@@ -322,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]: the run was stopped; partial results were kept")
+        console.print("[bold red]interrupted[/]: stopped by the user")  # no run of ours wrote anything yet
         return 130
     return 0
 

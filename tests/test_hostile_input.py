@@ -121,3 +121,163 @@ def test_load_on_unlisted_bus_is_one_line_error(tmp_path: Path) -> None:
     master.write_text(master.read_text() + "\nNew Load.ghost Bus1=nowhere.1 Phases=1 kV=2.4 kW=100\n")
     with pytest.raises(FeederModelError, match="load ghost is on bus 'nowhere', which no line or transformer connects"):
         FeederModel("f", str(master))
+
+
+def _rows(path: Path) -> int:
+    """Rows the recorder has written so far (0 while it creates the file)."""
+    from results.store import RunFile
+
+    try:
+        with RunFile(path) as run:
+            return run.n_steps
+    except (OSError, KeyError):
+        return 0
+
+
+def test_second_run_on_same_output_or_broker_port_refuses_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    """Items 8 and 9: a second run given the running one's -o, or its fixed --broker-port, fails at
+    once naming why, and the first goes on untouched; the first's failure then says "after step k"
+    with k the 0-based index of the last step recorded, as checkpoint messages do."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from federates.launcher import free_port
+    from tests.conftest import SMALL, processes_mentioning, run_processes
+
+    port = str(free_port())
+    out, run_dir = tmp_path / "first.h5", tmp_path / "first_run"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--coupling", "loose", "--duration", "20d",
+         "--feeder-processes", "2", "--broker-port", port, "-q", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while _rows(out) < 3:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            time.sleep(0.2)
+        config = (run_dir / "federation.json").read_text()
+
+        same_output = tandem("run", str(SMALL), "-q", "-o", str(out), timeout=120)
+        assert same_output.returncode == 1, same_output.stderr
+        assert f"error: {out} is being written by another run (tandem pid {first.pid})" in same_output.stderr
+
+        other = tmp_path / "second.h5"
+        same_port = tandem("run", str(SMALL), "-q", "--broker-port", port, "-o", str(other), timeout=120)
+        assert same_port.returncode == 1, same_port.stderr
+        assert f"error: federation.broker_port: port {port} on 127.0.0.1 is in use" in same_port.stderr
+        assert not other.exists() and not processes_mentioning(str(tmp_path / "second_run"))
+
+        # The first run is untouched: still running, its folder as it wrote it.
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        assert (run_dir / "federation.json").read_text() == config
+        victims = [line for line in processes_mentioning(str(run_dir)) if "federates.feeders" in line and "--group 1" in line]
+        assert len(victims) == 1, victims
+        os.kill(int(victims[0].split(":")[0]), signal.SIGKILL)
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1, stderr
+    found = re.search(r"was killed by SIGKILL after step (\d+) \((\d+) of 5760 steps recorded\)", stderr)
+    assert found and int(found.group(2)) == int(found.group(1)) + 1, stderr
+    assert not run_processes(run_dir), "processes left behind"
+
+
+def _broker_pid(run_dir: Path) -> int | None:
+    """The pid of a run's HELICS broker, found by its port, once it runs."""
+    import json
+
+    from tests.conftest import processes_mentioning
+
+    try:
+        port = json.loads((run_dir / "federation.json").read_text())["broker"]["port"]
+    except (OSError, ValueError, KeyError):
+        return None
+    found = [line for line in processes_mentioning(f"--port={port} ") if "helics_broker" in line]
+    return int(found[0].split(":")[0]) if found else None
+
+
+def test_hung_broker_is_blamed_not_a_federate(tmp_path: Path) -> None:
+    """Item 8: a broker that stops answering mid-run (here SIGSTOP) is named as the cause; the
+    federates that time out waiting for it are not (it was blamed on `transmission`)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import SMALL, run_processes
+
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(SMALL.read_text() + "\nfederation: {timeout_s: 3}\n")
+    out, run_dir = tmp_path / "hung.h5", tmp_path / "hung_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(scenario), "--duration", "20d", "-q", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    broker = None
+    try:
+        deadline = time.monotonic() + 240
+        while _rows(out) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        broker = _broker_pid(run_dir)
+        os.kill(broker, signal.SIGSTOP)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if broker is not None:
+            try:
+                os.kill(broker, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 1, stderr
+    line = stderr.strip().splitlines()[0]
+    assert line.startswith(f"error: the HELICS broker (pid {broker}) is stopped (SIGSTOP?) and stopped answering its federates after step"), stderr
+    assert not run_processes(run_dir), "processes left behind"
+
+
+def test_interrupted_before_any_results_does_not_claim_partial_results(tmp_path: Path) -> None:
+    """Item 8: Ctrl-C while the run waits for an observer says "partial results were kept" only
+    when a readable results file holds them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import h5py
+
+    from tests.conftest import SMALL, run_processes
+
+    out, run_dir = tmp_path / "waiting.h5", tmp_path / "waiting_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(SMALL), "--observers", "1", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _broker_pid(run_dir) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    try:
+        with h5py.File(out, "r"):
+            readable = True
+    except OSError:
+        readable = False
+    assert ("partial results were kept" in stderr) == readable, stderr
+    if not readable:
+        assert "no results file was written" in stderr or "was left unreadable" in stderr, stderr
+    assert not run_processes(run_dir), "processes left behind"

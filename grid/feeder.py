@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from grid.ders import DerFleet, feeder_loads
 from grid.errors import FeederModelError, PowerFlowError
 from grid.setpoints import Setpoints
 
+DEFAULT_CONTROL_ITERATIONS = 100  # unless a feeder's `solver.max_control_iterations` says otherwise
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
 _NO_DER_LOADS = np.empty(0)  # read-only default: a feeder without DERs that are loads
@@ -45,6 +47,16 @@ class StepReadings:
     node_vm_pu: np.ndarray
     stats: tuple  # FeederModel.voltage_stats
     ders: dict[str, np.ndarray]  # DerFleet.readings
+
+
+def dss_error(exc: Exception) -> str:
+    """OpenDSS's error on one line, ending with the file and line it arose at (OpenDSS lists the
+    files being read innermost first, one per line: a one-line error would lose them)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    where = [line for line in lines if line.startswith("[file:")]
+    text = " ".join(line for line in lines if not line.startswith("[file:"))
+    found = re.match(r'\[file: "(.*)", line: (\d+)\]', where[0]) if where else None
+    return f"{text} (at {found.group(1)}, line {found.group(2)})" if found else text
 
 
 def feeder_master_path(model: str, seed: int = 0) -> Path:
@@ -75,11 +87,16 @@ class FeederModel:
         self.name = name
         self.master = feeder_master_path(model, seed)
         self.dss = opendssdirect.NewContext()
+        # Run scripts (the official Run_IEEE123Bus.DSS) end in `Show ...` reports, which OpenDSS
+        # opens in an editor: without one it fails with a bare "(#704) Error 704". The report is
+        # still written beside the model, as OpenDSS does; no editor is started.
+        self.dss.Basic.AllowEditor(False)
+        self.dss.Basic.AllowForms(False)  # plots and message boxes: nothing to show them on
         cwd = os.getcwd()
         try:
             self.dss.Text.Command(f'compile "{self.master}"')
         except Exception as exc:  # DSS raises its own exception types; all mean "bad model"
-            raise FeederModelError(f"feeder {name}: cannot compile {self.master}: {str(exc).strip()}") from None
+            raise FeederModelError(f"feeder {name}: cannot compile {self.master}: {dss_error(exc)}") from None
         finally:
             os.chdir(cwd)  # OpenDSS moves the process into the model's folder
         if self.dss.Circuit.NumNodes() == 0:
@@ -87,7 +104,7 @@ class FeederModel:
         if "source" not in [n.lower() for n in self.dss.Vsources.AllNames()]:
             raise FeederModelError(f"feeder {name}: {self.master} has no Vsource.source to drive from the boundary")
         # Regulators with several taps to travel need more than the default 10 control rounds.
-        self.dss.Solution.MaxControlIterations(100)
+        self.dss.Solution.MaxControlIterations(DEFAULT_CONTROL_ITERATIONS)
         self.dss.Vsources.Name("source")
         self._only_vsource = self.dss.Vsources.Count() == 1
         self._base_angle = self.dss.Vsources.AngleDeg()
@@ -242,13 +259,31 @@ class FeederModel:
             kw = np.concatenate([kw, der_kw])
         self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
+    def set_solver(self, solver) -> None:
+        """A scenario's `solver` settings (scenario.schema.SolverSpec); None keeps the model's own."""
+        if solver.max_iterations is not None:
+            self.dss.Solution.MaxIterations(solver.max_iterations)
+        if solver.max_control_iterations is not None:
+            self.dss.Solution.MaxControlIterations(solver.max_control_iterations)
+        if solver.algorithm is not None:
+            self.dss.Text.Command(f"set algorithm={solver.algorithm}")
+
     def solve(self, label: str = "") -> None:
+        solution = self.dss.Solution
         try:
-            self.dss.Solution.Solve()
+            solution.Solve()
         except DSSException as exc:  # e.g. controls still moving after MaxControlIterations rounds
-            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}: {str(exc).strip().splitlines()[0]}") from None
-        if not self.dss.Solution.Converged():
-            raise PowerFlowError(f"feeder {self.name}: OpenDSS power flow did not converge{label}")
+            reason = str(exc).strip().splitlines()[0]
+            hint = ""
+            if "control" in reason.lower():
+                hint = (f"; raise this feeder's solver.max_control_iterations (now {solution.MaxControlIterations()}), "
+                        "or turn off controls that hunt (e.g. controls.regulators with controls.volt_var)")
+            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}: {reason}{hint}") from None
+        if not solution.Converged():
+            raise PowerFlowError(
+                f"feeder {self.name}: OpenDSS power flow did not converge{label}; raise this feeder's "
+                f"solver.max_iterations (now {solution.MaxIterations()}) or try solver.algorithm: newton"
+            )
 
     def substation_power(self) -> tuple[np.ndarray, np.ndarray]:
         """Power drawn from the source per phase: P (kW) and Q (kvar), phases a, b, c."""
@@ -300,6 +335,7 @@ def build_feeder(spec, scenario) -> FeederModel:
     from timeseries.sources import profile_values
 
     model = FeederModel(spec.label, spec.model, spec.seed)
+    model.set_solver(spec.solver)
     index = scenario.time.index()
     if isinstance(spec.load_profile, str):
         base = load_shape(spec.load_profile, index)

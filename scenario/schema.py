@@ -264,6 +264,15 @@ class ControlsSpec(_Strict):
     volt_watt: bool = Field(False, description="PV Volt-Watt (IEEE 1547 curve)")
 
 
+class SolverSpec(_Strict):
+    """OpenDSS solver settings of one feeder; unset keys keep what the model's own files set
+    (OpenDSS's defaults: 15 iterations, the normal algorithm) and Tandem's 100 control rounds."""
+
+    max_iterations: int | None = Field(None, ge=1, le=1000, description="power-flow iterations per solve (OpenDSS `Set MaxIterations`; its default 15 is too few for some large feeders, e.g. IEEE 8500, whose own run script sets 20)")
+    max_control_iterations: int | None = Field(None, ge=1, le=10000, description="control rounds per solve: regulators, capacitors, inverter controls (OpenDSS `Set MaxControlIter`; Tandem's default 100)")
+    algorithm: Literal["normal", "newton"] | None = Field(None, description="OpenDSS `Set Algorithm`: normal (current injection, fast) or newton (more robust on heavily loaded or meshed feeders)")
+
+
 class DiversitySpec(_Strict):
     """Each load gets its own version of the feeder's load shape."""
 
@@ -296,6 +305,7 @@ class FeederSpec(_Strict):
     dg: DGSpec = DGSpec()
     flexible_load: FlexibleLoadSpec = FlexibleLoadSpec()
     controls: ControlsSpec = ControlsSpec()
+    solver: SolverSpec = SolverSpec()
     seed: int = Field(0, ge=0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
 
     @field_validator("model")

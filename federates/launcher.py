@@ -448,21 +448,24 @@ class Federation:
         return f"federate '{name}' failed: {detail}"
 
     def _hung_broker(self, failed: list[str]) -> str:
-        """The broker, when it is why the federates failed: every failure is a lost contact with
-        it (HELICS timeouts, "cannot reach"), yet our broker still runs. A healthy broker exits
+        """The broker, when it is why the federates failed: it is stopped (process state T), or
+        every failure is a lost contact with it (HELICS timeouts, "cannot reach") and it still
+        runs after every federate has exited. A healthy broker exits
         once its federates are gone; a hung or stopped one does not. Blaming the first federate
         to time out would send the user after the wrong process. "" if not the broker."""
         broker = self.procs.get(BROKER)
-        if broker is None or self.plan.config.observers or not failed:
-            return ""
-        lost = lambda n: (self.procs[n].returncode == EXIT_FEDERATION_ERROR  # noqa: E731
-                          or self.log_tail(n).startswith("cannot reach the HELICS broker"))
-        if not all(lost(n) for n in failed):
+        if broker is None or not failed or broker.poll() is not None:
             return ""
         try:
             stopped = Path(f"/proc/{broker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
         except (OSError, IndexError):
             stopped = False
+        # A stopped broker is the cause whatever the federates made of it (timeouts, or "feeders
+        # did not answer" from a transmission federate whose messages it no longer relays).
+        lost = lambda n: (self.procs[n].returncode == EXIT_FEDERATION_ERROR  # noqa: E731
+                          or self.log_tail(n).startswith("cannot reach the HELICS broker"))
+        if not stopped and (self.plan.config.observers or not all(lost(n) for n in failed)):
+            return ""
         if not stopped:
             if any(self.procs[n].poll() is None for n in self.procs if n != BROKER):
                 return ""  # a federate still runs (perhaps the one that hangs): not clearly the broker

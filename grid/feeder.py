@@ -28,6 +28,7 @@ from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
 from grid import dss_state
 from grid.ders import DerFleet, feeder_loads
+from grid.ders.placement import delta_feeder
 from grid.errors import FeederModelError, PowerFlowError
 from grid.setpoints import Setpoints
 
@@ -129,6 +130,9 @@ class FeederModel:
         except ValueError as exc:
             raise FeederModelError(f"feeder {name}: {self.master}: {exc}") from None
         self._load_kw = np.array([p.kw for p in self.loads])
+        # An ungrounded delta feeder (all loads delta, IEEE 37): its node-to-ground voltages float,
+        # so its voltages are line to line, in pu of the line-to-line base.
+        self._line_to_line = self._line_to_line_pairs(names) if delta_feeder(self.loads) else None
         # Loads keep their power factor as their level changes, so a kW write per load will do.
         for i, point in enumerate(self.loads):
             self.dss.Loads.Idx(i + 1)
@@ -143,6 +147,29 @@ class FeederModel:
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
         self._source = self.alt.Vsource["source"]  # its powers in one call, complex
+
+    def _line_to_line_pairs(self, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each feeder node (in `node_names` order): its own index, the index of the next phase
+        of its bus (cyclically: 1-2, 2-3, 3-1; a two-phase bus's nodes both give 1-2) and the
+        line-to-line base in V. A bus with one node keeps its line-to-ground voltage (index
+        len(names): a zero appended to the voltages)."""
+        where = {n.lower(): i for i, n in enumerate(names)}
+        own, other, base = [], [], []
+        for name in self.node_names:
+            bus, node = name.lower().rsplit(".", 1)
+            self.dss.Circuit.SetActiveBus(bus)
+            nodes = sorted(self.dss.Bus.Nodes())
+            kv_ln = self.dss.Bus.kVBase()
+            own.append(where[name.lower()])
+            if len(nodes) < 2:
+                other.append(len(names))
+                base.append(kv_ln * 1000.0)
+                continue
+            at = nodes.index(int(node))
+            partner = nodes[(at + 1) % len(nodes)] if len(nodes) > 2 or at == 0 else nodes[0]
+            other.append(where[f"{bus}.{partner}"])
+            base.append(kv_ln * 1000.0 * math.sqrt(3))
+        return np.array(own), np.array(other), np.array(base)
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -292,10 +319,21 @@ class FeederModel:
 
     def node_voltages(self) -> np.ndarray:
         """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
+        if self._line_to_line is not None:
+            return self._line_to_line_voltages()
         v = self._circuit.AllBusVmagPu
         if len(v) != len(self._feeder_nodes):  # readings go by position: a new node would shift them
             raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
         return v[self._feeder_node_index]
+
+    def _line_to_line_voltages(self) -> np.ndarray:
+        """A delta feeder's voltages: each node's to the next phase of its bus, in pu of line to line."""
+        parts = self._circuit.AllBusVolts
+        if len(parts) != 2 * len(self._feeder_nodes):
+            raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
+        v = np.append(parts[0::2] + 1j * parts[1::2], 0.0)
+        own, other, base = self._line_to_line
+        return np.abs(v[own] - v[other]) / base
 
     def dead_nodes(self, v: np.ndarray) -> list[str]:
         """Feeder nodes at zero voltage after a solve: isolated from the source, e.g. a load on a

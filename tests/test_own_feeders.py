@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from grid.errors import FeederModelError
@@ -67,3 +68,78 @@ def test_solver_settings_reach_opendss_and_non_convergence_suggests_them() -> No
     assert (solution.MaxIterations(), solution.MaxControlIterations(), solution.Algorithm()) == (40, 7, 1)
     model.solve()
     assert solution.Converged()
+
+
+# A small ungrounded delta feeder in the manner of IEEE 37 (4.8 kV, delta-delta substation
+# transformer, every load delta-connected, single-phase loads between two phases).
+DELTA_FEEDER = """Clear
+New Circuit.delta_feeder basekv=230 pu=1.0 phases=3 bus1=sourcebus
+New Transformer.sub phases=3 windings=2 buses=[sourcebus, head] conns=[delta, delta] kVs=[230, 4.8] kVAs=[2500, 2500] XHL=2 %R=0.5
+New Linecode.lc nphases=3 r1=0.1 x1=0.2 r0=0.3 x0=0.6 units=km
+New Line.l1 bus1=head bus2=b2 linecode=lc length=1 units=km
+New Line.l2 bus1=b2 bus2=b3 linecode=lc length=1 units=km
+New Load.la bus1=b2.1.2 phases=1 conn=delta kV=4.8 kW=200 kvar=100
+New Load.lb bus1=b3.2.3 phases=1 conn=delta kV=4.8 kW=150 kvar=70
+New Load.lc bus1=b3 phases=3 conn=delta kV=4.8 kW=300 kvar=150
+Set VoltageBases=[230, 4.8]
+CalcVoltageBases
+"""
+
+
+def _delta_feeder(tmp_path: Path) -> str:
+    master = tmp_path / "delta" / "master.dss"
+    master.parent.mkdir()
+    master.write_text(DELTA_FEEDER)
+    return str(master)
+
+
+def test_delta_feeder_voltages_are_line_to_line(tmp_path: Path) -> None:
+    """Item 12: an ungrounded feeder's node-to-ground voltages float; its voltages are line to
+    line, in pu of the line-to-line base (OpenDSS's own puVLL)."""
+    model = FeederModel("delta", _delta_feeder(tmp_path))
+    model.set_source(1.0, 0.0)
+    model.solve()
+    v = dict(zip(model.node_names, model.node_voltages()))
+    dss = model.dss
+    for bus in ("b2", "b3"):
+        dss.Circuit.SetActiveBus(bus)
+        expected = np.abs(np.array(dss.Bus.puVLL()[0::2]) + 1j * np.array(dss.Bus.puVLL()[1::2]))
+        assert np.allclose([v[f"{bus}.1"], v[f"{bus}.2"], v[f"{bus}.3"]], expected, rtol=1e-9), (bus, v, expected)
+    assert 0.95 < min(v.values()) <= max(v.values()) < 1.05
+
+
+def test_delta_feeder_ders_connect_phase_to_phase(tmp_path: Path) -> None:
+    """Item 12: PV and batteries on a delta feeder sit between two phases at line-to-line kV
+    (single-phase) or are delta-connected (three-phase); none to ground."""
+    from scenario.schema import FeederSpec
+
+    spec = FeederSpec(model=_delta_feeder(tmp_path), bus=6, name="delta",
+                      pv={"penetration": 0.5, "count": 6, "phases": "single"},
+                      battery={"penetration": 0.3, "count": 3})
+    model = FeederModel("delta", spec.model)
+    from grid.ders import DerFleet
+
+    model.fleet = DerFleet(model.dss, model.alt, spec, 0.25, np.array([12.0]), np.array([800.0]), np.array([1.0]))
+    dss = model.dss
+    seen = 0
+    for cls in ("PVSystem", "Storage"):
+        for name in dss.Circuit.AllElementNames():
+            if not name.lower().startswith(cls.lower() + "."):
+                continue
+            dss.Circuit.SetActiveElement(name)
+            bus = dss.CktElement.BusNames()[0]
+            nodes = [n for n in bus.split(".")[1:]]
+            seen += 1
+            if dss.CktElement.NumPhases() == 1:
+                assert len(nodes) == 2 and "0" not in nodes, (name, bus)  # between two phases
+                dss.Text.Command(f"? {name}.kV")
+                assert abs(float(dss.Text.Result()) - 4.8) < 1e-6, name
+            else:
+                dss.Text.Command(f"? {name}.conn")
+                assert dss.Text.Result().lower().startswith("delta"), (name, bus)
+    assert seen == 9
+    model.set_source(1.0, 0.0)
+    model.set_load_levels(np.ones(len(model.loads)), model.fleet.apply(0))
+    model.solve()
+    v = model.node_voltages()
+    assert 0.9 < v.min() and v.max() < 1.1, v  # line to ground gave 0.63-1.19 pu on IEEE 37

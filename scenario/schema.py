@@ -41,12 +41,30 @@ from pydantic import (
 from feeder_models import BUNDLED_FEEDERS
 from timeseries.profiles import LOAD_SHAPES
 
-# pandapower's built-in cases a scenario may name; listed here so validating needs no pandapower.
+# Every network function pandapower 3.5.6 ships that needs no argument (pandapower.networks:
+# the power-system test cases, CIGRE, Kerber, Dickert, IEEE European LV, ...), listed here so
+# validating needs no pandapower; tests/test_hostile_input.py checks the list against the
+# installed pandapower, so an upgrade that adds or drops one fails there.
 BUILTIN_CASES = (
-    "case4gs", "case5", "case6ww", "case9", "case11_iwamoto", "case14", "case24_ieee_rts",
-    "case30", "case_ieee30", "case33bw", "case39", "case57", "case89pegase", "case118",
-    "case145", "case_illinois200", "case300",
+    "GBnetwork", "GBreducednetwork", "case118", "case11_iwamoto", "case1354pegase", "case14", "case145",
+    "case1888rte", "case24_ieee_rts", "case2848rte", "case2869pegase", "case30", "case300", "case3120sp",
+    "case33bw", "case39", "case4gs", "case5", "case57", "case6470rte", "case6495rte", "case6515rte",
+    "case6ww", "case89pegase", "case9", "case9241pegase", "case_ieee30", "case_illinois200",
+    "create_cigre_network_hv", "create_cigre_network_lv", "create_cigre_network_mv",
+    "create_dickert_lv_network", "create_kerber_dorfnetz", "create_kerber_landnetz_freileitung_1",
+    "create_kerber_landnetz_freileitung_2", "create_kerber_landnetz_kabel_1", "create_kerber_landnetz_kabel_2",
+    "create_kerber_vorstadtnetz_kabel_1", "create_kerber_vorstadtnetz_kabel_2",
+    "create_synthetic_voltage_control_lv_network", "example_multivoltage", "example_simple",
+    "four_loads_with_branches_out", "iceland", "ieee_european_lv_asymmetric", "kb_extrem_dorfnetz",
+    "kb_extrem_dorfnetz_trafo", "kb_extrem_landnetz_freileitung", "kb_extrem_landnetz_freileitung_trafo",
+    "kb_extrem_landnetz_kabel", "kb_extrem_landnetz_kabel_trafo", "kb_extrem_vorstadtnetz_1",
+    "kb_extrem_vorstadtnetz_2", "kb_extrem_vorstadtnetz_trafo_1", "kb_extrem_vorstadtnetz_trafo_2",
+    "lv_schutterwald", "mv_oberrhein", "panda_four_load_branch", "simple_four_bus_system",
+    "simple_mv_open_ring_net",
 )
+# SimBench grids by code (the `simbench` package), e.g. "simbench:1-HV-mixed--0-no_sw".
+SIMBENCH_PREFIX = "simbench:"
+_SIMBENCH_CODE = re.compile(r"[1-9]-[A-Za-z_]+-[A-Za-z0-9_]*-[A-Za-z0-9_.]*-[0-9]-(sw|no_sw)")
 NETWORK_FILE_SUFFIXES = (".json", ".m", ".mat")
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
 
@@ -130,7 +148,11 @@ class TransmissionSpec(_Strict):
 
     network: str = Field(
         "case118",
-        description="pandapower built-in case name (e.g. case118, case30) or path to a pandapower JSON or MATPOWER (.m/.mat) file",
+        description=(
+            "a network function pandapower ships (e.g. case118, case1354pegase, GBnetwork, mv_oberrhein), "
+            "a SimBench grid as 'simbench:<code>' (e.g. simbench:1-HV-mixed--0-no_sw; needs the simbench package), "
+            "or a path to a pandapower JSON or MATPOWER (.m/.mat) file"
+        ),
     )
     load_profile: ProfileName = Field("system", description="built-in load shape that scales the network's own loads")
     scale_generation: bool = Field(
@@ -142,9 +164,17 @@ class TransmissionSpec(_Strict):
     def _known_network(cls, value: str) -> str:
         if value in BUILTIN_CASES or Path(value).suffix.lower() in NETWORK_FILE_SUFFIXES:
             return value
+        if value.startswith(SIMBENCH_PREFIX):
+            code = value[len(SIMBENCH_PREFIX):]
+            if not _SIMBENCH_CODE.fullmatch(code):
+                raise ValueError(f"{code!r} is not a SimBench code such as '1-HV-mixed--0-no_sw' "
+                                 "(simbench.collect_all_simbench_codes() lists them)")
+            return value
+        close = [c for c in BUILTIN_CASES if c.lower() == value.lower()]
         raise ValueError(
-            f"unknown network {value!r}: give a pandapower case name ({', '.join(sorted(BUILTIN_CASES)[:6])}, ...) "
-            f"or a file ending in {', '.join(NETWORK_FILE_SUFFIXES)}"
+            f"unknown network {value!r}: " + (f"did you mean {close[0]!r}? " if close else "")
+            + f"give a pandapower network ({', '.join(sorted(BUILTIN_CASES)[:6])}, ... {len(BUILTIN_CASES)} in all), "
+            f"'simbench:<code>', or a file ending in {', '.join(NETWORK_FILE_SUFFIXES)}"
         )
 
 
@@ -589,7 +619,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     transmission = data.get("transmission")
     if isinstance(transmission, dict) and isinstance(transmission.get("network"), str):
         net = transmission["network"]
-        if Path(net).suffix:
+        if Path(net).suffix and not net.startswith(SIMBENCH_PREFIX):  # '1-HVMV-mixed-1.105-0-sw' is no file
             transmission["network"] = str((base / net).resolve())
     for feeder in data.get("feeders") or []:
         if isinstance(feeder, dict) and isinstance(feeder.get("model"), str) and feeder["model"].lower().endswith(".dss"):
@@ -608,7 +638,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 def check_files(scenario: Scenario) -> None:
     """Every file the scenario names must exist before any process starts."""
     network = scenario.transmission.network
-    if Path(network).suffix and not Path(network).is_file():
+    if Path(network).suffix and not network.startswith(SIMBENCH_PREFIX) and not Path(network).is_file():
         raise ScenarioError(f"transmission.network: file not found: {network}")
     for i, feeder in enumerate(scenario.feeders):
         if feeder.model.lower().endswith(".dss") and not Path(feeder.model).is_file():

@@ -281,3 +281,70 @@ def test_interrupted_before_any_results_does_not_claim_partial_results(tmp_path:
     if not readable:
         assert "no results file was written" in stderr or "was left unreadable" in stderr, stderr
     assert not run_processes(run_dir), "processes left behind"
+
+
+def _pandapower_network_functions() -> set[str]:
+    """Every network function of the installed pandapower that needs no argument."""
+    import inspect
+
+    import pandapower.networks as pn
+
+    found = set()
+    for name, function in inspect.getmembers(pn, inspect.isfunction):
+        if name.startswith("_") or not function.__module__.startswith("pandapower.networks"):
+            continue
+        parameters = inspect.signature(function).parameters.values()
+        if all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+            found.add(name)
+    return found
+
+
+def test_every_pandapower_network_function_is_accepted() -> None:
+    """Item 14: case1354pegase, case2869pegase, GBnetwork, ... were rejected; the static list
+    (validation imports no pandapower) is every network function pandapower ships."""
+    from scenario.schema import BUILTIN_CASES
+
+    assert set(BUILTIN_CASES) == _pandapower_network_functions()
+
+
+@pytest.mark.parametrize("network", ["case1354pegase", "case2869pegase", "GBnetwork", "mv_oberrhein",
+                                     "simbench:1-HV-mixed--0-no_sw", "simbench:1-LV-rural1--0-sw",
+                                     "simbench:1-HVMV-mixed-1.105-0-sw"])
+def test_network_names_validate_without_pandapower(tmp_path: Path, network: str) -> None:
+    from scenario.schema import load_scenario
+
+    path = _scenario(tmp_path)
+    path.write_text(path.read_text().replace("network: case30", f"network: '{network}'"))
+    assert load_scenario(path).transmission.network == network
+
+
+@pytest.mark.parametrize("network, hint", [("Case118", "did you mean 'case118'?"), ("simbench:HV-mixed", "not a SimBench code"),
+                                           ("create_empty_network", "unknown network")])
+def test_unknown_network_names_are_refused(tmp_path: Path, network: str, hint: str) -> None:
+    path = _scenario(tmp_path)
+    path.write_text(path.read_text().replace("network: case30", f"network: '{network}'"))
+    _refused(path, "transmission.network", hint)
+
+
+def test_validating_imports_no_pandapower(tmp_path: Path) -> None:
+    """The feeder and recorder processes validate the scenario too: never with pandapower."""
+    import subprocess
+    import sys
+
+    path = _scenario(tmp_path)
+    path.write_text(path.read_text().replace("network: case30", "network: 'simbench:1-HV-mixed--0-no_sw'"))
+    code = (f"import sys; from scenario.schema import load_scenario; load_scenario({str(path)!r}); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('pandapower', 'simbench')]; assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_simbench_grid_loads_by_code() -> None:
+    """A SimBench grid's summary (what the launcher checks feeders against) comes from its code."""
+    simbench = pytest.importorskip("simbench")
+    from grid.networks import load_network
+    from scenario.schema import _SIMBENCH_CODE
+
+    assert all(_SIMBENCH_CODE.fullmatch(code) for code in simbench.collect_all_simbench_codes())
+    net = load_network("simbench:1-LV-rural1--0-no_sw")
+    assert len(net.bus) > 10 and len(net.load) > 5

@@ -324,6 +324,13 @@ class FeederSpec(_Strict):
     bus_load: Literal["replace", "add"] = Field(
         "replace", description="whether the feeders replace the bus's own load or add to it"
     )
+    match_q: bool = Field(
+        False,
+        description=(
+            "with multiplier 'match_bus_load': also match the bus's own reactive power at the start, by a fixed "
+            "reactive power at the boundary (a power-factor correction: capacitor or reactor) making up the copies' difference"
+        ),
+    )
     load_profile: ProfileName | ProfileFile = Field(
         "residential",
         description="built-in load shape, or a file: per unit (pu, %) or power (W, kW, MW: scaled so its peak is 1)",
@@ -352,6 +359,12 @@ class FeederSpec(_Strict):
             f"unknown feeder model {value!r}: give a bundled feeder ({', '.join(BUNDLED_FEEDERS)}), "
             "'synthetic:<buses>' or a path to an OpenDSS .dss master file"
         )
+
+    @model_validator(mode="after")
+    def _match_q_needs_matching(self) -> "FeederSpec":
+        if self.match_q and self.multiplier != "match_bus_load":
+            raise ValueError("match_q: matches the bus's own Q only with multiplier 'match_bus_load'")
+        return self
 
     @field_validator("multiplier")
     @classmethod

@@ -143,3 +143,47 @@ def test_delta_feeder_ders_connect_phase_to_phase(tmp_path: Path) -> None:
     model.solve()
     v = model.node_voltages()
     assert 0.9 < v.min() and v.max() < 1.1, v  # line to ground gave 0.63-1.19 pu on IEEE 37
+
+
+def _case30_model(match_q: bool):
+    from grid.transmission import TransmissionModel
+    from scenario.schema import Scenario
+
+    scenario = Scenario.model_validate({
+        "transmission": {"network": "case30"},
+        "feeders": [{"name": "f13", "model": "ieee13", "bus": 6, "match_q": match_q}],
+        "time": {"duration": "10min", "step": "5min"},
+    })
+    return TransmissionModel(scenario)
+
+
+def test_match_bus_load_warns_when_q_is_far_off_and_match_q_corrects_it() -> None:
+    """Item 13: 'match_bus_load' matched P only (PEGASE boundary Q doubled): a Q more than 20 %
+    of the bus's |S| off is warned about, and `match_q` makes it up at the boundary."""
+    import numpy as np
+
+    model = _case30_model(match_q=False)
+    own_p, own_q = model.boundary_load()[0][0], model.boundary_load()[1][0]  # the bus's own load at the start
+    assert own_q > 0.2 * np.hypot(own_p, own_q)
+    model.run(0, np.array([1000.0]), np.array([0.0]))  # a unity power-factor feeder
+    assert len(model.match_warnings) == 1 and "matches P only" in model.match_warnings[0], model.match_warnings
+    assert "set match_q: true" in model.match_warnings[0]
+    assert abs(model.boundary_load()[1][0]) < 1e-9  # Q as the copies draw it: none
+
+    matched = _case30_model(match_q=True)
+    matched.run(0, np.array([1000.0]), np.array([0.0]))
+    assert not matched.match_warnings
+    p, q = matched.boundary_load()
+    assert np.isclose(p[0], own_p) and np.isclose(q[0], own_q)  # P by the copies, Q made up at the boundary
+    matched.run(1, np.array([1100.0]), np.array([50.0]))
+    assert np.isclose(matched.boundary_load()[1][0], own_q + matched.multipliers[0] * 50.0 / 1000.0)
+    assert "q_correction_mvar" in matched.state()
+
+
+def test_match_q_needs_match_bus_load() -> None:
+    from pydantic import ValidationError
+
+    from scenario.schema import FeederSpec
+
+    with pytest.raises(ValidationError, match="match_q"):
+        FeederSpec(model="ieee13", bus=6, multiplier=2.0, match_q=True)

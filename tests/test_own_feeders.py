@@ -185,5 +185,5 @@ def test_match_q_needs_match_bus_load() -> None:
 
     from scenario.schema import FeederSpec
 
-    with pytest.raises(ValidationError, match="match_q"):
+    with pytest.raises(ValidationError, match="matches the bus.s own Q only with multiplier .match_bus_load."):
         FeederSpec(model="ieee13", bus=6, multiplier=2.0, match_q=True)

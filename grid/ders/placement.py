@@ -84,7 +84,7 @@ def bus_connection(dss, bus: str, delta: bool = False) -> Connection:
     if delta:  # an ungrounded feeder: nothing connects line to ground
         if len(nodes) == 2:
             return Connection(bus, 1, kv_ln * np.sqrt(3))
-        if not nodes and dss.Bus.NumNodes() >= 3 or len(nodes) == 3:
+        if (not nodes and dss.Bus.NumNodes() >= 3) or len(nodes) == 3:
             return Connection(bus, 3, kv_ln * np.sqrt(3), "delta")
         raise ValueError(f"bus {bus!r}: this feeder is delta (ungrounded): connect across two phases "
                          f"(e.g. '{name}.1.2') or to all three ('{name}')")

@@ -193,11 +193,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = execute_run(plan, on_progress)
         except RunFailed as exc:
             progress.stop()
+            show_warnings()  # before the error, which stays last but for the resume hint
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return EXIT_RUN_FAILED
         except KeyboardInterrupt as exc:
             progress.stop()
+            show_warnings()
             how = f"stopped by {exc.args[0]}" if exc.args else "the run was stopped"
             console.print(f"[bold red]interrupted[/]: {how}; {_kept(plan.config.output)}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
@@ -206,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             _stopping.clear()
-            show_warnings()
+    show_warnings()  # a completed run's (none new after a failure: shown above)
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)

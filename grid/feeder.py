@@ -301,11 +301,11 @@ class FeederModel:
             solution.Solve()
         except DSSException as exc:  # e.g. controls still moving after MaxControlIterations rounds
             reason = str(exc).strip().splitlines()[0]
-            hint = ""
+            hint = ""  # before OpenDSS's own words, which end the message
             if "control" in reason.lower():
-                hint = (f"; raise this feeder's solver.max_control_iterations (now {solution.MaxControlIterations()}), "
-                        "or turn off controls that hunt (e.g. controls.regulators with controls.volt_var)")
-            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}: {reason}{hint}") from None
+                hint = (f" (raise this feeder's solver.max_control_iterations, now {solution.MaxControlIterations()}, "
+                        "or turn off controls that hunt, e.g. controls.regulators with controls.volt_var)")
+            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}{hint}: {reason}") from None
         if not solution.Converged():
             raise PowerFlowError(
                 f"feeder {self.name}: OpenDSS power flow did not converge{label}; raise this feeder's "

@@ -187,3 +187,27 @@ def test_match_q_needs_match_bus_load() -> None:
 
     with pytest.raises(ValidationError, match="matches the bus.s own Q only with multiplier .match_bus_load."):
         FeederSpec(model="ieee13", bus=6, multiplier=2.0, match_q=True)
+
+
+# A capacitor switched on below 9000 V and off above 5000 V at a bus near 7000 V: it never settles.
+HUNTING_FEEDER = """
+New Circuit.hunting basekv=12.47 pu=1.0 phases=3 bus1=sourcebus
+New Line.feeder phases=3 bus1=sourcebus bus2=loadbus r1=0.5 x1=1.0 r0=1.5 x0=3.0 length=2 units=km
+New Load.load phases=3 bus1=loadbus kV=12.47 kW=3000 kvar=1500 model=1
+New Capacitor.cap phases=3 bus1=loadbus kV=12.47 kvar=1500
+New CapControl.hunting Capacitor=cap Element=Line.feeder Terminal=2 type=voltage PTratio=1 ON=9000 OFF=5000 Delay=0 DelayOFF=0
+Set voltagebases=[12.47]
+Calcvoltagebases
+"""
+
+
+def test_controls_that_never_settle_suggest_the_control_rounds(tmp_path: Path) -> None:
+    """Item 11: "Max Control Iterations Exceeded" names the setting to raise, and its value."""
+    from grid.errors import PowerFlowError
+
+    master = tmp_path / "hunting.dss"
+    master.write_text(HUNTING_FEEDER)
+    model = FeederModel("hunting", str(master))
+    model.set_solver(_feeder_spec(max_control_iterations=5).solver)
+    with pytest.raises(PowerFlowError, match=r"solver.max_control_iterations, now 5, .*Max Control Iterations Exceeded"):
+        model.solve(" at step 0")

@@ -8,6 +8,7 @@ import cProfile
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from scenario.schema import Scenario
 EXIT_OWN_ERROR = 3
 EXIT_FEDERATION_ERROR = 4
 ERROR_PREFIX = "TANDEM-ERROR: "
+WARNING_PREFIX = "TANDEM-WARNING: "  # a line the launcher's command shows the user (tandem.study.run_warnings)
 
 
 class BrokerConfig(BaseModel):
@@ -84,6 +86,7 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
         h.helicsFederateInfoSetFlagOption(info, h.HELICS_FLAG_WAIT_FOR_CURRENT_TIME_UPDATE, True)
     h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_MAX_ITERATIONS, config.scenario.coupling.max_iterations + 5)
     h.helicsFederateInfoSetIntegerProperty(info, h.HELICS_PROPERTY_INT_LOG_LEVEL, h.HELICS_LOG_LEVEL_ERROR)
+    started = time.monotonic()
     try:
         return h.helicsCreateValueFederate(name, info)
     except h.HelicsException as exc:
@@ -93,7 +96,9 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
         # An own error (not "federation stopped"): on another host the broker may be absent or misaddressed.
         b = config.broker
         raise RuntimeError(
-            f"cannot reach the HELICS broker at {b.address}:{b.port} ({b.core_type}) within about {6 * b.timeout_s:g} s: "
+            # The time it took, measured: HELICS's retries vary (about timeout_s + 10 s on one host).
+            f"cannot reach the HELICS broker at {b.address}:{b.port} ({b.core_type}) after {time.monotonic() - started:.0f} s "
+            f"of trying (timeout_s={b.timeout_s:g}): "
             "is it running, and are federation.broker_address and broker_port right?"
         ) from None
 
@@ -101,7 +106,8 @@ def create_value_federate(name: str, config: FederationConfig, *, wait_for_curre
 def core_init_string(broker: BrokerConfig, name: str) -> str:
     """A federate's core settings. HELICS's own connection retries are kept (about six attempts
     of timeout_s): a tighter budget turned brief hiccups on a busy machine (several federations
-    starting at once) into failed runs; an unreachable broker still fails, after about 6 x timeout_s."""
+    starting at once) into failed runs; an unreachable broker still fails, after a multiple of
+    timeout_s that HELICS decides (the error names the time measured)."""
     local = f" --local_interface={broker.local_interface}" if broker.local_interface else ""
     if name in broker.local_ports:
         local += f" --local_port={broker.local_ports[name]}"

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from federates import interfaces as names
 from federates.base import (
+    WARNING_PREFIX,
     FederationConfig,
     close_federate,
     create_value_federate,
@@ -87,6 +88,7 @@ class FeederGroupFederate:
         if self.scenario.coordination.scheme == "external" or self.scenario.coordination.coordinated:
             self.sub_setpoints = [subscribe(fed, names.SETPOINTS, feeder=m.name) for m in self.models]
         self.dss_seconds = 0.0
+        self.checked_nodes = False  # for nodes at zero voltage, after the first solve
         h.helicsFederateEnterInitializingMode(fed)
         for pub, model in zip(self.pub_meta, self.models):
             fleet = model.fleet
@@ -130,11 +132,23 @@ class FeederGroupFederate:
             publish_vector(self.pub_ders[i], ders)
             if self.record_nodes:
                 publish_vector(self.pub_nodes[i], step.node_vm_pu)
+            if not self.checked_nodes:
+                self._warn_dead_nodes(model, step.node_vm_pu)
+        self.checked_nodes = True
         publish_vector(self.pub_timing, (self.dss_seconds,))
         if self.scenario.is_checkpoint_step(k):
             # Taken after every solve of the step: the last one (after the final iteration) counts.
             state = {model.name: model.state() for model in self.models}
             h.helicsPublicationPublishString(self.pub_checkpoint, json.dumps({"step": k, "state": state}))
+
+    @staticmethod
+    def _warn_dead_nodes(model, v: np.ndarray) -> None:
+        """After the first solve: nodes at 0 pu would be recorded as such all run long without a word."""
+        dead = model.dead_nodes(v)
+        if dead:
+            shown = ", ".join(dead[:5]) + (f" and {len(dead) - 5} more" if len(dead) > 5 else "")
+            print(f"{WARNING_PREFIX}feeder {model.name}: {len(dead)} node(s) at 0 pu after the first solve, "
+                  f"not connected to the source: {shown} (a load or line on a misspelt bus?)", file=sys.stderr, flush=True)
 
     def _end_step(self) -> None:
         for model in self.models:

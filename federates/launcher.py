@@ -10,6 +10,7 @@ federation timeout is treated the same way, so a run never hangs.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
@@ -51,6 +52,7 @@ class RunPlan:
     runner_path: Path
     commands: dict[str, list[str]]  # name -> argv of the processes started here, broker first
     elsewhere: list[str] = field(default_factory=list)  # processes of the run started on other hosts
+    lock: IO | None = None  # held while the run lives: a second run into the same output refuses (claim_output)
 
 
 @dataclass
@@ -83,6 +85,21 @@ def free_port(address: str = "127.0.0.1") -> int:
                 except OSError:
                     continue
     raise RunFailed("could not find a free port for the HELICS broker")
+
+
+def check_port_free(address: str, port: int, core_type: str) -> None:
+    """A fixed broker port must be free before anything starts: another run's broker on it would
+    take this run's federates into its federation, and both runs would fail."""
+    ports = (port, port + 1) if core_type.startswith("zmq") else (port,)  # a zmq broker binds two
+    for p in ports:
+        with socket.socket() as s:
+            # As the broker binds: a port left in TIME_WAIT by an earlier run is free, a listening one is not.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("0.0.0.0" if address == "*" else address, p))
+            except OSError as exc:
+                raise RunFailed(f"federation.broker_port: port {p} on {address} is in use ({exc.strerror}), e.g. by "
+                                "another run's broker; give another --broker-port, or 'auto'") from None
 
 
 def free_local_ports(federates: list[str], interface: str | None, taken: set[int]) -> dict[str, int]:
@@ -154,6 +171,7 @@ def plan_run(
         _check_split(scenario, only, all_names)
     output = output.resolve()
     run_dir = output.with_name(output.stem + "_run")
+    lock = claim_output(run_dir, output, "" if only is None else "_" + next(n for n in all_names if n in only))
     if resume is not None and (run_dir / "logs").is_dir():  # keep the logs of the run being resumed
         (run_dir / "logs").rename(run_dir / f"logs_before_step_{resume.rows}_{datetime.now():%Y%m%d-%H%M%S}")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -163,6 +181,8 @@ def plan_run(
         resume_state.write_text(json.dumps({"step": resume.step, "states": resume.states}))
     interface = fed_spec.broker_interface or fed_spec.broker_address
     port = free_port(interface) if fed_spec.broker_port == "auto" else int(fed_spec.broker_port)
+    if fed_spec.broker_port != "auto" and (only is None or BROKER in only):
+        check_port_free(interface, port, fed_spec.core_type)
     local_ports = {}
     if fed_spec.core_type in ("zmq", "tcp"):  # the _ss cores' federates listen on no port
         here = [n for n in all_names if n != BROKER and (only is None or n in only)]
@@ -209,7 +229,27 @@ def plan_run(
         ],
     }
     runner_path.write_text(json.dumps(runner, indent=2))
-    return RunPlan(config, run_dir, config_path, runner_path, commands, elsewhere)
+    return RunPlan(config, run_dir, config_path, runner_path, commands, elsewhere, lock)
+
+
+def claim_output(run_dir: Path, output: Path, part: str = "") -> IO:
+    """Lock the run folder for this run (a part of a split run: for that part) before anything in
+    it is written: a second run given the same output then refuses at once instead of
+    overwriting the first one's configs, logs and file. The lock goes with this process."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / f".lock{part}", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise RunFailed(f"{output} is being written by another run (tandem pid {holder}) still going; "
+                        "give another -o (or output.path), or wait for it to end") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _check_split(scenario: Scenario, only: list[str], all_names: list[str]) -> None:
@@ -342,7 +382,7 @@ class Federation:
             stalled = time.monotonic() - max(self.progress.updated_at, 0.0 if started else self._replay_activity())
             # Before the first step, observers may still be joining: give them ten minutes more.
             if stalled > limit + (0 if started or not self.plan.config.observers else 600):
-                where = f"after step {self.progress.steps_done}" if started else "before the first step"
+                where = self._after_steps() if started else "before the first step"
                 elsewhere = f"; started elsewhere: {', '.join(self.plan.elsewhere)}" if self.plan.elsewhere else ""
                 raise RunFailed(
                     f"no progress for {stalled:.0f} s {where}: the federation stalled "
@@ -372,6 +412,12 @@ class Federation:
                     pass
         return time.monotonic() - max(0.0, time.time() - modified) if modified else 0.0
 
+    def _after_steps(self) -> str:
+        """Where the run got: "after step k" names the last step recorded by its 0-based index,
+        as checkpoint messages do, and the count follows to leave no doubt."""
+        done = self.progress.steps_done
+        return f"after step {done - 1} ({done} of {self.progress.n_steps} steps recorded)" if done else "before the first step"
+
     def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""
         # The federation stops as a whole once one federate fails: give the others a moment to
@@ -387,7 +433,10 @@ class Federation:
         for name in failed:
             code = self.procs[name].returncode
             if code < 0:
-                return f"federate '{name}' (pid {self.procs[name].pid}) was killed by {signal.Signals(-code).name} after step {self.progress.steps_done}"
+                return f"federate '{name}' (pid {self.procs[name].pid}) was killed by {signal.Signals(-code).name} {self._after_steps()}"
+        hung = self._hung_broker(failed)
+        if hung:
+            return hung
         for name in failed:
             if self.procs[name].returncode == EXIT_OWN_ERROR:
                 return f"federate '{name}' failed: {self.log_tail(name) or 'see its log'}"
@@ -397,6 +446,37 @@ class Federation:
         if code == EXIT_FEDERATION_ERROR:
             return f"federate '{name}' stopped: {detail}"
         return f"federate '{name}' failed: {detail}"
+
+    def _hung_broker(self, failed: list[str]) -> str:
+        """The broker, when it is why the federates failed: it is stopped (process state T), or
+        every failure is a lost contact with it (HELICS timeouts, "cannot reach") and it still
+        runs after every federate has exited. A healthy broker exits
+        once its federates are gone; a hung or stopped one does not. Blaming the first federate
+        to time out would send the user after the wrong process. "" if not the broker."""
+        broker = self.procs.get(BROKER)
+        if broker is None or not failed or broker.poll() is not None:
+            return ""
+        try:
+            stopped = Path(f"/proc/{broker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
+        except (OSError, IndexError):
+            stopped = False
+        # A stopped broker is the cause whatever the federates made of it (timeouts, or "feeders
+        # did not answer" from a transmission federate whose messages it no longer relays).
+        lost = lambda n: (self.procs[n].returncode == EXIT_FEDERATION_ERROR  # noqa: E731
+                          or self.log_tail(n).startswith("cannot reach the HELICS broker"))
+        if not stopped and (self.plan.config.observers or not all(lost(n) for n in failed)):
+            return ""
+        if not stopped:
+            if any(self.procs[n].poll() is None for n in self.procs if n != BROKER):
+                return ""  # a federate still runs (perhaps the one that hangs): not clearly the broker
+            try:
+                broker.wait(timeout=BLAME_SECONDS)
+                return ""  # it left with its federates: not hung
+            except subprocess.TimeoutExpired:
+                pass
+        how = "is stopped (SIGSTOP?) and" if stopped else "still runs but"
+        return (f"the HELICS broker (pid {broker.pid}) {how} stopped answering its federates {self._after_steps()}: "
+                f"federate '{failed[0]}' reports: {self.log_tail(failed[0]) or f'exit code {self.procs[failed[0]].returncode}'}")
 
     def close(self) -> None:
         """Stop whatever still runs: the recorder gently (it closes the file), the rest hard."""
@@ -482,3 +562,5 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
         raise
     finally:
         federation.close()
+        if plan.lock is not None:
+            plan.lock.close()  # the output is free for another run

@@ -10,6 +10,7 @@ published for the record.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import helics as h
@@ -17,6 +18,7 @@ import numpy as np
 
 from federates import interfaces as names
 from federates.base import (
+    WARNING_PREFIX,
     FederationConfig,
     close_federate,
     create_value_federate,
@@ -121,6 +123,9 @@ class TransmissionFederate:
                 p, q = self._feeder_totals(label)
                 solving = time.perf_counter()
                 self.model.run(k, p, q, label)
+                for warning in self.model.match_warnings:  # once: after the multipliers are fixed
+                    print(f"{WARNING_PREFIX}{warning}", file=sys.stderr, flush=True)
+                self.model.match_warnings.clear()
                 vm, va = self.model.boundary_voltage()
                 self.pf_seconds += time.perf_counter() - solving
                 mismatch = voltage_mismatch(vm, va, self.sent_vm, self.sent_va)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -27,9 +28,11 @@ from feeder_models import BUNDLED_FEEDERS, bundled_feeder_master
 from feeder_models.synthetic import write_synthetic_feeder
 from grid import dss_state
 from grid.ders import DerFleet, feeder_loads
+from grid.ders.placement import delta_feeder
 from grid.errors import FeederModelError, PowerFlowError
 from grid.setpoints import Setpoints
 
+DEFAULT_CONTROL_ITERATIONS = 100  # unless a feeder's `solver.max_control_iterations` says otherwise
 VOLTAGE_BAND = (0.95, 1.05)  # pu; nodes outside it are counted every step
 REPLAY_REPORT_SECONDS = 2.0  # how often a feeder replaying its journal tells how far it got
 _NO_DER_LOADS = np.empty(0)  # read-only default: a feeder without DERs that are loads
@@ -45,6 +48,16 @@ class StepReadings:
     node_vm_pu: np.ndarray
     stats: tuple  # FeederModel.voltage_stats
     ders: dict[str, np.ndarray]  # DerFleet.readings
+
+
+def dss_error(exc: Exception) -> str:
+    """OpenDSS's error on one line, ending with the file and line it arose at (OpenDSS lists the
+    files being read innermost first, one per line: a one-line error would lose them)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    where = [line for line in lines if line.startswith("[file:")]
+    text = " ".join(line for line in lines if not line.startswith("[file:"))
+    found = re.match(r'\[file: "(.*)", line: (\d+)\]', where[0]) if where else None
+    return f"{text} (at {found.group(1)}, line {found.group(2)})" if found else text
 
 
 def feeder_master_path(model: str, seed: int = 0) -> Path:
@@ -75,11 +88,16 @@ class FeederModel:
         self.name = name
         self.master = feeder_master_path(model, seed)
         self.dss = opendssdirect.NewContext()
+        # Run scripts (the official Run_IEEE123Bus.DSS) end in `Show ...` reports, which OpenDSS
+        # opens in an editor: without one it fails with a bare "(#704) Error 704". The report is
+        # still written beside the model, as OpenDSS does; no editor is started.
+        self.dss.Basic.AllowEditor(False)
+        self.dss.Basic.AllowForms(False)  # plots and message boxes: nothing to show them on
         cwd = os.getcwd()
         try:
             self.dss.Text.Command(f'compile "{self.master}"')
         except Exception as exc:  # DSS raises its own exception types; all mean "bad model"
-            raise FeederModelError(f"feeder {name}: cannot compile {self.master}: {str(exc).strip()}") from None
+            raise FeederModelError(f"feeder {name}: cannot compile {self.master}: {dss_error(exc)}") from None
         finally:
             os.chdir(cwd)  # OpenDSS moves the process into the model's folder
         if self.dss.Circuit.NumNodes() == 0:
@@ -87,7 +105,7 @@ class FeederModel:
         if "source" not in [n.lower() for n in self.dss.Vsources.AllNames()]:
             raise FeederModelError(f"feeder {name}: {self.master} has no Vsource.source to drive from the boundary")
         # Regulators with several taps to travel need more than the default 10 control rounds.
-        self.dss.Solution.MaxControlIterations(100)
+        self.dss.Solution.MaxControlIterations(DEFAULT_CONTROL_ITERATIONS)
         self.dss.Vsources.Name("source")
         self._only_vsource = self.dss.Vsources.Count() == 1
         self._base_angle = self.dss.Vsources.AngleDeg()
@@ -107,8 +125,14 @@ class FeederModel:
         self.head_bus = next(
             (b for b in self.dss.Circuit.AllBusNames() if b.lower() != source_bus and self._bus_phases(b) == 3), source_bus
         )
-        self.loads = feeder_loads(self.dss)
+        try:
+            self.loads = feeder_loads(self.dss)
+        except ValueError as exc:
+            raise FeederModelError(f"feeder {name}: {self.master}: {exc}") from None
         self._load_kw = np.array([p.kw for p in self.loads])
+        # An ungrounded delta feeder (all loads delta, IEEE 37): its node-to-ground voltages float,
+        # so its voltages are line to line, in pu of the line-to-line base.
+        self._line_to_line = self._line_to_line_pairs(names) if delta_feeder(self.loads) else None
         # Loads keep their power factor as their level changes, so a kW write per load will do.
         for i, point in enumerate(self.loads):
             self.dss.Loads.Idx(i + 1)
@@ -123,6 +147,29 @@ class FeederModel:
         self.alt = self.dss.to_altdss()  # batch reads: one call per element class and step
         self._circuit = self.dss.to_dss_python().ActiveCircuit  # arrays come back as numpy, not lists
         self._source = self.alt.Vsource["source"]  # its powers in one call, complex
+
+    def _line_to_line_pairs(self, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each feeder node (in `node_names` order): its own index, the index of the next phase
+        of its bus (cyclically: 1-2, 2-3, 3-1; a two-phase bus's nodes both give 1-2) and the
+        line-to-line base in V. A bus with one node keeps its line-to-ground voltage (index
+        len(names): a zero appended to the voltages)."""
+        where = {n.lower(): i for i, n in enumerate(names)}
+        own, other, base = [], [], []
+        for name in self.node_names:
+            bus, node = name.lower().rsplit(".", 1)
+            self.dss.Circuit.SetActiveBus(bus)
+            nodes = sorted(self.dss.Bus.Nodes())
+            kv_ln = self.dss.Bus.kVBase()
+            own.append(where[name.lower()])
+            if len(nodes) < 2:
+                other.append(len(names))
+                base.append(kv_ln * 1000.0)
+                continue
+            at = nodes.index(int(node))
+            partner = nodes[(at + 1) % len(nodes)] if len(nodes) > 2 or at == 0 else nodes[0]
+            other.append(where[f"{bus}.{partner}"])
+            base.append(kv_ln * 1000.0 * math.sqrt(3))
+        return np.array(own), np.array(other), np.array(base)
 
     def _bus_phases(self, bus: str) -> int:
         self.dss.Circuit.SetActiveBus(bus)
@@ -239,13 +286,31 @@ class FeederModel:
             kw = np.concatenate([kw, der_kw])
         self.alt.Load._set_kW(kw, SetterFlags.AvoidFullRecalc)
 
+    def set_solver(self, solver) -> None:
+        """A scenario's `solver` settings (scenario.schema.SolverSpec); None keeps the model's own."""
+        if solver.max_iterations is not None:
+            self.dss.Solution.MaxIterations(solver.max_iterations)
+        if solver.max_control_iterations is not None:
+            self.dss.Solution.MaxControlIterations(solver.max_control_iterations)
+        if solver.algorithm is not None:
+            self.dss.Text.Command(f"set algorithm={solver.algorithm}")
+
     def solve(self, label: str = "") -> None:
+        solution = self.dss.Solution
         try:
-            self.dss.Solution.Solve()
+            solution.Solve()
         except DSSException as exc:  # e.g. controls still moving after MaxControlIterations rounds
-            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}: {str(exc).strip().splitlines()[0]}") from None
-        if not self.dss.Solution.Converged():
-            raise PowerFlowError(f"feeder {self.name}: OpenDSS power flow did not converge{label}")
+            reason = str(exc).strip().splitlines()[0]
+            hint = ""  # before OpenDSS's own words, which end the message
+            if "control" in reason.lower():
+                hint = (f" (raise this feeder's solver.max_control_iterations, now {solution.MaxControlIterations()}, "
+                        "or turn off controls that hunt, e.g. controls.regulators with controls.volt_var)")
+            raise PowerFlowError(f"feeder {self.name}: OpenDSS could not solve{label}{hint}: {reason}") from None
+        if not solution.Converged():
+            raise PowerFlowError(
+                f"feeder {self.name}: OpenDSS power flow did not converge{label}; raise this feeder's "
+                f"solver.max_iterations (now {solution.MaxIterations()}) or try solver.algorithm: newton"
+            )
 
     def substation_power(self) -> tuple[np.ndarray, np.ndarray]:
         """Power drawn from the source per phase: P (kW) and Q (kvar), phases a, b, c."""
@@ -254,10 +319,26 @@ class FeederModel:
 
     def node_voltages(self) -> np.ndarray:
         """Voltage magnitude (pu) of every feeder node, in `node_names` order."""
+        if self._line_to_line is not None:
+            return self._line_to_line_voltages()
         v = self._circuit.AllBusVmagPu
         if len(v) != len(self._feeder_nodes):  # readings go by position: a new node would shift them
             raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
         return v[self._feeder_node_index]
+
+    def _line_to_line_voltages(self) -> np.ndarray:
+        """A delta feeder's voltages: each node's to the next phase of its bus, in pu of line to line."""
+        parts = self._circuit.AllBusVolts
+        if len(parts) != 2 * len(self._feeder_nodes):
+            raise FeederModelError(f"feeder {self.name}: a DER connects to a node (bus.phase) the feeder does not have")
+        v = np.append(parts[0::2] + 1j * parts[1::2], 0.0)
+        own, other, base = self._line_to_line
+        return np.abs(v[own] - v[other]) / base
+
+    def dead_nodes(self, v: np.ndarray) -> list[str]:
+        """Feeder nodes at zero voltage after a solve: isolated from the source, e.g. a load on a
+        bus the model never connects (a misspelt bus name creates a new, unconnected bus)."""
+        return [self.node_names[i] for i in np.flatnonzero(v < 1e-6)]
 
     def losses(self) -> tuple[float, float]:
         """Active (kW) and reactive (kvar) losses of the whole feeder circuit."""
@@ -292,6 +373,7 @@ def build_feeder(spec, scenario) -> FeederModel:
     from timeseries.sources import profile_values
 
     model = FeederModel(spec.label, spec.model, spec.seed)
+    model.set_solver(spec.solver)
     index = scenario.time.index()
     if isinstance(spec.load_profile, str):
         base = load_shape(spec.load_profile, index)

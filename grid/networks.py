@@ -13,16 +13,23 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from scenario.schema import BUILTIN_CASES
+from scenario.schema import BUILTIN_CASES, SIMBENCH_PREFIX
 
 
 def load_network(network: str):
-    """Return a pandapower net for a built-in case name or a JSON/MATPOWER file."""
+    """Return a pandapower net for a network function pandapower ships, a SimBench code
+    ('simbench:<code>') or a JSON/MATPOWER file."""
     import pandapower as pp
     import pandapower.networks as pn
 
     if network in BUILTIN_CASES:
         return getattr(pn, network)()
+    if network.startswith(SIMBENCH_PREFIX):
+        try:
+            import simbench
+        except ImportError:
+            raise ValueError("SimBench grids need the simbench package (pip install simbench)") from None
+        return simbench.get_simbench_net(network[len(SIMBENCH_PREFIX):])
     path = Path(network)
     if not path.is_file():
         raise FileNotFoundError(f"transmission network file not found: {path}")
@@ -57,6 +64,12 @@ def _summary_cache(network: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tandem" / "networks"
     if network in BUILTIN_CASES:
         key = f"{network}-pandapower{metadata.version('pandapower')}"
+    elif network.startswith(SIMBENCH_PREFIX):
+        try:
+            version = metadata.version("simbench")
+        except metadata.PackageNotFoundError:
+            version = "missing"
+        key = f"simbench-{network[len(SIMBENCH_PREFIX):]}-{version}-pandapower{metadata.version('pandapower')}"
     else:
         stat = Path(network).stat()
         identity = f"{Path(network).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"

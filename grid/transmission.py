@@ -67,6 +67,9 @@ def check_boundary_buses(scenario: Scenario, net: NetworkSummary) -> list[int]:
     return buses
 
 
+Q_WARN_SHARE = 0.2  # 'match_bus_load' copies whose Q is off the bus's by more than this share of its |S|: warned
+
+
 class TransmissionModel:
     """pandapower network with feeder load elements at the boundary buses."""
 
@@ -94,6 +97,7 @@ class TransmissionModel:
         in_service = net.load.in_service.to_numpy()
         at_bus = {int(b): (net.load.bus == b).to_numpy() & in_service for b in self.boundary_buses}
         own_at_bus = {b: float(net.load.p_mw.to_numpy()[mask].sum()) for b, mask in at_bus.items()}
+        own_q_at_bus = {b: float(net.load.q_mvar.to_numpy()[mask].sum()) for b, mask in at_bus.items()}
         replace = {int(b) for f, b in zip(scenario.feeders, self.feeder_bus) if f.bus_load == "replace"}
         replaced = np.zeros((len(self.boundary_buses), 2))  # base P, Q the feeders take over per bus
         for j, b in enumerate(self.boundary_buses):
@@ -119,10 +123,17 @@ class TransmissionModel:
         feeders_at_bus = np.bincount(self._feeder_pos[matching], minlength=len(self.boundary_buses))
         self._match_target_mw = np.full(n_feeders, np.nan)
         self.multipliers = np.full(n_feeders, np.nan)
+        self._match_target_mvar = np.full(n_feeders, np.nan)
+        self._match_q = np.array([f.match_q for f in scenario.feeders], dtype=bool)
+        self._feeder_labels = [f.label for f in scenario.feeders]
+        # Mvar each feeder's boundary adds to its copies' Q (match_q): zero unless asked for.
+        self.q_correction = np.zeros(n_feeders)
+        self.match_warnings: list[str] = []  # for the federate to show, once, after step 0's first solve
         for i, feeder in enumerate(scenario.feeders):
             if feeder.multiplier == "match_bus_load":
-                share = own_at_bus[int(self.feeder_bus[i])] / feeders_at_bus[self._feeder_pos[i]]
-                self._match_target_mw[i] = share * self.system_level[0]
+                n_here = feeders_at_bus[self._feeder_pos[i]]
+                self._match_target_mw[i] = own_at_bus[int(self.feeder_bus[i])] / n_here * self.system_level[0]
+                self._match_target_mvar[i] = own_q_at_bus[int(self.feeder_bus[i])] / n_here * self.system_level[0]
             else:
                 self.multipliers[i] = float(feeder.multiplier)
 
@@ -161,8 +172,11 @@ class TransmissionModel:
         self.net.load["p_mw"] = self._load_pq[:, 0]
         self.net.load["q_mvar"] = self._load_pq[:, 1]
 
-    def fix_multipliers(self, p_total_kw: np.ndarray) -> None:
-        """Set 'match_bus_load' multipliers from the feeders' first substation power."""
+    def fix_multipliers(self, p_total_kw: np.ndarray, q_total_kvar: np.ndarray | None = None) -> None:
+        """Set 'match_bus_load' multipliers from the feeders' first substation power: the copies
+        carry the bus's own P. Their Q then follows the feeder's power factor, not the bus's: with
+        `match_q` a fixed boundary Q makes up the difference, else a difference of more than
+        Q_WARN_SHARE of the bus's apparent power is put in `match_warnings`."""
         todo = np.isnan(self.multipliers)
         if not todo.any():
             return
@@ -170,18 +184,35 @@ class TransmissionModel:
             bad = int(np.flatnonzero(todo & (p_total_kw <= 0))[0])
             raise PowerFlowError(f"feeder #{bad} draws no active power at the start; 'match_bus_load' needs a positive load")
         self.multipliers[todo] = self._match_target_mw[todo] * 1000.0 / p_total_kw[todo]
+        if q_total_kvar is None:
+            return
+        for i in np.flatnonzero(todo):
+            copies = self.multipliers[i] * q_total_kvar[i] / 1000.0
+            target, p_target = self._match_target_mvar[i], self._match_target_mw[i]
+            if self._match_q[i]:
+                self.q_correction[i] = target - copies
+                continue
+            apparent = float(np.hypot(p_target, target))
+            if apparent > 0 and abs(target - copies) > Q_WARN_SHARE * apparent:
+                self.match_warnings.append(
+                    f"feeder {self._feeder_labels[i]}: 'match_bus_load' matches P only: its {self.multipliers[i]:.3g} copies "
+                    f"draw {copies:.3g} Mvar where bus {int(self.feeder_bus[i])}'s own load drew {target:.3g} Mvar "
+                    f"({abs(target - copies) / apparent:.0%} of its apparent power, over {Q_WARN_SHARE:.0%}); "
+                    "set match_q: true to make up the difference at the boundary"
+                )
 
     def set_feeder_power(self, p_total_kw: np.ndarray, q_total_kvar: np.ndarray) -> None:
         """Load each boundary bus with the sum of multiplier x feeder power (kW -> MW)."""
         n, own = len(self.boundary_buses), self._n_own_loads
         self._load_pq[own:, 0] = np.bincount(self._feeder_pos, weights=self.multipliers * p_total_kw, minlength=n) / 1000.0
-        self._load_pq[own:, 1] = np.bincount(self._feeder_pos, weights=self.multipliers * q_total_kvar, minlength=n) / 1000.0
+        q = self.multipliers * q_total_kvar + self.q_correction * 1000.0  # + 0.0 exactly without match_q
+        self._load_pq[own:, 1] = np.bincount(self._feeder_pos, weights=q, minlength=n) / 1000.0
 
     # -- solve ----------------------------------------------------------------
     def run(self, k: int, p_total_kw: np.ndarray, q_total_kvar: np.ndarray, label: str = "") -> None:
         """One transmission solve at step k with the feeders' total substation powers."""
         if k == 0:
-            self.fix_multipliers(p_total_kw)
+            self.fix_multipliers(p_total_kw, q_total_kvar)
         self.set_step(k)
         self.set_feeder_power(p_total_kw, q_total_kvar)
         self.solve(label)
@@ -228,7 +259,9 @@ class TransmissionModel:
         from pandapower.pypower.idx_bus import VA, VM
 
         ppc = self.net._ppc
+        extra = {"q_correction_mvar": self.q_correction.tolist()} if self.q_correction.any() else {}
         return {
+            **extra,
             "multipliers": self.multipliers.tolist(),
             "dispatch_mw": self._dispatch.tolist(),
             "ppc_bus": [ppc["bus"][:, VM].tolist(), ppc["bus"][:, VA].tolist()],
@@ -249,6 +282,8 @@ class TransmissionModel:
         self.net.res_bus["vm_pu"], self.net.res_bus["va_degree"] = state["res_bus"]
         self.results.vm_pu, self.results.va_degree = (np.asarray(v, dtype=float) for v in state["res_bus"])
         self.multipliers = np.asarray(state["multipliers"], dtype=float)
+        if "q_correction_mvar" in state:
+            self.q_correction = np.asarray(state["q_correction_mvar"], dtype=float)
         self.set_dispatch(np.asarray(state["dispatch_mw"], dtype=float))
 
     # -- outputs --------------------------------------------------------------

@@ -41,12 +41,30 @@ from pydantic import (
 from feeder_models import BUNDLED_FEEDERS
 from timeseries.profiles import LOAD_SHAPES
 
-# pandapower's built-in cases a scenario may name; listed here so validating needs no pandapower.
+# Every network function pandapower 3.5.6 ships that needs no argument (pandapower.networks:
+# the power-system test cases, CIGRE, Kerber, Dickert, IEEE European LV, ...), listed here so
+# validating needs no pandapower; tests/test_hostile_input.py checks the list against the
+# installed pandapower, so an upgrade that adds or drops one fails there.
 BUILTIN_CASES = (
-    "case4gs", "case5", "case6ww", "case9", "case11_iwamoto", "case14", "case24_ieee_rts",
-    "case30", "case_ieee30", "case33bw", "case39", "case57", "case89pegase", "case118",
-    "case145", "case_illinois200", "case300",
+    "GBnetwork", "GBreducednetwork", "case118", "case11_iwamoto", "case1354pegase", "case14", "case145",
+    "case1888rte", "case24_ieee_rts", "case2848rte", "case2869pegase", "case30", "case300", "case3120sp",
+    "case33bw", "case39", "case4gs", "case5", "case57", "case6470rte", "case6495rte", "case6515rte",
+    "case6ww", "case89pegase", "case9", "case9241pegase", "case_ieee30", "case_illinois200",
+    "create_cigre_network_hv", "create_cigre_network_lv", "create_cigre_network_mv",
+    "create_dickert_lv_network", "create_kerber_dorfnetz", "create_kerber_landnetz_freileitung_1",
+    "create_kerber_landnetz_freileitung_2", "create_kerber_landnetz_kabel_1", "create_kerber_landnetz_kabel_2",
+    "create_kerber_vorstadtnetz_kabel_1", "create_kerber_vorstadtnetz_kabel_2",
+    "create_synthetic_voltage_control_lv_network", "example_multivoltage", "example_simple",
+    "four_loads_with_branches_out", "iceland", "ieee_european_lv_asymmetric", "kb_extrem_dorfnetz",
+    "kb_extrem_dorfnetz_trafo", "kb_extrem_landnetz_freileitung", "kb_extrem_landnetz_freileitung_trafo",
+    "kb_extrem_landnetz_kabel", "kb_extrem_landnetz_kabel_trafo", "kb_extrem_vorstadtnetz_1",
+    "kb_extrem_vorstadtnetz_2", "kb_extrem_vorstadtnetz_trafo_1", "kb_extrem_vorstadtnetz_trafo_2",
+    "lv_schutterwald", "mv_oberrhein", "panda_four_load_branch", "simple_four_bus_system",
+    "simple_mv_open_ring_net",
 )
+# SimBench grids by code (the `simbench` package), e.g. "simbench:1-HV-mixed--0-no_sw".
+SIMBENCH_PREFIX = "simbench:"
+_SIMBENCH_CODE = re.compile(r"[1-9]-[A-Za-z_]+-[A-Za-z0-9_]*-[A-Za-z0-9_.]*-[0-9]-(sw|no_sw)")
 NETWORK_FILE_SUFFIXES = (".json", ".m", ".mat")
 PGLIB_RATED = ("case118",)  # networks grid/ratings.py has PGLib-OPF ratings for (grid/data/)
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
@@ -131,7 +149,11 @@ class TransmissionSpec(_Strict):
 
     network: str = Field(
         "case118",
-        description="pandapower built-in case name (e.g. case118, case30) or path to a pandapower JSON or MATPOWER (.m/.mat) file",
+        description=(
+            "a network function pandapower ships (e.g. case118, case1354pegase, GBnetwork, mv_oberrhein), "
+            "a SimBench grid as 'simbench:<code>' (e.g. simbench:1-HV-mixed--0-no_sw; needs the simbench package), "
+            "or a path to a pandapower JSON or MATPOWER (.m/.mat) file"
+        ),
     )
     load_profile: ProfileName = Field("system", description="built-in load shape that scales the network's own loads")
     scale_generation: bool = Field(
@@ -154,9 +176,17 @@ class TransmissionSpec(_Strict):
     def _known_network(cls, value: str) -> str:
         if value in BUILTIN_CASES or Path(value).suffix.lower() in NETWORK_FILE_SUFFIXES:
             return value
+        if value.startswith(SIMBENCH_PREFIX):
+            code = value[len(SIMBENCH_PREFIX):]
+            if not _SIMBENCH_CODE.fullmatch(code):
+                raise ValueError(f"{code!r} is not a SimBench code such as '1-HV-mixed--0-no_sw' "
+                                 "(simbench.collect_all_simbench_codes() lists them)")
+            return value
+        close = [c for c in BUILTIN_CASES if c.lower() == value.lower()]
         raise ValueError(
-            f"unknown network {value!r}: give a pandapower case name ({', '.join(sorted(BUILTIN_CASES)[:6])}, ...) "
-            f"or a file ending in {', '.join(NETWORK_FILE_SUFFIXES)}"
+            f"unknown network {value!r}: " + (f"did you mean {close[0]!r}? " if close else "")
+            + f"give a pandapower network ({', '.join(sorted(BUILTIN_CASES)[:6])}, ... {len(BUILTIN_CASES)} in all), "
+            f"'simbench:<code>', or a file ending in {', '.join(NETWORK_FILE_SUFFIXES)}"
         )
 
 
@@ -276,6 +306,15 @@ class ControlsSpec(_Strict):
     volt_watt: bool = Field(False, description="PV Volt-Watt (IEEE 1547 curve)")
 
 
+class SolverSpec(_Strict):
+    """OpenDSS solver settings of one feeder; unset keys keep what the model's own files set
+    (OpenDSS's defaults: 15 iterations, the normal algorithm) and Tandem's 100 control rounds."""
+
+    max_iterations: int | None = Field(None, ge=1, le=1000, description="power-flow iterations per solve (OpenDSS `Set MaxIterations`; its default 15 is too few for some large feeders, e.g. IEEE 8500, whose own run script sets 20)")
+    max_control_iterations: int | None = Field(None, ge=1, le=10000, description="control rounds per solve: regulators, capacitors, inverter controls (OpenDSS `Set MaxControlIter`; Tandem's default 100)")
+    algorithm: Literal["normal", "newton"] | None = Field(None, description="OpenDSS `Set Algorithm`: normal (current injection, fast) or newton (more robust on heavily loaded or meshed feeders)")
+
+
 class DiversitySpec(_Strict):
     """Each load gets its own version of the feeder's load shape."""
 
@@ -297,6 +336,13 @@ class FeederSpec(_Strict):
     bus_load: Literal["replace", "add"] = Field(
         "replace", description="whether the feeders replace the bus's own load or add to it"
     )
+    match_q: bool = Field(
+        False,
+        description=(
+            "with multiplier 'match_bus_load': also match the bus's own reactive power at the start, by a fixed "
+            "reactive power at the boundary (a power-factor correction: capacitor or reactor) making up the copies' difference"
+        ),
+    )
     load_profile: ProfileName | ProfileFile = Field(
         "residential",
         description="built-in load shape, or a file: per unit (pu, %) or power (W, kW, MW: scaled so its peak is 1)",
@@ -308,6 +354,7 @@ class FeederSpec(_Strict):
     dg: DGSpec = DGSpec()
     flexible_load: FlexibleLoadSpec = FlexibleLoadSpec()
     controls: ControlsSpec = ControlsSpec()
+    solver: SolverSpec = SolverSpec()
     seed: int = Field(0, ge=0, description="seed of DER placement, load diversity, EV sessions and cloud cover")
 
     @field_validator("model")
@@ -324,6 +371,12 @@ class FeederSpec(_Strict):
             f"unknown feeder model {value!r}: give a bundled feeder ({', '.join(BUNDLED_FEEDERS)}), "
             "'synthetic:<buses>' or a path to an OpenDSS .dss master file"
         )
+
+    @model_validator(mode="after")
+    def _match_q_needs_matching(self) -> "FeederSpec":
+        if self.match_q and self.multiplier != "match_bus_load":
+            raise ValueError("match_q: matches the bus's own Q only with multiplier 'match_bus_load'")
+        return self
 
     @field_validator("multiplier")
     @classmethod
@@ -464,7 +517,8 @@ class FederationSpec(_Strict):
     feeder_processes: PositiveInt | Literal["auto"] = Field(
         "auto", description="number of feeder federate processes; 'auto' uses the cores left after the transmission federate and recorder (always one in iterative coupling)"
     )
-    timeout_s: float = Field(60.0, gt=0, description="how long a federate or the broker waits for a silent peer before failing")
+    # Below a second HELICS gives up on peers that are merely busy (a feeder compiling its model).
+    timeout_s: float = Field(60.0, ge=1, le=86400, description="how long a federate or the broker waits for a silent peer before failing (1 s to 1 day)")
 
 
 class OutputSpec(_Strict):
@@ -480,7 +534,7 @@ class OutputSpec(_Strict):
 class Scenario(_Strict):
     """A whole study: network, feeders, time, coupling, federation and output."""
 
-    name: str = "scenario"
+    name: str = Field("scenario", min_length=1, max_length=100, description="names the default output file runs/output/<name>_<time>.h5")
     description: str = ""
     transmission: TransmissionSpec = TransmissionSpec()
     feeders: list[FeederSpec] = Field(min_length=1)
@@ -490,6 +544,14 @@ class Scenario(_Strict):
     coupling: CouplingSpec = CouplingSpec()
     federation: FederationSpec = FederationSpec()
     output: OutputSpec = OutputSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        # The name becomes a file name in runs/output/: a path in it would write elsewhere.
+        if re.search(r"[/\\\x00-\x1f]", value) or value.startswith("."):
+            raise ValueError(f"the name becomes a file name: no '/', '\\', control characters or leading '.' (got {value!r})")
+        return value
 
     @model_validator(mode="after")
     def _unique_feeder_names(self) -> "Scenario":
@@ -551,6 +613,8 @@ def _read_mapping(path: Path) -> dict:
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ScenarioError(f"{path}: not valid {suffix[1:].upper()}: {first_line}") from None
+    except RecursionError:  # the parsers recurse once per level of nesting
+        raise ScenarioError(f"{path}: nested too deeply to be a scenario") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of keys (name, transmission, feeders, ...)")
     return data
@@ -580,7 +644,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     transmission = data.get("transmission")
     if isinstance(transmission, dict) and isinstance(transmission.get("network"), str):
         net = transmission["network"]
-        if Path(net).suffix:
+        if Path(net).suffix and not net.startswith(SIMBENCH_PREFIX):  # '1-HVMV-mixed-1.105-0-sw' is no file
             transmission["network"] = str((base / net).resolve())
     for feeder in data.get("feeders") or []:
         if isinstance(feeder, dict) and isinstance(feeder.get("model"), str) and feeder["model"].lower().endswith(".dss"):
@@ -599,7 +663,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 def check_files(scenario: Scenario) -> None:
     """Every file the scenario names must exist before any process starts."""
     network = scenario.transmission.network
-    if Path(network).suffix and not Path(network).is_file():
+    if Path(network).suffix and not network.startswith(SIMBENCH_PREFIX) and not Path(network).is_file():
         raise ScenarioError(f"transmission.network: file not found: {network}")
     for i, feeder in enumerate(scenario.feeders):
         if feeder.model.lower().endswith(".dss") and not Path(feeder.model).is_file():
@@ -641,5 +705,7 @@ def load_scenario(path: str | Path | None = None, overrides: dict[str, object] |
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(describe_validation_error(str(path or "built-in default scenario"), exc)) from None
+    except RecursionError:  # a value nested deeper than the parser's limit but past pydantic's
+        raise ScenarioError(f"{source}: nested too deeply to be a scenario") from None
     check_files(scenario)
     return scenario

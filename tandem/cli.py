@@ -126,7 +126,7 @@ def _stop_run(signum, frame) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from federates import interfaces as names
     from federates.launcher import RunFailed
-    from tandem.study import execute_run, prepare_resume, prepare_run, resume_scenario
+    from tandem.study import execute_run, prepare_resume, prepare_run, resume_scenario, run_warnings
 
     if args.resume and (args.scenario or args.output):
         raise ScenarioError(f"--resume continues {args.resume} with the scenario it holds; drop the "
@@ -168,9 +168,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     task = progress.add_task(scenario.name, total=scenario.time.n_steps, completed=resumed_from, simtime="", rate="-")
     first_step: list[tuple[float, int]] = []  # (when, steps) at the first progress: start-up is not stepping
 
+    shown: set[str] = set()
+
+    def show_warnings() -> None:
+        for warning in run_warnings(plan.run_dir):
+            if warning not in shown:
+                shown.add(warning)
+                console.print(f"[bold yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
+
     def on_progress(p) -> None:
         if p.steps_done > resumed_from and not first_step:
             first_step.append((time.monotonic(), p.steps_done))
+            show_warnings()  # start-up checks of the federates (e.g. nodes at 0 pu) are done by now
         rate = "-"
         if first_step and p.steps_done > first_step[0][1]:
             rate = f"{(p.steps_done - first_step[0][1]) / max(time.monotonic() - first_step[0][0], 1e-9):.1f}"
@@ -184,19 +193,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = execute_run(plan, on_progress)
         except RunFailed as exc:
             progress.stop()
+            show_warnings()  # before the error, which stays last but for the resume hint
             console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return EXIT_RUN_FAILED
         except KeyboardInterrupt as exc:
             progress.stop()
+            show_warnings()
             how = f"stopped by {exc.args[0]}" if exc.args else "the run was stopped"
-            console.print(f"[bold red]interrupted[/]: {how}; partial results were kept", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]interrupted[/]: {how}; {_kept(plan.config.output)}", highlight=False, soft_wrap=True)
             _hint_resume(plan.config.output)
             return 130
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             _stopping.clear()
+    show_warnings()  # a completed run's (none new after a failure: shown above)
     if not args.quiet and outcome.summary is None:
         console.print(f"[bold green]Part complete[/]: {', '.join(plan.commands)} finished in {outcome.wall_seconds:.1f} s; "
                       f"the recorder's host writes {outcome.output}", highlight=False)
@@ -228,6 +240,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for scheme, message in errors.items():
         console.print(f"[bold red]error[/] ({scheme}): {message}", highlight=False, soft_wrap=True)
     return EXIT_RUN_FAILED if errors else 0
+
+
+def _kept(output: str) -> str:
+    """What an interrupted run left: say that results were kept only if a readable file holds them."""
+    import h5py
+
+    try:
+        with h5py.File(output, "r", locking=False):
+            return "partial results were kept"
+    except (OSError, ValueError):
+        pass
+    if Path(output).exists():
+        return f"{output} was left unreadable (stopped before its first write)"
+    return "no results file was written (stopped before the recorder created it)"
 
 
 def _hint_resume(output: str) -> None:
@@ -312,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]: the run was stopped; partial results were kept")
+        console.print("[bold red]interrupted[/]: stopped by the user")  # no run of ours wrote anything yet
         return 130
     return 0
 

@@ -16,11 +16,13 @@ from typing import Callable
 from pydantic import ValidationError
 
 from federates import interfaces as names
-from federates.launcher import Progress, RunPlan, default_output, plan_run, run_federation
+from federates.base import WARNING_PREFIX
+from federates.launcher import Progress, RunPlan, default_output, feeder_groups, plan_run, run_federation
 from grid.networks import network_summary
 from grid.transmission import check_boundary_buses
 from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
 from scenario.schema import Scenario, ScenarioError, _apply_overrides, describe_validation_error
+from tandem.sizing import check_memory
 from tandem.summary import RunSummary, summarize
 
 
@@ -53,6 +55,8 @@ def prepare_run(
 ) -> RunPlan:
     """Validate against the network and write the run folder; starts nothing (raises ScenarioError).
     `federates` names the processes to start here, for a run split over hosts (default: all)."""
+    fed = scenario.federation
+    check_memory(scenario, len(feeder_groups(len(scenario.feeders), fed.feeder_processes, scenario.coupling.mode == "iterative")))
     resolved, buses = resolve_scenario(scenario)
     target = Path(output or scenario.output.path or default_output(scenario))
     return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers, federates)
@@ -92,6 +96,18 @@ def prepare_resume(results: str | Path, overrides: dict[str, object] | None = No
     except CheckpointError as exc:
         raise ScenarioError(str(exc)) from None
     return plan_run(resolved, checkpoint.scenario_source, buses, Path(results), observers, resume=checkpoint)
+
+
+def run_warnings(run_dir: Path) -> list[str]:
+    """The warnings the run's processes wrote to their logs so far, in log order."""
+    found = []
+    for log in sorted((run_dir / "logs").glob("*.log")):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        found += [line[len(WARNING_PREFIX):] for line in lines if line.startswith(WARNING_PREFIX)]
+    return found
 
 
 def execute_run(plan: RunPlan, on_progress: Callable[[Progress], None] | None = None) -> RunOutcome:

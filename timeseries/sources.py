@@ -72,14 +72,18 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, RowLabel]:
     if suffix == ".csv":
         try:
             frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
+            # A file of bare numbers has no header: its first "column name" is a value.
+            if len(frame.columns) and all(_is_number(c) for c in frame.columns):
+                frame = pd.read_csv(path, dtype=str, header=None, skipinitialspace=True)
+            else:
+                return frame, lambda i: f"line {i + 2}"  # line 1 is the header
         except pd.errors.EmptyDataError:
             raise ProfileError(f"{path}: file is empty") from None
-        # A file of bare numbers has no header: its first "column name" is a value.
-        if len(frame.columns) and all(_is_number(c) for c in frame.columns):
-            frame = pd.read_csv(path, dtype=str, header=None, skipinitialspace=True)
-            frame.columns = ["value"] if len(frame.columns) == 1 else [str(i) for i in range(len(frame.columns))]
-            return frame, lambda i: f"line {i + 1}"
-        return frame, lambda i: f"line {i + 2}"  # line 1 is the header
+        except (UnicodeDecodeError, pd.errors.ParserError) as exc:  # a binary file, or not comma-separated text
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc).strip().splitlines()[0]
+            raise ProfileError(f"{path}: not a readable CSV file ({reason})") from None
+        frame.columns = ["value"] if len(frame.columns) == 1 else [str(i) for i in range(len(frame.columns))]
+        return frame, lambda i: f"line {i + 1}"
     if suffix in (".parquet", ".pq"):
         try:
             import pyarrow  # noqa: F401  (pandas' Parquet engine)

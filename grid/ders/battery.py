@@ -98,7 +98,7 @@ class BatteryController(Controller):
         for unit in self.units:
             # OpenDSS sees the terminal power only; losses and SOC are booked here.
             self.dss.Text.Command(
-                f"New Storage.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} "
+                f"New Storage.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g}{unit.at.conn_arg} "
                 f"kWrated={unit.kw_rated:.6g} kWhrated={unit.kwh_rated:.6g} kVA={unit.kw_rated:.6g} "
                 f"%stored={unit.soc * 100:.6g} %reserve=0 %EffCharge=100 %EffDischarge=100 %IdlingkW=0 "
                 f"DispMode=External State=IDLING kW=0"

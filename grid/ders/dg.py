@@ -84,7 +84,7 @@ class DgController(Controller):
         for unit in self.units:
             # Constant P and Q down to 0.7 pu (a genset's governor and exciter hold them).
             self.dss.Text.Command(
-                f"New Generator.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} "
+                f"New Generator.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g}{unit.at.conn_arg} "
                 f"kVA={unit.kva:.6g} kW=0 kvar=0 model=1 Vminpu=0.7 Vmaxpu=1.3"
             )
         units, n = self.units, len(self.units)

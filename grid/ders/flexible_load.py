@@ -73,7 +73,7 @@ class FlexibleLoadController(Controller):
                                            spec.shift_price, shape) for i, at in enumerate(sites)]
         for unit in self.units:
             ctx.dss.Text.Command(
-                f"New Load.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} kW=0 "
+                f"New Load.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g}{unit.at.conn_arg} kW=0 "
                 f"pf={unit.power_factor:.12g} model=1 vminpu=0.7 vmaxpu=1.3"
             )
         units, n = self.units, len(self.units)

@@ -46,7 +46,7 @@ class PvController(Controller):
             self.units = [PVUnit(f"pv_{i}", at, pmpp, pmpp * spec.kva_ratio) for i, at in enumerate(sites)]
         for unit in self.units:
             self.dss.Text.Command(
-                f"New PVSystem.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g} "
+                f"New PVSystem.{unit.name} phases={unit.at.phases} bus1={unit.at.bus} kV={unit.at.kv:.6g}{unit.at.conn_arg} "
                 f"kVA={unit.kva:.6g} Pmpp={unit.pmpp_kw:.6g} irradiance=0 %cutin=0 %cutout=0 pf=1 kvarMax={unit.kva:.6g}"
             )
         self._sent: dict[str, tuple[float, float]] = {unit.name: (1.0, 0.0) for unit in self.units}

@@ -35,6 +35,7 @@ from scenario.schema import Scenario, ScenarioError
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
 PROBE_SECONDS = 2.0  # between checks that a broker on another host still listens
+MARK_SPACE_BYTES = 1 << 20  # free space needed to write the failure into the results file
 
 
 class RunFailed(RuntimeError):
@@ -242,6 +243,7 @@ class Federation:
         self.plan = plan
         self.procs: dict[str, subprocess.Popen | ForkedProcess] = {}
         self._progress = None  # the recorder's progress lines
+        self.recorder_error = ""  # its one-line error, from the same pipe
         self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
 
@@ -280,6 +282,9 @@ class Federation:
 
     def _read_progress(self) -> None:
         for line in self._progress:
+            if line.startswith(ERROR_PREFIX):  # also in its log, unless that could not be written
+                self.recorder_error = line[len(ERROR_PREFIX):].strip()
+                continue
             parts = line.split()
             if len(parts) == 3 and parts[0] == "progress":
                 self.progress.steps_done = int(parts[1])
@@ -292,7 +297,12 @@ class Federation:
         for line in reversed(lines):
             if line.startswith(ERROR_PREFIX):
                 return line[len(ERROR_PREFIX):]
-        return ""
+        if name != names.RECORDER:
+            return ""
+        deadline = time.monotonic() + 1.0  # the pipe's reader may not have read it yet
+        while not self.recorder_error and time.monotonic() < deadline and self._progress is not None:
+            time.sleep(0.02)
+        return self.recorder_error
 
     def broker_listens(self) -> bool:
         """Whether the broker's port accepts a connection (a broker started elsewhere)."""
@@ -431,7 +441,11 @@ def mark_failed(output: Path, message: str) -> None:
     """Record the failure reason in the results file, if the recorder got to create it."""
     import h5py
 
+    output.with_name(output.name + ".creating").unlink(missing_ok=True)  # the recorder died making the file
     try:
+        # Not on a full disk: a write cut short there could tear the attributes already saved.
+        if shutil.disk_usage(output.parent).free < MARK_SPACE_BYTES:
+            return
         with h5py.File(output, "r+") as f:
             f.attrs["complete"] = False
             f.attrs["error"] = message

@@ -91,7 +91,11 @@ class RecorderFederate:
             federate: subscribe(fed, names.CHECKPOINT, federate=federate)
             for federate in process_names(len(self.groups), self.coordinated) if kind_of(federate).checkpoint_part
         }
-        h.helicsFederateEnterExecutingMode(fed)
+        # Asynchronously, so that a stop signal (its launcher gone or stopping) is acted on while the
+        # others are still starting, not after HELICS gives up on them.
+        h.helicsFederateEnterExecutingModeAsync(fed)
+        self._wait_async()
+        h.helicsFederateEnterExecutingModeComplete(fed)
 
     def _exists(self, only: str) -> bool:
         """Whether a run-wide condition of the catalogue holds (conditions on a feeder's devices
@@ -117,10 +121,13 @@ class RecorderFederate:
 
     def _request_time(self, t: float) -> None:
         h.helicsFederateRequestTimeAsync(self.fed, t)
+        self._wait_async()
+        h.helicsFederateRequestTimeComplete(self.fed)
+
+    def _wait_async(self) -> None:
         while not h.helicsFederateIsAsyncOperationCompleted(self.fed):
             check_stop()
             time.sleep(0.002)
-        h.helicsFederateRequestTimeComplete(self.fed)
 
     def _metadata(self, key: str) -> dict:
         return json.loads(h.helicsInputGetString(self.subs[key]))
@@ -260,6 +267,7 @@ class RecorderFederate:
             self._request_time(self.config.step_time(k) + dt / 2)
             if k == self.config.first_step:
                 self._declare_datasets()
+                self.writer.flush()  # the layout on disk before any row: a file killed later has it
             self.writer.append(k * dt, self._row(k))
             if self.scenario.is_checkpoint_step(k):
                 self._checkpoint(k)
@@ -285,7 +293,9 @@ class RecorderFederate:
         if self.writer is not None:
             complete = not error and self.writer.rows_received == self.scenario.time.n_steps
             self.writer.finish(complete=complete, error=error)
-        close_federate(self.fed, error, own_error)
+        # Stopped by a signal, the federation is being torn down (or its launcher is gone, and
+        # with it the broker): leaving it politely could wait a minute for a broker that is gone.
+        close_federate(self.fed, error, own_error, patience=1.0 if _stop_signals else None)
 
 
 def main() -> None:

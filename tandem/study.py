@@ -20,6 +20,7 @@ from federates.launcher import Progress, RunPlan, default_output, plan_run, run_
 from grid.networks import network_summary
 from grid.transmission import check_boundary_buses
 from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
+from results.store import ResultsWriteError, check_writable
 from scenario.schema import Scenario, ScenarioError, _apply_overrides, describe_validation_error
 from tandem.summary import RunSummary, summarize
 
@@ -53,8 +54,12 @@ def prepare_run(
 ) -> RunPlan:
     """Validate against the network and write the run folder; starts nothing (raises ScenarioError).
     `federates` names the processes to start here, for a run split over hosts (default: all)."""
-    resolved, buses = resolve_scenario(scenario)
     target = Path(output or scenario.output.path or default_output(scenario))
+    try:
+        check_writable(target)
+    except ResultsWriteError as exc:
+        raise ScenarioError(str(exc)) from None
+    resolved, buses = resolve_scenario(scenario)
     return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers, federates)
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -90,6 +91,8 @@ def test_broken_feeder_model_names_the_feeder_and_file(tmp_path):
     assert message.startswith("error: federate 'feeders_0' failed: feeder ieee13_at_29: cannot compile")
     assert str(bad) in message
     assert not run_processes(tmp_path / "out_run")
+    with RunFile(out) as run:  # a start-up failure leaves a file that opens, with the error
+        assert not run.complete and "cannot compile" in run.error and run.n_steps == 0
 
 
 def test_non_convergent_transmission_power_flow(tmp_path):
@@ -129,6 +132,43 @@ def test_feeder_whose_controls_never_settle_names_the_feeder_and_step(tmp_path):
     assert not run_processes(tmp_path / "out_run")
     with RunFile(out) as run:
         assert not run.complete and "feeder hunting" in run.error
+
+
+@contextmanager
+def _tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at `path` (skips where the machine does not let this user mount one)."""
+    path.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command to make a small file system with")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); needs root or CAP_SYS_ADMIN")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_read_only_output_folder_is_refused_before_anything_starts(tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
+        out = folder / "sub" / "out.h5"
+        proc = tandem("run", str(SMALL), "-o", str(out), timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == f"error: cannot write {out}: Read-only file system"
+        assert not list(folder.iterdir())
+
+
+def test_full_disk_names_the_file_and_keeps_the_rows_written(tmp_path):
+    """The results fill a 1.5 MB tmpfs mid-run: one line naming the file and the cause, and
+    every row written before it stays readable."""
+    with _tmpfs(tmp_path / "full", "size=1500k") as folder:
+        out = folder / "out.h5"
+        proc = tandem("run", str(SMALL), "--coupling", "loose", "--duration", "2d", "-q", "-o", str(out), timeout=180)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"error: federate 'recorder' failed: cannot write {out}: No space left on device"
+        assert not run_processes(folder / "out_run"), "processes left behind"
+        assert 0 < assert_committed_rows_intact(out) < 576
 
 
 def _wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> int:
@@ -343,3 +383,118 @@ def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
     with RunFile(out) as run:
         assert run.complete
         np.testing.assert_allclose(run.read("boundary/vm_pu"), first, rtol=1e-12)
+
+
+# The fault matrix: every kind of process, the launcher and the whole process tree killed by
+# SIGKILL at start-up (the results file made, no step yet), mid-run and while checkpoints are
+# written (one after every step). Whatever happens, the file opens and every row it counts is
+# whole; a checkpoint it holds can be read back.
+FAULT_VICTIMS = ("transmission", "feeders", "coordinator", "recorder", "broker", "launcher", "tree")
+FAULT_MOMENTS = ("start-up", "mid-run", "checkpoint")
+ORPHAN_SECONDS = 8.0  # for the processes of a run whose launcher died to be gone (federates.base.watch_parent)
+
+
+def _run_args(victim: str, moment: str) -> list[str]:
+    if victim == "coordinator":  # the small scenario does not coordinate
+        args = [str(ROOT / "runs" / "pv_centralized.yaml"), "--duration", "2h"]
+    else:
+        args = [str(SMALL), "--coupling", "loose", "--duration", "12h"]
+    return args + {"start-up": [], "mid-run": ["--checkpoint-every", "1h"], "checkpoint": ["--checkpoint-every", "5min"]}[moment]
+
+
+def _kill_at(moment: str, out: Path, proc: subprocess.Popen, victim: str) -> list[int]:
+    """Wait for the moment, then SIGKILL the victim(s); returns the pids killed."""
+    run_dir = out.with_name(out.stem + "_run")
+    log = run_dir / "logs" / "recorder.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        if moment == "start-up":
+            ready = out.exists()
+        elif moment == "mid-run":
+            ready = _rows(out) >= 3
+        else:
+            ready = log.exists() and "checkpoint after step 2 written" in log.read_text()
+        lines = run_processes(run_dir) if (run_dir / "federation.json").exists() else []
+        if victim == "launcher":
+            pids = [proc.pid]
+        elif victim == "tree":
+            pids = [proc.pid, *(int(line.split(":")[0]) for line in lines)]
+        elif victim == "broker":
+            pids = [int(line.split(":")[0]) for line in lines if "helics_broker" in line]
+        else:
+            pids = [int(line.split(":")[0]) for line in lines if f"federates.{victim}" in line][:1]
+        if ready and pids:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            return pids
+        time.sleep(0.01)
+    raise AssertionError(f"the run never reached {moment}")
+
+
+def _rows(path: Path) -> int:
+    try:
+        with RunFile(path) as run:
+            return run.n_steps
+    except (OSError, KeyError):
+        return 0
+
+
+def assert_committed_rows_intact(path: Path, step_seconds: float = 300.0) -> int:
+    """The file opens, every dataset reads, `time/seconds` counts whole steps and each counted
+    row is written in every time series; a checkpoint is readable. Returns the rows."""
+    from results.checkpoint import checkpoint_step, read_checkpoint
+
+    with RunFile(path) as run:
+        n = run.n_steps
+        np.testing.assert_array_equal(run.read("time/seconds"), np.arange(n) * step_seconds)
+        unreadable = []
+        run.file.visititems(lambda name, obj: unreadable.append(name) if isinstance(obj, h5py.Dataset) and not _readable(obj) else None)
+        assert unreadable == []
+        for name in run.names():
+            assert run.file[name].shape[0] >= n, f"{name} lacks rows time/seconds counts"
+        if run.has("feeders/p_total_kw"):
+            assert np.all(run.read("feeders/p_total_kw") > 0), "every counted row must be a complete step"
+        step = checkpoint_step(run.file)
+        complete = run.complete
+    if step is not None and not complete:
+        assert read_checkpoint(path).rows == step + 1 <= n
+    return n
+
+
+@pytest.mark.parametrize("moment", FAULT_MOMENTS)
+@pytest.mark.parametrize("victim", FAULT_VICTIMS)
+def test_fault_matrix(tmp_path, victim, moment):
+    out = tmp_path / "fault.h5"
+    run_dir = tmp_path / "fault_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", *_run_args(victim, moment), "-q", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        _kill_at(moment, out, proc, victim)
+        killed_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        if victim in ("launcher", "tree"):
+            # Orphaned federates notice their launcher is gone and exit within seconds.
+            while run_processes(run_dir) and time.monotonic() - killed_at < ORPHAN_SECONDS:
+                time.sleep(0.1)
+        assert not run_processes(run_dir), f"processes left behind: {run_processes(run_dir)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for line in run_processes(run_dir):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    if victim not in ("launcher", "tree"):
+        assert proc.returncode == 1, stderr
+        lines = stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+        assert (victim if victim != "feeders" else "feeders_0") in lines[0], stderr
+    rows = assert_committed_rows_intact(out)
+    if victim not in ("launcher", "tree"):
+        with RunFile(out) as run:
+            assert not run.complete and run.error, "the file must say why the run failed"
+    if moment == "checkpoint" and victim == "tree":  # a run killed whole during a checkpoint resumes
+        resumed = tandem("run", "--resume", str(out), "-q", timeout=180)
+        assert resumed.returncode == 0, resumed.stderr
+        assert assert_committed_rows_intact(out) == 144 >= rows

@@ -197,6 +197,11 @@ def plan_run(
         "--loglevel=error",
     ]
     commands = {name: broker if name == BROKER else kind_of(name).argv(name, config_path) for name in all_names}
+
+    def replayed(argv: list[str]) -> list[str]:
+        # A replay of runner.json has no observers: its broker waiting for them would wait forever.
+        return [f"--federates={n_federates - observers}" if a == f"--federates={n_federates}" else a for a in argv]
+
     elsewhere = [n for n in commands if only is not None and n not in only]
     commands = {n: argv for n, argv in commands.items() if n not in elsewhere}
     config_path.write_text(config.model_dump_json(indent=2))
@@ -205,7 +210,7 @@ def plan_run(
         "name": f"tandem-{scenario.name}",
         "broker": False,  # the broker is listed below with its port and federate count
         "federates": [
-            {"name": name, "host": "localhost", "directory": str(Path.cwd()), "exec": shlex.join(argv)}
+            {"name": name, "host": "localhost", "directory": str(Path.cwd()), "exec": shlex.join(replayed(argv))}
             for name, argv in commands.items()
         ],
     }
@@ -482,6 +487,10 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
     # Only the recorder's host marks the file: it may be on another host, or still open there.
     records = names.RECORDER in plan.commands
     try:
+        if records and not plan.config.first_step:
+            # A new run writes a new file; the recorder refuses to write over one (a replay of
+            # runner.json must not destroy the run it replays), so the old one goes here.
+            Path(plan.config.output).unlink(missing_ok=True)
         federation.start()
         federation.wait(on_progress)
     except (RunFailed, KeyboardInterrupt) as exc:

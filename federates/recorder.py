@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import helics as h
@@ -26,7 +27,7 @@ from federates.base import FederationConfig, close_federate, create_value_federa
 from federates.processes import kind_of, process_names
 from grid.ders.registry import READINGS
 from results.catalogue import CATALOGUE, der_datasets
-from results.store import ResultsWriter, Series
+from results.store import ResultsWriteError, ResultsWriter, Series
 
 RECORD = names.COORDINATOR_RECORD.key
 COORDINATOR_ATTRS = ("scheme", "build_s", "n_variables", "n_constraints", "interval_steps", "periods")  # root attributes
@@ -69,9 +70,14 @@ class RecorderFederate:
     def setup(self) -> None:
         signal.signal(signal.SIGTERM, _note_stop)
         resume_rows = self.config.first_step if self.config.resume_state is not None else None
+        if resume_rows is None and Path(self.config.output).exists():
+            # Joined first, so that the error stops the others instead of leaving them waiting for us.
+            self.fed = create_value_federate(names.RECORDER, self.config)
+            raise ResultsWriteError(f"{self.config.output} exists: a run does not write over another's results "
+                                    "(a replay of runner.json: move them away first)")
         self.writer = ResultsWriter(
             self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps,
-            resume_rows=resume_rows,
+            resume_rows=resume_rows, replace=False,
         )
         fed = self.fed = create_value_federate(names.RECORDER, self.config)
         self.labels = [f.label for f in self.scenario.feeders]

@@ -106,11 +106,11 @@ class ResultsWriter:
 
     def __init__(
         self, path: str | Path, scenario_json: str, scenario_source: str, n_steps: int,
-        flush_seconds: float = 1.0, block_rows: int = 512, resume_rows: int | None = None,
+        flush_seconds: float = 1.0, block_rows: int = 512, resume_rows: int | None = None, replace: bool = True,
     ):
         """A new file; with `resume_rows`, the file of a resumed run, which keeps its first
         `resume_rows` rows and gets the next ones appended (its datasets are then attached by
-        `add_series` instead of created)."""
+        `add_series` instead of created). With `replace` false, a file already at `path` is an error."""
         self.path = Path(path)
         self.flush_seconds = flush_seconds
         self.block_rows = block_rows
@@ -150,7 +150,20 @@ class ResultsWriter:
             attrs["n_steps_planned"] = n_steps
             seconds = file.create_dataset("time/seconds", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
             seconds.attrs.update(units="s", dims="time", description="simulated time since the scenario start")
-        creating.replace(self.path)
+        if replace:
+            creating.replace(self.path)
+        else:
+            try:
+                os.link(creating, self.path)  # unlike a rename, fails where a file already is
+            except FileExistsError:
+                raise ResultsWriteError(f"{self.path} exists: a run does not write over another's results "
+                                        "(a replay of runner.json: move them away first)") from None
+            except OSError:  # a file system without hard links
+                if self.path.exists():
+                    raise ResultsWriteError(f"{self.path} exists: a run does not write over another's results") from None
+                creating.replace(self.path)
+            finally:
+                creating.unlink(missing_ok=True)
         self.rows = 0
         self.file = h5py.File(self.path, "r+", **WRITE_OPTIONS)
         self._time = self.file["time/seconds"]

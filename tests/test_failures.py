@@ -366,6 +366,30 @@ def test_helics_recorder_observer_sees_the_boundary_values(tmp_path):
         assert complex(real, imag) == pytest.approx(vm[k] * np.exp(1j * np.deg2rad(va[k])), rel=1e-12)
         assert captured["feeder/ieee13_at_6/power"][(k + 1) * 300.0][:3] == pytest.approx(list(p[k]), rel=1e-12)
 
+    # Replaying its runner.json neither hangs waiting for the observer nor writes over the run.
+    original = out.read_bytes()
+    runner = tmp_path / "observed_run" / "runner.json"
+    try:
+        replay = _replay(runner, tmp_path)
+        assert out.read_bytes() == original, "the replay wrote over the run it replays"
+        assert f"{out} exists" in (tmp_path / "observed_run" / "logs" / "recorder.log").read_text() + replay.stdout + replay.stderr
+        assert not run_processes(tmp_path / "observed_run"), "processes left behind"
+        out.rename(tmp_path / "kept.h5")
+        replay = _replay(runner, tmp_path)  # with the results moved away, it runs (without observers)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert not run_processes(tmp_path / "observed_run"), "processes left behind"
+    finally:
+        for line in run_processes(tmp_path / "observed_run"):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    with RunFile(out) as replayed:
+        assert replayed.complete and replayed.n_steps == 12
+        np.testing.assert_array_equal(replayed.read("boundary/vm_pu")[:, bus], vm)
+
+
+def _replay(runner: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([helics_app("helics"), "run", "--path", str(runner), "--no-log-files"],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
 
 def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
     out = tmp_path / "first.h5"

@@ -522,3 +522,49 @@ def test_fault_matrix(tmp_path, victim, moment):
         resumed = tandem("run", "--resume", str(out), "-q", timeout=180)
         assert resumed.returncode == 0, resumed.stderr
         assert assert_committed_rows_intact(out) == 144 >= rows
+
+
+KILLED_WRITER = """
+import json, sys
+import numpy as np
+from results.store import ResultsWriter, Series
+shapes = [(3,), (8,), (30,), (120, 3), (1,), (41,)]
+writer = ResultsWriter(sys.argv[1], "{}", "", 10**6, flush_seconds=1e9, block_rows=5)
+for i in range(40):
+    writer.add_series(Series(f"g{i % 5}/d{i}", shapes[i % 6], "", ("x",) * len(shapes[i % 6]), ""))
+writer.add_series(Series("timing/feeders_opendss_s", (1,), "s", ("feeder_process",), ""))  # read_checkpoint reads it
+writer.flush()
+print("ready", flush=True)
+k = 0
+while True:
+    row = {f"g{i % 5}/d{i}": np.full(shapes[i % 6], k * 1000.0 + i) for i in range(40)}
+    writer.append(k * 300.0, {**row, "timing/feeders_opendss_s": np.array([k])})
+    if k % 50 == 49:
+        writer.checkpoint(k, {"transmission": json.dumps({"k": k, "pad": "x" * (k % 7000)}), "feeders": "{}"})
+    k += 1
+"""
+
+
+def test_writer_killed_at_any_moment_keeps_its_rows(tmp_path):
+    """The HDF5 layer alone, SIGKILLed at random moments while it writes rows (a flush every 5)
+    and checkpoints: every file opens, every row it counts holds exactly what was written, and
+    its checkpoint reads. The previous writer failed this in 10 of 16 kills."""
+    from results.checkpoint import checkpoint_step, read_checkpoint
+
+    chance = np.random.default_rng(14)
+    for trial in range(6):
+        path = tmp_path / f"killed{trial}.h5"
+        child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(chance.uniform(0.05, 1.2))
+        child.kill()
+        child.wait()
+        with RunFile(path) as run:
+            n = run.n_steps
+            np.testing.assert_array_equal(run.read("time/seconds"), np.arange(n) * 300.0)
+            for i in range(40):
+                np.testing.assert_array_equal(run.read(f"g{i % 5}/d{i}")[:n].reshape(n, -1)[:, 0], np.arange(n) * 1000.0 + i)
+            step = checkpoint_step(run.file)
+        if step is not None:
+            checkpoint = read_checkpoint(path)
+            assert checkpoint.rows == step + 1 <= n and checkpoint.states["transmission"]["k"] == step

@@ -160,9 +160,9 @@ def test_read_only_output_folder_is_refused_before_anything_starts(tmp_path):
 
 
 def test_full_disk_names_the_file_and_keeps_the_rows_written(tmp_path):
-    """The results fill a 1.5 MB tmpfs mid-run: one line naming the file and the cause, and
+    """The results fill a 1 MB tmpfs mid-run: one line naming the file and the cause, and
     every row written before it stays readable."""
-    with _tmpfs(tmp_path / "full", "size=1500k") as folder:
+    with _tmpfs(tmp_path / "full", "size=1m") as folder:
         out = folder / "out.h5"
         proc = tandem("run", str(SMALL), "--coupling", "loose", "--duration", "2d", "-q", "-o", str(out), timeout=180)
         assert proc.returncode == 1, proc.stderr
@@ -410,11 +410,13 @@ def test_runner_file_replays_the_federation_with_helics_run(tmp_path):
 
 
 # The fault matrix: every kind of process, the launcher and the whole process tree killed by
-# SIGKILL at start-up (the results file made, no step yet), mid-run and while checkpoints are
-# written (one after every step). Whatever happens, the file opens and every row it counts is
-# whole; a checkpoint it holds can be read back.
+# SIGKILL at start-up (the results file made, no step yet) and mid-run while checkpoints are
+# written (one after every step, so the kill lands in one or between two); the recorder and the
+# whole tree also mid-run without checkpoints (rows only), the other victims' kills there act
+# as with checkpoints. Whatever happens, the file opens and every row it counts is whole; a
+# checkpoint it holds can be read back, and resumed from after the whole tree was killed.
 FAULT_VICTIMS = ("transmission", "feeders", "coordinator", "recorder", "broker", "launcher", "tree")
-FAULT_MOMENTS = ("start-up", "mid-run", "checkpoint")
+FAULTS = [(v, m) for v in FAULT_VICTIMS for m in ("start-up", "checkpoint")] + [("recorder", "mid-run"), ("tree", "mid-run")]
 ORPHAN_SECONDS = 8.0  # for the processes of a run whose launcher died to be gone (federates.base.watch_parent)
 
 
@@ -423,7 +425,7 @@ def _run_args(victim: str, moment: str) -> list[str]:
         args = [str(ROOT / "runs" / "pv_centralized.yaml"), "--duration", "2h"]
     else:
         args = [str(SMALL), "--coupling", "loose", "--duration", "12h"]
-    return args + {"start-up": [], "mid-run": ["--checkpoint-every", "1h"], "checkpoint": ["--checkpoint-every", "5min"]}[moment]
+    return args + (["--checkpoint-every", "5min"] if moment == "checkpoint" else [])
 
 
 def _kill_at(moment: str, out: Path, proc: subprocess.Popen, victim: str) -> list[int]:
@@ -439,7 +441,10 @@ def _kill_at(moment: str, out: Path, proc: subprocess.Popen, victim: str) -> lis
             ready = _rows(out) >= 3
         else:
             ready = log.exists() and "checkpoint after step 2 written" in log.read_text()
-        lines = run_processes(run_dir) if (run_dir / "federation.json").exists() else []
+        try:
+            lines = run_processes(run_dir)
+        except (OSError, ValueError):  # federation.json not written yet, or being written
+            lines = []
         if victim == "launcher":
             pids = [proc.pid]
         elif victim == "tree":
@@ -477,8 +482,8 @@ def assert_committed_rows_intact(path: Path, step_seconds: float = 300.0) -> int
         assert unreadable == []
         for name in run.names():
             assert run.file[name].shape[0] >= n, f"{name} lacks rows time/seconds counts"
-        if run.has("feeders/p_total_kw"):
-            assert np.all(run.read("feeders/p_total_kw") > 0), "every counted row must be a complete step"
+        if run.has("feeders/p_total_kw"):  # a row not written reads as HDF5's fill value, 0
+            assert np.all(run.read("feeders/p_total_kw") != 0), "every counted row must be a complete step"
         step = checkpoint_step(run.file)
         complete = run.complete
     if step is not None and not complete:
@@ -486,8 +491,7 @@ def assert_committed_rows_intact(path: Path, step_seconds: float = 300.0) -> int
     return n
 
 
-@pytest.mark.parametrize("moment", FAULT_MOMENTS)
-@pytest.mark.parametrize("victim", FAULT_VICTIMS)
+@pytest.mark.parametrize("victim, moment", FAULTS)
 def test_fault_matrix(tmp_path, victim, moment):
     out = tmp_path / "fault.h5"
     run_dir = tmp_path / "fault_run"
@@ -548,11 +552,12 @@ while True:
 def test_writer_killed_at_any_moment_keeps_its_rows(tmp_path):
     """The HDF5 layer alone, SIGKILLed at random moments while it writes rows (a flush every 5)
     and checkpoints: every file opens, every row it counts holds exactly what was written, and
-    its checkpoint reads. The previous writer failed this in 10 of 16 kills."""
+    its checkpoint reads. The previous writer failed
+    this in 10 of 16 kills."""
     from results.checkpoint import checkpoint_step, read_checkpoint
 
     chance = np.random.default_rng(14)
-    for trial in range(6):
+    for trial in range(4):
         path = tmp_path / f"killed{trial}.h5"
         child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "ready"

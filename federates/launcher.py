@@ -10,6 +10,7 @@ federation timeout is treated the same way, so a run never hangs.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -458,6 +459,18 @@ def mark_failed(output: Path, message: str) -> None:
         pass  # no file, or unreadable: the error is still reported on the console
 
 
+def _held_open(path: Path) -> bool:
+    """Whether another process holds an HDF5 file open for writing (HDF5 locks it with flock)."""
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _do_nothing(signum, frame) -> None:
     pass
 
@@ -486,11 +499,15 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
     federation = Federation(plan)
     # Only the recorder's host marks the file: it may be on another host, or still open there.
     records = names.RECORDER in plan.commands
+    if records and not plan.config.first_step:
+        # A new run writes a new file; the recorder refuses to write over one (a replay of
+        # runner.json must not destroy the run it replays), so the old one goes here, unless
+        # another run is still writing it.
+        output = Path(plan.config.output)
+        if _held_open(output):
+            raise RunFailed(f"{output} is being written by another run (its recorder holds it): give this run another --output")
+        output.unlink(missing_ok=True)
     try:
-        if records and not plan.config.first_step:
-            # A new run writes a new file; the recorder refuses to write over one (a replay of
-            # runner.json must not destroy the run it replays), so the old one goes here.
-            Path(plan.config.output).unlink(missing_ok=True)
         federation.start()
         federation.wait(on_progress)
     except (RunFailed, KeyboardInterrupt) as exc:

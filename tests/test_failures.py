@@ -573,3 +573,22 @@ def test_writer_killed_at_any_moment_keeps_its_rows(tmp_path):
         if step is not None:
             checkpoint = read_checkpoint(path)
             assert checkpoint.rows == step + 1 <= n and checkpoint.states["transmission"]["k"] == step
+
+
+def test_a_new_run_does_not_remove_the_file_another_run_writes(tmp_path):
+    """A new run removes an old file of its name itself (its recorder refuses to write over
+    one), but never the file of a run that is still writing it."""
+    out = tmp_path / "shared.h5"
+    first = _start_small_run(out, "-q")
+    try:
+        _wait_for_rows(out, 3, first)
+        second = tandem("run", str(SMALL), "--duration", "1h", "-q", "-o", str(out), timeout=120)
+        assert second.returncode == 1
+        assert second.stderr.strip() == f"error: {out} is being written by another run (its recorder holds it): give this run another --output"
+        _, stderr = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    with RunFile(out) as run:
+        assert run.complete and run.n_steps == 576

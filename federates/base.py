@@ -7,7 +7,10 @@ import argparse
 import cProfile
 import json
 import os
+import signal
+import stat
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -158,17 +161,53 @@ def read_vector(sub: h.HelicsInput) -> np.ndarray:
     return data[: size[0]]
 
 
-def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: bool = False) -> None:
+def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: bool = False, patience: float | None = None) -> None:
     """Leave the federation; a federate's own failure is first raised as a global error so
-    the others stop at once instead of waiting for it."""
+    the others stop at once instead of waiting for it. With `patience` (seconds), give up
+    leaving after that long: the process then exits without waiting for the broker."""
     if fed is None:
         return
-    try:
-        if own_error:
-            h.helicsFederateGlobalError(fed, 1, f"{h.helicsFederateGetName(fed)}: {error}")
-        h.helicsFederateDisconnect(fed)
-    finally:
-        h.helicsFederateFree(fed)
+    if own_error:
+        h.helicsFederateGlobalError(fed, 1, f"{h.helicsFederateGetName(fed)}: {error}")
+    if patience is None:
+        try:
+            h.helicsFederateDisconnect(fed)
+        finally:
+            h.helicsFederateFree(fed)
+        return
+    h.helicsFederateDisconnectAsync(fed)
+    deadline = time.monotonic() + patience
+    while not h.helicsFederateIsAsyncOperationCompleted(fed):
+        if time.monotonic() > deadline:
+            _LEFT_UNFINISHED.append(fed)  # freeing it, or closing the library, would wait as well
+            return
+        time.sleep(0.01)
+    h.helicsFederateDisconnectComplete(fed)
+    h.helicsFederateFree(fed)
+
+
+_LEFT_UNFINISHED: list[h.HelicsFederate] = []  # federates that could not leave in time
+
+
+ORPHAN_GRACE_SECONDS = 3.0  # for an orphaned federate to close its files before it exits regardless
+
+
+def watch_parent() -> None:
+    """Exit soon after the process that started this one dies (a launcher killed by SIGKILL).
+    Its death signal (SIGTERM) is acted on only between HELICS calls, and one may block for a
+    minute on a broker that died too: after a grace period the process exits from here. The
+    recorder's file is safe to leave at any moment (results.store writes in a safe order)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)  # the orderly way first, if the main thread can act on it
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        print(f"{ERROR_PREFIX}the process that started this federate (pid {parent}) is gone", file=sys.stderr, flush=True)
+        os._exit(EXIT_FEDERATION_ERROR)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def federate_main(federate_class, description: str) -> None:
@@ -182,6 +221,7 @@ def federate_main(federate_class, description: str) -> None:
     args = parser.parse_args()
     config = FederationConfig.read(args.config)
     federate = federate_class(config) if args.group is None else federate_class(config, args.group)
+    watch_parent()
     profile_dir = os.environ.get("TANDEM_PROFILE")
     profiler = cProfile.Profile() if profile_dir else None
     try:
@@ -197,20 +237,45 @@ def federate_main(federate_class, description: str) -> None:
     except h.HelicsException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         federate.finish(error=f"federation stopped: {message}")
-        print(f"{ERROR_PREFIX}federation stopped ({message})", file=sys.stderr, flush=True)
+        report_error(f"federation stopped ({message})")
         sys.exit(EXIT_FEDERATION_ERROR)
     except Exception as exc:  # report every own failure as one line, details in the log
-        traceback.print_exc(file=sys.stderr)
+        try:
+            traceback.print_exc(file=sys.stderr)
+        except OSError:
+            pass  # the log's disk may be full
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         federate.finish(error=message, own_error=True)
-        print(f"{ERROR_PREFIX}{message}", file=sys.stderr, flush=True)
+        report_error(message)
         sys.exit(EXIT_OWN_ERROR)
     finally:
+        if _LEFT_UNFINISHED:  # the broker is gone: closing the library would wait for it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_FEDERATION_ERROR)
         h.helicsCloseLibrary()
     # Everything is written and closed: skip the interpreter's slow module teardown.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def report_error(message: str) -> None:
+    """The one-line error for the launcher, in the log (stderr) and, where stdout is a pipe to
+    the launcher (the recorder's progress), there too: a log on a full disk takes no line."""
+    line = f"{ERROR_PREFIX}{message}\n"
+    streams = [sys.stderr]
+    try:
+        if os.path.sameopenfile(1, 2) is False and stat.S_ISFIFO(os.fstat(1).st_mode):
+            streams.append(sys.stdout)
+    except OSError:
+        pass
+    for stream in streams:
+        try:
+            stream.write(line)
+            stream.flush()
+        except OSError:
+            pass
 
 
 def metadata_json(**fields) -> str:

@@ -36,6 +36,7 @@ from scenario.schema import Scenario, ScenarioError
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
 BLAME_SECONDS = 3.0  # for the federate that failed first to report it
 PROBE_SECONDS = 2.0  # between checks that a broker on another host still listens
+MARK_SPACE_BYTES = 1 << 20  # free space needed to write the failure into the results file
 
 
 class RunFailed(RuntimeError):
@@ -216,6 +217,11 @@ def plan_run(
         "--loglevel=error",
     ]
     commands = {name: broker if name == BROKER else kind_of(name).argv(name, config_path) for name in all_names}
+
+    def replayed(argv: list[str]) -> list[str]:
+        # A replay of runner.json has no observers: its broker waiting for them would wait forever.
+        return [f"--federates={n_federates - observers}" if a == f"--federates={n_federates}" else a for a in argv]
+
     elsewhere = [n for n in commands if only is not None and n not in only]
     commands = {n: argv for n, argv in commands.items() if n not in elsewhere}
     config_path.write_text(config.model_dump_json(indent=2))
@@ -224,7 +230,7 @@ def plan_run(
         "name": f"tandem-{scenario.name}",
         "broker": False,  # the broker is listed below with its port and federate count
         "federates": [
-            {"name": name, "host": "localhost", "directory": str(Path.cwd()), "exec": shlex.join(argv)}
+            {"name": name, "host": "localhost", "directory": str(Path.cwd()), "exec": shlex.join(replayed(argv))}
             for name, argv in commands.items()
         ],
     }
@@ -282,6 +288,7 @@ class Federation:
         self.plan = plan
         self.procs: dict[str, subprocess.Popen | ForkedProcess] = {}
         self._progress = None  # the recorder's progress lines
+        self.recorder_error = ""  # its one-line error, from the same pipe
         self.progress = Progress(steps_done=plan.config.first_step, n_steps=plan.config.scenario.time.n_steps)
         self._logs: list = []
 
@@ -320,6 +327,9 @@ class Federation:
 
     def _read_progress(self) -> None:
         for line in self._progress:
+            if line.startswith(ERROR_PREFIX):  # also in its log, unless that could not be written
+                self.recorder_error = line[len(ERROR_PREFIX):].strip()
+                continue
             parts = line.split()
             if len(parts) == 3 and parts[0] == "progress":
                 self.progress.steps_done = int(parts[1])
@@ -332,7 +342,12 @@ class Federation:
         for line in reversed(lines):
             if line.startswith(ERROR_PREFIX):
                 return line[len(ERROR_PREFIX):]
-        return ""
+        if name != names.RECORDER:
+            return ""
+        deadline = time.monotonic() + 1.0  # the pipe's reader may not have read it yet
+        while not self.recorder_error and time.monotonic() < deadline and self._progress is not None:
+            time.sleep(0.02)
+        return self.recorder_error
 
     def broker_listens(self) -> bool:
         """Whether the broker's port accepts a connection (a broker started elsewhere)."""
@@ -511,12 +526,28 @@ def mark_failed(output: Path, message: str) -> None:
     """Record the failure reason in the results file, if the recorder got to create it."""
     import h5py
 
+    output.with_name(output.name + ".creating").unlink(missing_ok=True)  # the recorder died making the file
     try:
+        # Not on a full disk: a write cut short there could tear the attributes already saved.
+        if shutil.disk_usage(output.parent).free < MARK_SPACE_BYTES:
+            return
         with h5py.File(output, "r+") as f:
             f.attrs["complete"] = False
             f.attrs["error"] = message
     except (OSError, KeyError):
         pass  # no file, or unreadable: the error is still reported on the console
+
+
+def _held_open(path: Path) -> bool:
+    """Whether another process holds an HDF5 file open for writing (HDF5 locks it with flock)."""
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _do_nothing(signum, frame) -> None:
@@ -547,6 +578,14 @@ def run_federation(plan: RunPlan, on_progress: Callable[[Progress], None] | None
     federation = Federation(plan)
     # Only the recorder's host marks the file: it may be on another host, or still open there.
     records = names.RECORDER in plan.commands
+    if records and not plan.config.first_step:
+        # A new run writes a new file; the recorder refuses to write over one (a replay of
+        # runner.json must not destroy the run it replays), so the old one goes here, unless
+        # another run is still writing it.
+        output = Path(plan.config.output)
+        if _held_open(output):
+            raise RunFailed(f"{output} is being written by another run (its recorder holds it): give this run another --output")
+        output.unlink(missing_ok=True)
     try:
         federation.start()
         federation.wait(on_progress)

@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import helics as h
@@ -26,7 +27,7 @@ from federates.base import FederationConfig, close_federate, create_value_federa
 from federates.processes import kind_of, process_names
 from grid.ders.registry import READINGS
 from results.catalogue import CATALOGUE, der_datasets
-from results.store import ResultsWriter, Series
+from results.store import ResultsWriteError, ResultsWriter, Series
 
 RECORD = names.COORDINATOR_RECORD.key
 COORDINATOR_ATTRS = ("scheme", "build_s", "n_variables", "n_constraints", "interval_steps", "periods")  # root attributes
@@ -69,9 +70,14 @@ class RecorderFederate:
     def setup(self) -> None:
         signal.signal(signal.SIGTERM, _note_stop)
         resume_rows = self.config.first_step if self.config.resume_state is not None else None
+        if resume_rows is None and Path(self.config.output).exists():
+            # Joined first, so that the error stops the others instead of leaving them waiting for us.
+            self.fed = create_value_federate(names.RECORDER, self.config)
+            raise ResultsWriteError(f"{self.config.output} exists: a run does not write over another's results "
+                                    "(a replay of runner.json: move them away first)")
         self.writer = ResultsWriter(
             self.config.output, self.scenario.to_json(), self.config.scenario_source, self.scenario.time.n_steps,
-            resume_rows=resume_rows,
+            resume_rows=resume_rows, replace=False,
         )
         fed = self.fed = create_value_federate(names.RECORDER, self.config)
         self.labels = [f.label for f in self.scenario.feeders]
@@ -91,7 +97,11 @@ class RecorderFederate:
             federate: subscribe(fed, names.CHECKPOINT, federate=federate)
             for federate in process_names(len(self.groups), self.coordinated) if kind_of(federate).checkpoint_part
         }
-        h.helicsFederateEnterExecutingMode(fed)
+        # Asynchronously, so that a stop signal (its launcher gone or stopping) is acted on while the
+        # others are still starting, not after HELICS gives up on them.
+        h.helicsFederateEnterExecutingModeAsync(fed)
+        self._wait_async()
+        h.helicsFederateEnterExecutingModeComplete(fed)
 
     def _exists(self, only: str) -> bool:
         """Whether a run-wide condition of the catalogue holds (conditions on a feeder's devices
@@ -117,10 +127,13 @@ class RecorderFederate:
 
     def _request_time(self, t: float) -> None:
         h.helicsFederateRequestTimeAsync(self.fed, t)
+        self._wait_async()
+        h.helicsFederateRequestTimeComplete(self.fed)
+
+    def _wait_async(self) -> None:
         while not h.helicsFederateIsAsyncOperationCompleted(self.fed):
             check_stop()
             time.sleep(0.002)
-        h.helicsFederateRequestTimeComplete(self.fed)
 
     def _metadata(self, key: str) -> dict:
         return json.loads(h.helicsInputGetString(self.subs[key]))
@@ -262,6 +275,7 @@ class RecorderFederate:
             self._request_time(self.config.step_time(k) + dt / 2)
             if k == self.config.first_step:
                 self._declare_datasets()
+                self.writer.flush()  # the layout on disk before any row: a file killed later has it
             self.writer.append(k * dt, self._row(k))
             if self.scenario.is_checkpoint_step(k):
                 self._checkpoint(k)
@@ -287,7 +301,9 @@ class RecorderFederate:
         if self.writer is not None:
             complete = not error and self.writer.rows_received == self.scenario.time.n_steps
             self.writer.finish(complete=complete, error=error)
-        close_federate(self.fed, error, own_error)
+        # Stopped by a signal, the federation is being torn down (or its launcher is gone, and
+        # with it the broker): leaving it politely could wait a minute for a broker that is gone.
+        close_federate(self.fed, error, own_error, patience=1.0 if _stop_signals else None)
 
 
 def main() -> None:

@@ -1,11 +1,15 @@
 """Results files: one self-describing HDF5 file per run.
 
-Every time-indexed dataset has the step as its first axis, is chunked along time,
-gzip-compressed, and carries `units`, `dims` and `description` attributes. Rows are
-buffered and written in blocks, flushed to disk at least every `flush_seconds`
-(compressing one row at a time would cost more than the co-simulation step);
-`time/seconds` is written last in a block, so its length is the number of complete
-rows even after a crash.
+Every time-indexed dataset has the step as its first axis, is chunked along time and
+carries `units`, `dims` and `description` attributes. Rows are buffered and written in
+blocks, flushed to disk at least every `flush_seconds`; `time/seconds` is written after
+the others' rows are flushed, so its length is the number of complete rows even after a crash.
+
+A file survives its writer being killed at any moment (docs/results.md, "What a killed
+run leaves"): while the run goes on, rows are written uncompressed, each in its place, and
+HDF5 reuses no freed space, so nothing written before a flush is ever written over; the
+file is made under another name and renamed. A complete run's file is then compacted
+(copied gzip-compressed, then renamed over the original).
 
 The root attributes say what the file is: `schema_version`, `scenario` (resolved
 JSON), `scenario_source` (the file as the user wrote it), `versions`,
@@ -16,7 +20,13 @@ ended normally), and `error` (the one-line reason when it did not).
 from __future__ import annotations
 
 import json
+import os
+import posixpath
+import re
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -28,6 +38,15 @@ import numpy as np
 import pandas as pd
 
 SCHEMA_VERSION = "1.0"
+# How a file is written so that a SIGKILL at any moment damages nothing already flushed
+# (docs/results.md): no chunk cache, so a chunk's data is written before the index that points
+# to it can reach the disk; no reuse of freed space, which HDF5 would otherwise hand out before
+# the metadata still pointing to it is flushed (rewritten compressed chunks made 10 of 16
+# SIGKILLed writers' files unreadable). Rows are uncompressed until the run completes: a
+# compressed chunk is rewritten elsewhere each time it grows, an uncompressed one in place.
+WRITE_OPTIONS = {"rdcc_nbytes": 0}
+CREATE_OPTIONS = {"fs_strategy": "none"}
+RUN_CHUNK_ELEMENTS = 4096  # per chunk while the run goes on (uncompressed, allocated whole)
 _VERSIONED_PACKAGES = ("tandem-cosim", "helics", "pandapower", "OpenDSSDirect.py", "dss-python", "numpy", "pandas", "h5py", "pyomo", "highspy")
 
 
@@ -38,8 +57,6 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    import sys
-
     versions["python"] = sys.version.split()[0]
     return versions
 
@@ -60,16 +77,40 @@ class Series:
     dtype: str = "f8"
 
 
+class ResultsWriteError(OSError):
+    """Writing the results file failed; the message is one line naming the file and the cause."""
+
+
+def _cause(exc: OSError) -> str:
+    """The system's words for an I/O error (h5py's message holds them amid HDF5 details)."""
+    errno = exc.errno or next((int(m) for m in re.findall(r"errno = (\d+)", str(exc))), None)
+    return os.strerror(errno) if errno else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise ResultsWriteError (one line) unless a results file can be made at `path`: checked
+    before a run starts anything, since a folder that cannot be written fails only the recorder."""
+    path = Path(path).absolute()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the folders still to make are made in there
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write {path}: {_cause(exc)}") from None
+
+
 class ResultsWriter:
     """Appends one row per step to the run's HDF5 file."""
 
     def __init__(
         self, path: str | Path, scenario_json: str, scenario_source: str, n_steps: int,
-        flush_seconds: float = 1.0, block_rows: int = 512, resume_rows: int | None = None,
+        flush_seconds: float = 1.0, block_rows: int = 512, resume_rows: int | None = None, replace: bool = True,
     ):
         """A new file; with `resume_rows`, the file of a resumed run, which keeps its first
         `resume_rows` rows and gets the next ones appended (its datasets are then attached by
-        `add_series` instead of created)."""
+        `add_series` instead of created). With `replace` false, a file already at `path` is an error."""
         self.path = Path(path)
         self.flush_seconds = flush_seconds
         self.block_rows = block_rows
@@ -77,8 +118,9 @@ class ResultsWriter:
         self._last_flush = time.monotonic()
         self._series: dict[str, h5py.Dataset] = {}
         self.resuming = resume_rows is not None
+        self.failed = ""  # why writing failed; the file is then left as it was last flushed
         if self.resuming:
-            self.file = h5py.File(self.path, "r+")
+            self.file = h5py.File(self.path, "r+", **WRITE_OPTIONS)
             self._time = self.file["time/seconds"]
             self.rows = int(resume_rows)
             if self._time.shape[0] != self.rows:
@@ -92,20 +134,47 @@ class ResultsWriter:
             attrs["resumed_from_step"] = self.rows
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.path, "w")
-        attrs = self.file.attrs
-        attrs["schema_version"] = SCHEMA_VERSION
-        attrs["scenario"] = scenario_json
-        attrs["scenario_source"] = scenario_source
-        attrs["versions"] = json.dumps(package_versions())
-        attrs["started_at"] = _now()
-        attrs["finished_at"] = ""
-        attrs["complete"] = False
-        attrs["error"] = ""
-        attrs["n_steps_planned"] = n_steps
+        # Made whole under another name, then renamed: killed at any moment, the run leaves either
+        # no file or one that opens (HDF5 writes nothing readable before its first flush).
+        creating = self.path.with_name(self.path.name + ".creating")
+        with self._writing(), h5py.File(creating, "w", **CREATE_OPTIONS) as file:
+            attrs = file.attrs
+            attrs["schema_version"] = SCHEMA_VERSION
+            attrs["scenario"] = scenario_json
+            attrs["scenario_source"] = scenario_source
+            attrs["versions"] = json.dumps(package_versions())
+            attrs["started_at"] = _now()
+            attrs["finished_at"] = ""
+            attrs["complete"] = False
+            attrs["error"] = ""
+            attrs["n_steps_planned"] = n_steps
+            seconds = file.create_dataset("time/seconds", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+            seconds.attrs.update(units="s", dims="time", description="simulated time since the scenario start")
+        if replace:
+            creating.replace(self.path)
+        else:
+            try:
+                os.link(creating, self.path)  # unlike a rename, fails where a file already is
+            except FileExistsError:
+                raise ResultsWriteError(f"{self.path} exists: a run does not write over another's results "
+                                        "(a replay of runner.json: move them away first)") from None
+            except OSError:  # a file system without hard links
+                if self.path.exists():
+                    raise ResultsWriteError(f"{self.path} exists: a run does not write over another's results") from None
+                creating.replace(self.path)
+            finally:
+                creating.unlink(missing_ok=True)
         self.rows = 0
-        self._time = self.file.create_dataset("time/seconds", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-        self._time.attrs.update(units="s", dims="time", description="simulated time since the scenario start")
+        self.file = h5py.File(self.path, "r+", **WRITE_OPTIONS)
+        self._time = self.file["time/seconds"]
+
+    @contextmanager
+    def _writing(self):
+        """Turn a failed write (a full disk, a lost mount) into one line naming the file and the cause."""
+        try:
+            yield
+        except OSError as exc:
+            raise ResultsWriteError(f"cannot write {self.path}: {_cause(exc)}") from None
 
     def add_static(self, path: str, data, units: str, dims: tuple[str, ...], description: str) -> None:
         """A dataset that does not change with time (names, indices, multipliers); kept as it
@@ -124,16 +193,13 @@ class ResultsWriter:
                 raise ValueError(f"{self.path}: {series.path} has shape {ds.shape}, the resumed run writes {series.shape}")
             self._series[series.path] = ds
             return
-        rows_per_chunk = max(1, min(4096, 65536 // max(1, int(np.prod(series.shape)))))
+        elements = max(1, int(np.prod(series.shape)))
         ds = self.file.create_dataset(
             series.path,
             shape=(0, *series.shape),
             maxshape=(None, *series.shape),
             dtype=series.dtype,
-            chunks=(rows_per_chunk, *series.shape),
-            compression="gzip",
-            compression_opts=4,
-            shuffle=True,
+            chunks=(max(1, min(256, RUN_CHUNK_ELEMENTS // elements)), *series.shape),
         )
         ds.attrs.update(units=series.units, dims=",".join(("time", *series.dims)), description=series.description)
         self._series[series.path] = ds
@@ -148,18 +214,40 @@ class ResultsWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows and push them to disk."""
-        if self._buffer:
-            k, n = self.rows, len(self._buffer)
-            for path, ds in self._series.items():
-                ds.resize(k + n, axis=0)
-                ds[k:] = np.stack([np.asarray(row[path]) for _, row in self._buffer])
-            self._time.resize(k + n, axis=0)
-            self._time[k:] = [seconds for seconds, _ in self._buffer]
-            self.rows = k + n
-            self._buffer.clear()
-        self.file.flush()
+        """Write the buffered rows and push them to disk: every dataset's rows first, then
+        `time/seconds`, so its length never counts a row that is not on disk."""
+        if self.failed:
+            raise ResultsWriteError(self.failed)
+        try:
+            with self._writing():
+                if self._buffer:
+                    k, n = self.rows, len(self._buffer)
+                    for path, ds in self._series.items():
+                        ds.resize(k + n, axis=0)
+                        ds[k:] = np.stack([np.asarray(row[path]) for _, row in self._buffer])
+                    self.file.flush()
+                    self._time.resize(k + n, axis=0)
+                    self._time[k:] = [seconds for seconds, _ in self._buffer]
+                    self.rows = k + n
+                    self._buffer.clear()
+                self.file.flush()
+        except ResultsWriteError as exc:
+            self._abandon(str(exc))
+            raise
         self._last_flush = time.monotonic()
+
+    def _abandon(self, reason: str) -> None:
+        """After a failed write, write nothing more: HDF5 would otherwise flush what it holds on
+        close, and a write cut short by a full disk can tear the metadata of rows already on disk."""
+        self.failed = reason
+        try:
+            os.close(self.file.id.get_vfd_handle())  # the file on disk stays as of the last flush
+        except (OSError, ValueError, TypeError):
+            pass
+        try:
+            self.file.close()
+        except Exception:  # HDF5 reports the writes it could not make; they were meant to fail
+            pass
 
     def checkpoint(self, step: int, states: dict[str, str]) -> None:
         """Write the rows up to `step` and, with them, the federates' states after it."""
@@ -168,19 +256,70 @@ class ResultsWriter:
         self.flush()
         if self.rows != step + 1:
             raise ValueError(f"checkpoint after step {step} with {self.rows} rows written")
-        write_checkpoint(self.file, step, states)
+        try:
+            with self._writing():
+                write_checkpoint(self.file, step, states)
+        except ResultsWriteError as exc:
+            self._abandon(str(exc))
+            raise
 
     @property
     def rows_received(self) -> int:
         return self.rows + len(self._buffer)
 
     def finish(self, complete: bool, error: str = "") -> None:
+        """Write the last rows and the outcome, and close; after a failed write only closes.
+        A complete run's file is compacted."""
+        if self.failed:
+            return
         self.flush()
-        attrs = self.file.attrs
-        attrs["finished_at"] = _now()
-        attrs["complete"] = bool(complete)
-        attrs["error"] = error
-        self.file.close()
+        try:
+            with self._writing():
+                attrs = self.file.attrs
+                attrs["finished_at"] = _now()
+                attrs["complete"] = bool(complete)
+                attrs["error"] = error
+                self.file.close()
+        except ResultsWriteError as exc:
+            self._abandon(str(exc))
+            raise
+        if complete:
+            try:
+                compact(self.path)
+            except OSError as exc:  # the complete file stays, uncompressed
+                print(f"warning: {self.path} left uncompressed: cannot compact it ({_cause(exc)})", file=sys.stderr, flush=True)
+
+
+def compressed_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunks of a compacted time series: up to 4096 rows, 64 Ki elements."""
+    return (max(1, min(4096, 65536 // max(1, int(np.prod(shape))))), *shape)
+
+
+def compact(path: Path) -> None:
+    """Rewrite a finished file with its time series gzip-compressed, under another name, then
+    rename it over the original: killed meanwhile, the original stays as it was."""
+    compacting = path.with_name(path.name + ".compacting")
+    try:
+        with h5py.File(path, "r") as source, h5py.File(compacting, "w") as target:
+            target.attrs.update(source.attrs)
+
+            def copy(name: str, obj) -> None:
+                if isinstance(obj, h5py.Group):
+                    target.require_group(name).attrs.update(obj.attrs)
+                elif not str(obj.attrs.get("dims", "")).startswith("time") or name == "time/seconds" or obj.compression:
+                    source.copy(obj, target.require_group(posixpath.dirname(name) or "/"), posixpath.basename(name))
+                else:
+                    chunks = compressed_chunks(obj.shape[1:])
+                    ds = target.create_dataset(name, shape=obj.shape, maxshape=(None, *obj.shape[1:]), dtype=obj.dtype, chunks=chunks,
+                                               compression="gzip", compression_opts=4, shuffle=True)
+                    ds.attrs.update(obj.attrs)
+                    for start in range(0, obj.shape[0], chunks[0]):  # a chunk at a time: runs may outgrow memory
+                        ds[start:start + chunks[0]] = obj[start:start + chunks[0]]
+
+            source.visititems(copy)
+        compacting.replace(path)
+    finally:
+        compacting.unlink(missing_ok=True)
 
 
 class RunFile:

@@ -21,6 +21,7 @@ from federates.launcher import Progress, RunPlan, default_output, feeder_groups,
 from grid.networks import network_summary
 from grid.transmission import check_boundary_buses
 from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
+from results.store import ResultsWriteError, check_writable
 from scenario.schema import Scenario, ScenarioError, _apply_overrides, describe_validation_error
 from tandem.sizing import check_memory
 from tandem.summary import RunSummary, summarize
@@ -57,8 +58,12 @@ def prepare_run(
     `federates` names the processes to start here, for a run split over hosts (default: all)."""
     fed = scenario.federation
     check_memory(scenario, len(feeder_groups(len(scenario.feeders), fed.feeder_processes, scenario.coupling.mode == "iterative")))
-    resolved, buses = resolve_scenario(scenario)
     target = Path(output or scenario.output.path or default_output(scenario))
+    try:
+        check_writable(target)
+    except ResultsWriteError as exc:
+        raise ScenarioError(str(exc)) from None
+    resolved, buses = resolve_scenario(scenario)
     return plan_run(resolved, scenario_source or resolved.to_json(), buses, target, observers, federates)
 
 

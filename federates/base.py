@@ -19,6 +19,7 @@ import helics as h
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from federates import interfaces as names
 from federates.interfaces import Publication
 from scenario.schema import Scenario
 
@@ -168,6 +169,7 @@ def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: boo
     if fed is None:
         return
     if own_error:
+        _let_the_recorder_catch_up(fed)
         h.helicsFederateGlobalError(fed, 1, f"{h.helicsFederateGetName(fed)}: {error}")
     if patience is None:
         try:
@@ -184,6 +186,38 @@ def close_federate(fed: h.HelicsFederate | None, error: str = "", own_error: boo
         time.sleep(0.01)
     h.helicsFederateDisconnectComplete(fed)
     h.helicsFederateFree(fed)
+
+
+RECORDER_CATCH_UP_SECONDS = 10.0
+
+
+def _let_the_recorder_catch_up(fed: h.HelicsFederate) -> None:
+    """Before a failing federate stops the federation, wait (at most RECORDER_CATCH_UP_SECONDS)
+    until the recorder has written every step before this one. It may lag a few steps behind,
+    with their values queued in its HELICS core; a global error at once would end it before it
+    read them, and computed steps would be lost. It has written them once it asks for a time
+    beyond this federate's (it records step k at step_time(k) + half a step)."""
+    name = h.helicsFederateGetName(fed)
+    if name == names.RECORDER:
+        return
+    try:
+        now = h.helicsFederateGetCurrentTime(fed)
+        if now <= 0:  # failed before the first step: nothing was computed
+            return
+        deadline = time.monotonic() + RECORDER_CATCH_UP_SECONDS
+        while time.monotonic() < deadline:
+            query = h.helicsCreateQuery(names.RECORDER, "current_time")
+            try:
+                answer = h.helicsQueryExecute(query, fed)  # pyhelics parses the JSON answer
+            finally:
+                h.helicsQueryFree(query)
+            answer = json.loads(answer) if isinstance(answer, str) else answer
+            requested = answer.get("requested_time") if isinstance(answer, dict) else None
+            if not isinstance(requested, (int, float)) or requested > now:
+                return  # no recorder (an observer-only federation, a replay), or it is done
+            time.sleep(0.05)
+    except (h.HelicsException, ValueError):
+        return  # the federation is already going down: nothing to wait for
 
 
 _LEFT_UNFINISHED: list[h.HelicsFederate] = []  # federates that could not leave in time

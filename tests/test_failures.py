@@ -4,6 +4,7 @@ running, and whatever was computed before the failure kept readable."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -132,6 +133,33 @@ def test_feeder_whose_controls_never_settle_names_the_feeder_and_step(tmp_path):
     assert not run_processes(tmp_path / "out_run")
     with RunFile(out) as run:
         assert not run.complete and "feeder hunting" in run.error
+
+
+def test_a_failure_mid_run_keeps_every_step_computed_before_it(tmp_path):
+    """A feeder whose load jumps 50-fold around 14:50 cannot solve that step: the run fails
+    there, and the file holds every step before it. The recorder lags behind the others (its values
+    queue in HELICS); before the failing federate waited for it, the global error ended it
+    first, and most of those steps were lost (1 to 7 of 10 recorded, measured under load)."""
+    profile = tmp_path / "spike.csv"
+    start = np.datetime64("2024-01-15T14:00")
+    levels = np.full(24, 0.8)
+    levels[10] = 40.0
+    profile.write_text("timestamp,pu\n" + "".join(f"{start + np.timedelta64(5 * i, 'm')}:00,{v}\n" for i, v in enumerate(levels)))
+    path = _scenario_file(tmp_path, time__duration="2h", coupling={"mode": "loose"},
+                          feeders__0__load_profile={"file": str(profile), "units": "pu"})
+    out = tmp_path / "out.h5"
+    proc = tandem("run", str(path), "-q", "-o", str(out), timeout=180)
+    assert proc.returncode == 1, proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    found = re.search(r"feeder ieee13_at_6: OpenDSS power flow did not converge at step (\d+) ", message)
+    assert found, message
+    failed = int(found.group(1))  # before step 10: each load's copy of the profile is shifted a little
+    assert failed >= 3, message
+    assert not run_processes(tmp_path / "out_run")
+    with RunFile(out) as run:
+        assert not run.complete and run.n_steps == failed, f"{run.n_steps} of the {failed} steps before the failure recorded"
+        np.testing.assert_array_equal(run.read("time/seconds"), np.arange(failed) * 300.0)
+        assert np.isfinite(run.read("boundary/p_mw")).all()
 
 
 @contextmanager

@@ -70,10 +70,11 @@ def pv_only_feeder(ieee13, penalties=None):
     """IEEE 13 with one 600 kVA PV inverter at 675 (no sun: reactive power only), one period,
     no branch-flow limits: its region is a segment of Q at the loads' P."""
     from coordination.centralized import FeederSetup, Options
-    from coordination.ders import FeederDers, PVData
+    from coordination.ders import FeederDers
+    from coordination.ders.pv import PVData
     from coordination.objective import Penalties
 
-    setup = FeederSetup(ieee13, bus=0, ders=FeederDers([PVData("pv0", "675", 600.0, 500.0)], [], [], []))
+    setup = FeederSetup(ieee13, bus=0, ders=FeederDers(pv=[PVData("pv0", "675", 600.0, 500.0)]))
     opts = Options(horizon=1, feeder_flow_limits=False, penalties=penalties or Penalties())
     return FeederProblem(setup, opts, directions=True)
 

@@ -31,6 +31,7 @@ from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, 
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
 from federates.processes import BROKER, FEDERATE_MODULES, kind_of, listing, process_names  # noqa: F401 (FEDERATE_MODULES: for tandem.sweep_cases)
 from results.checkpoint import Checkpoint
+from results.store import RunFile
 from scenario.schema import Scenario, ScenarioError
 
 GRACE_SECONDS = 5.0  # for the recorder to close the file, and processes to exit
@@ -431,7 +432,32 @@ class Federation:
         """Where the run got: "after step k" names the last step recorded by its 0-based index,
         as checkpoint messages do, and the count follows to leave no doubt."""
         done = self.progress.steps_done
+        on_disk = self._rows_on_disk()
+        if on_disk is not None:  # a killed recorder loses the rows it had not flushed (up to a second)
+            done = on_disk
         return f"after step {done - 1} ({done} of {self.progress.n_steps} steps recorded)" if done else "before the first step"
+
+    def _rows_on_disk(self) -> int | None:
+        """The rows the results file holds, once the recorder (of this host) has exited; None
+        while it runs or where the file cannot be read."""
+        recorder = self.procs.get(names.RECORDER)
+        if recorder is None or recorder.poll() is None:
+            return None
+        try:
+            with RunFile(self.plan.config.output) as run:
+                return run.n_steps
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def _let_the_recorder_finish(self) -> None:
+        """Wait (at most BLAME_SECONDS) for the recorder to exit, so that "after step k" counts
+        the rows it wrote, not those it had reported when another federate died: it goes on
+        writing what it already received until the federation's stop reaches it."""
+        recorder = self.procs.get(names.RECORDER)
+        deadline = time.monotonic() + BLAME_SECONDS
+        while recorder is not None and recorder.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.05)  # its last progress line, read by the progress thread
 
     def _blame(self) -> str:
         """Name the federate that caused the failure, not the ones stopped because of it."""
@@ -448,6 +474,7 @@ class Federation:
         for name in failed:
             code = self.procs[name].returncode
             if code < 0:
+                self._let_the_recorder_finish()
                 return f"federate '{name}' (pid {self.procs[name].pid}) was killed by {signal.Signals(-code).name} {self._after_steps()}"
         hung = self._hung_broker(failed)
         if hung:

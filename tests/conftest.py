@@ -42,6 +42,17 @@ def run_processes(run_dir: Path) -> list[str]:
     return processes_mentioning(str(run_dir)) + processes_mentioning(f"--port={config['broker']['port']} ")
 
 
+def rows_written(path: Path) -> int:
+    """Rows a running recorder has written to its results file so far (0 while it creates it)."""
+    from results.store import RunFile
+
+    try:
+        with RunFile(path) as run:
+            return run.n_steps
+    except (OSError, KeyError):
+        return 0
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that mention `text` (e.g. a run folder)."""
     found = []

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from results.store import RunFile
-from tests.conftest import ROOT, SMALL, helics_app, processes_mentioning, run_processes, tandem
+from tests.conftest import ROOT, SMALL, helics_app, processes_mentioning, rows_written, run_processes, tandem
 
 
 def _scenario_file(tmp_path: Path, **changes) -> Path:
@@ -203,13 +203,9 @@ def _wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
-        if path.exists():
-            try:
-                with RunFile(path) as run:
-                    if run.n_steps >= rows:
-                        return run.n_steps
-            except (OSError, KeyError):
-                pass  # the recorder is creating the file
+        seen = rows_written(path)
+        if seen >= rows:
+            return seen
         time.sleep(0.2)
     raise AssertionError(f"{path} never reached {rows} rows")
 
@@ -466,7 +462,7 @@ def _kill_at(moment: str, out: Path, proc: subprocess.Popen, victim: str) -> lis
         if moment == "start-up":
             ready = out.exists()
         elif moment == "mid-run":
-            ready = _rows(out) >= 3
+            ready = rows_written(out) >= 3
         else:
             ready = log.exists() and "checkpoint after step 2 written" in log.read_text()
         try:
@@ -487,14 +483,6 @@ def _kill_at(moment: str, out: Path, proc: subprocess.Popen, victim: str) -> lis
             return pids
         time.sleep(0.01)
     raise AssertionError(f"the run never reached {moment}")
-
-
-def _rows(path: Path) -> int:
-    try:
-        with RunFile(path) as run:
-            return run.n_steps
-    except (OSError, KeyError):
-        return 0
 
 
 def assert_committed_rows_intact(path: Path, step_seconds: float = 300.0) -> int:

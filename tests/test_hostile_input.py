@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, tandem
+from tests.conftest import ROOT, rows_written, tandem
 
 SCENARIO = """name: {name}
 transmission: {{network: case30}}
@@ -123,17 +123,6 @@ def test_load_on_unlisted_bus_is_one_line_error(tmp_path: Path) -> None:
         FeederModel("f", str(master))
 
 
-def _rows(path: Path) -> int:
-    """Rows the recorder has written so far (0 while it creates the file)."""
-    from results.store import RunFile
-
-    try:
-        with RunFile(path) as run:
-            return run.n_steps
-    except (OSError, KeyError):
-        return 0
-
-
 def test_second_run_refuses_and_a_hung_broker_is_blamed(tmp_path: Path) -> None:
     """Items 8 and 9, on one running study: a second run given its -o, or its fixed
     --broker-port, fails at once naming why, and the first goes on untouched. Then its broker
@@ -161,7 +150,7 @@ def test_second_run_refuses_and_a_hung_broker_is_blamed(tmp_path: Path) -> None:
     broker = None
     try:
         deadline = time.monotonic() + 240
-        while _rows(out) < 3:
+        while rows_written(out) < 3:
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
             time.sleep(0.2)
         config = (run_dir / "federation.json").read_text()

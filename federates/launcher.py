@@ -225,7 +225,7 @@ def plan_run(
 
     elsewhere = [n for n in commands if only is not None and n not in only]
     commands = {n: argv for n, argv in commands.items() if n not in elsewhere}
-    config_path.write_text(config.model_dump_json(indent=2))
+    _write_whole(config_path, config.model_dump_json(indent=2))
     runner_path = run_dir / f"runner{suffix}.json"
     runner = {
         "name": f"tandem-{scenario.name}",
@@ -235,8 +235,16 @@ def plan_run(
             for name, argv in commands.items()
         ],
     }
-    runner_path.write_text(json.dumps(runner, indent=2))
+    _write_whole(runner_path, json.dumps(runner, indent=2))
     return RunPlan(config, run_dir, config_path, runner_path, commands, elsewhere, lock)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write a file others may read at any moment (federates, tests, a replay) all at once:
+    a reader sees the old file or the new one, never a half-written one."""
+    staging = path.with_name(path.name + ".writing")
+    staging.write_text(text)
+    staging.replace(path)
 
 
 def claim_output(run_dir: Path, output: Path, part: str = "") -> IO:

@@ -22,7 +22,7 @@ import copy
 import math
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -81,6 +81,15 @@ class TransmissionData:
     branches: list[Branch]
     generators: list[Generator]
     loads: list[Load]
+
+    def derated(self, margin: float) -> "TransmissionData":
+        """The same network with every branch rating cut by `margin` (a share), e.g. to keep room
+        for the reactive flow and losses a DC-OPF does not model."""
+        if not margin:
+            return self
+        branches = [replace(br, rating_mw=None if br.rating_mw is None else br.rating_mw * (1.0 - margin))
+                    for br in self.branches]
+        return replace(self, branches=branches)
 
     def bus_load_mw(self) -> dict[int, float]:
         """Total load per bus (MW), every bus present."""

@@ -88,13 +88,13 @@ class RecedingHorizon:
         replaced = {int(f.bus) for f in scenario.feeders if f.bus_load == "replace"}
         net.load.loc[net.load.bus.isin(replaced), "in_service"] = False  # as the transmission federate does
         self.gen_rows = list(net.gen.index)
-        self.transmission = transmission_data(net)
+        self.transmission = transmission_data(net).derated(spec.rating_margin)
         self.bus_base_mw = self.transmission.bus_load_mw()
         self.system_level = load_shape(scenario.transmission.load_profile, scenario.time.index())
 
         self.multipliers = np.array([1.0 if f.multiplier == "match_bus_load" else float(f.multiplier)
                                      for f in scenario.feeders])
-        lo, hi = spec.voltage_limits
+        lo, hi = spec.voltage_limits[0] + spec.voltage_margin, spec.voltage_limits[1] - spec.voltage_margin
         self.setups = setups = {
             name: FeederSetup(self.data[name], int(f.bus), float(k), ders_from_fleet(self.models[name].fleet, f), lo, hi)
             for name, f, k in zip(self.labels, scenario.feeders, self.multipliers)

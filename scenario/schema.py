@@ -466,6 +466,16 @@ class CoordinationSpec(_Strict):
     forecast_error_growth: float = Field(0.5, ge=0, le=2, description="noisy forecasts: error grows as lead ** this (0.5: like a random walk)")
     forecast_seed: NonNegativeInt = Field(0, description="noisy forecasts: random seed")
     voltage_limits: tuple[float, float] = Field((0.95, 1.05), description="feeder voltage band the OPF keeps to (pu; soft, penalised)")
+    voltage_margin: float = Field(
+        0.0, ge=0, lt=0.1,
+        description="pu the OPF's plans keep inside voltage_limits at both ends, for what its linear feeder model misses "
+                    "(losses, tap moves between plans); KPIs still count violations against voltage_limits",
+    )
+    rating_margin: float = Field(
+        0.0, ge=0, lt=1,
+        description="share of each transmission branch's rating the DC-OPF keeps free, for the reactive power and losses "
+                    "its MW flows do not see (0.1: plans load lines to at most 90 %); KPIs still use the full rating",
+    )
     regulators: Literal["hold", "fixed_ratio"] = Field(
         "hold", description="how the OPF sees voltage regulators: holding their measured output voltage (they act between plans), or fixed at their measured taps"
     )
@@ -482,6 +492,8 @@ class CoordinationSpec(_Strict):
         lo, hi = self.voltage_limits
         if not 0.5 < lo < hi < 1.5:
             raise ValueError(f"voltage_limits: need 0.5 < low < high < 1.5 pu (got {lo}, {hi})")
+        if lo + self.voltage_margin >= hi - self.voltage_margin:
+            raise ValueError(f"voltage_margin: {self.voltage_margin} pu at both ends leaves no band inside voltage_limits ({lo}, {hi})")
         if self.horizon < self.interval or self.horizon % self.interval != pd.Timedelta(0):
             raise ValueError(f"horizon {self.horizon} is not a whole number of intervals of {self.interval}")
         return self

@@ -38,6 +38,20 @@ def test_three_bus_binding_line_dispatch_and_lmps():
     assert [prices[b][0] for b in (0, 1, 2)] == pytest.approx([10.0, 30.0, 50.0])
 
 
+def test_a_rating_margin_plans_lines_below_their_rating():
+    """The three-bus case with a 25 % margin: line 0-2 may carry 60 of its 80 MW, so
+    2 a + b = 180 and a + b = 150 give a = 30, b = 120 (dearer by 30 MW x 20/MWh)."""
+    data = transmission_data(three_bus_net())
+    derated = data.derated(0.25)
+    assert [b.rating_mw for b in derated.branches] == pytest.approx([0.75 * b.rating_mw for b in data.branches])
+    assert data.derated(0.0) is data and data.branches[1].rating_mw == pytest.approx(80.0)  # the original stays
+    m, solver = dcopf(derated)
+    stats = solver.solve()
+    assert stats.objective == pytest.approx(30 * 10 + 120 * 30)
+    values = solver.values([m.tx.pg, m.tx.flow])
+    assert values[m.tx.flow["line:1", 0]] == pytest.approx(60.0)
+
+
 def test_three_bus_resolve_with_new_load_and_half_hour_periods():
     """Re-solve after changing a mutable load; LMPs are per MWh whatever the period length."""
     m, solver = dcopf(transmission_data(three_bus_net()), periods=(0, 1), dt=0.5)

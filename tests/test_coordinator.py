@@ -156,6 +156,30 @@ def test_a_plan_that_holds_regulators_needs_their_voltages():
         rh.plan(1, measured)
 
 
+def test_margins_narrow_what_the_plans_may_use():
+    """voltage_margin narrows the band each feeder's plan keeps to, rating_margin the MW each
+    transmission branch may carry in the plans; KPIs keep the full band and ratings."""
+    from coordination.network_data import transmission_data
+    from coordination.receding_horizon import RecedingHorizon
+    from grid.networks import load_network
+    from grid.ratings import apply_ratings
+    from scenario.schema import load_scenario
+    from tandem.study import resolve_scenario
+
+    scenario, _ = resolve_scenario(load_scenario(PV_CENTRALIZED, {"time.duration": "1h", "coordination.voltage_margin": 0.01,
+                                                                   "coordination.rating_margin": 0.2}))
+    rh = RecedingHorizon(scenario)
+    lo, hi = scenario.coordination.voltage_limits
+    assert all((s.v_min, s.v_max) == pytest.approx((lo + 0.01, hi - 0.01)) for s in rh.setups.values())
+    net = load_network(scenario.transmission.network)
+    apply_ratings(net, scenario.transmission.ratings, scenario.transmission.network)
+    rated = [(x.rating_mw, y.rating_mw) for x, y in zip(transmission_data(net).branches, rh.transmission.branches)
+             if x.rating_mw]
+    assert rated and all(y == pytest.approx(0.8 * x) for x, y in rated)
+    with pytest.raises(ValueError, match="voltage_margin: 0.06 pu at both ends leaves no band"):
+        load_scenario(PV_CENTRALIZED, {"coordination.voltage_margin": 0.06})
+
+
 def test_bad_coordination_settings_are_rejected(tmp_path):
     data = yaml.safe_load(PV_CENTRALIZED.read_text())
     data["coordination"]["interval"] = "7min"

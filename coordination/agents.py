@@ -13,7 +13,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import traceback
+from collections import deque
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 
@@ -146,20 +148,39 @@ def _call(agents: Mapping[str, DsoAgent], method: str, args: Mapping[str, Mappin
     return {name: getattr(agents[name], method)(**kwargs) for name, kwargs in args.items()}
 
 
+def worker_groups(sizes: Mapping[str, float], processes: int) -> list[list[str]]:
+    """Feeders spread over `processes` workers: largest first onto the least loaded one."""
+    groups: list[list[str]] = [[] for _ in range(processes)]
+    load = [0.0] * processes
+    for name, size in sorted(sizes.items(), key=lambda item: -item[1]):
+        k = int(np.argmin(load))
+        groups[k].append(name)
+        load[k] += size
+    return groups
+
+
 class LocalPool:
-    """The agents in this process."""
+    """The agents in this process. `rounds` keeps the seconds each agent took in each call
+    (what a parallel pool would overlap; see benchmarks/dso_parallel.py)."""
 
     processes = 0
 
     def __init__(self, setups: Mapping[str, FeederSetup], options: Options, scheme: str, **agent_options):
         self.agents = {name: DsoAgent(name, setup, options, scheme, **agent_options) for name, setup in setups.items()}
+        self.rounds: deque[dict[str, float]] = deque(maxlen=10_000)  # bounded: a week of ADMM plans adds up
 
     def update(self, data: Mapping[str, FeederUpdate]) -> None:
         for name, values in data.items():
             self.agents[name].update(values)
 
     def call(self, method: str, args: Mapping[str, Mapping[str, object]]) -> dict:
-        return _call(self.agents, method, args)
+        out, seconds = {}, {}
+        for name, kwargs in args.items():
+            start = time.perf_counter()
+            out[name] = getattr(self.agents[name], method)(**kwargs)
+            seconds[name] = time.perf_counter() - start
+        self.rounds.append(seconds)
+        return out
 
     def highs_seconds(self) -> float:
         return sum(agent.timing() for agent in self.agents.values())
@@ -212,13 +233,8 @@ class ProcessPool:
                  **agent_options):
         processes = max(1, min(processes, len(setups)))
         self.processes = processes
-        # Largest feeders first onto the least loaded worker.
-        groups: list[dict[str, FeederSetup]] = [{} for _ in range(processes)]
-        load = [0] * processes
-        for name, setup in sorted(setups.items(), key=lambda item: -len(item[1].data.nodes)):
-            k = int(np.argmin(load))
-            groups[k][name] = setup
-            load[k] += len(setup.data.nodes)
+        groups = [{name: setups[name] for name in names}
+                  for names in worker_groups({name: len(s.data.nodes) for name, s in setups.items()}, processes)]
         self.owner = {name: k for k, group in enumerate(groups) for name in group}
         self.conns: list[Connection] = []
         self.workers: list[subprocess.Popen] = []
@@ -241,8 +257,8 @@ class ProcessPool:
     def _receive(self, conn):
         try:
             status, payload = conn.recv()
-        except EOFError:
-            raise RuntimeError("a DSO worker process ended unexpectedly") from None
+        except (EOFError, ConnectionResetError):
+            raise RuntimeError("a DSO worker process ended unexpectedly (its error, if any, is printed above)") from None
         if status == "error":
             raise RuntimeError(f"DSO worker failed:\n{payload}")
         return payload

@@ -108,6 +108,10 @@ class RecedingHorizon:
             voltage_dependent_loads=False,
             prices=Prices(curtailment=spec.curtailment_price, battery_degradation=spec.battery_degradation_price),
         )
+        if spec.dso_processes is not None:
+            from coordination.schemes import SchemeOptions
+
+            options = SchemeOptions(**vars(options), dso_processes=spec.dso_processes)
         self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options)
         self.term_names = list(self.problem.term_names)
         self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}

@@ -484,6 +484,10 @@ class CoordinationSpec(_Strict):
     battery_binaries: Literal["relax-and-fix", "relax-and-check", "mip", "relaxed"] = Field(
         "relax-and-fix", description="no simultaneous charge and discharge: fix directions after an LP (fast), check and re-solve as a MIP, always a MIP, or LP only"
     )
+    dso_processes: NonNegativeInt | None = Field(
+        None, description="worker processes for the DSO problems of hybrid, dso_managed, dso_first and admm "
+                          "(0: in the coordinator's process; default: admm one per feeder up to the CPUs, the others 0)",
+    )
     curtailment_price: float = Field(5.0, ge=0, description="cost of PV energy available but not used (per MWh)")
     battery_degradation_price: float = Field(10.0, ge=0, description="battery wear per MWh charged plus discharged")
 

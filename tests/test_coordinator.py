@@ -243,13 +243,18 @@ def test_compare_schemes(tmp_path):
 
 def test_tso_dso_schemes_in_the_federation(tmp_path):
     """Every TSO-DSO scheme runs as the coordinator federate's problem: solves succeed, what
-    crossed the interface is recorded, and ADMM's worker processes end with the run."""
+    crossed the interface is recorded, and the DSO worker processes (two for every scheme,
+    `coordination.dso_processes`) end with the run."""
     import pandas as pd
 
     from tests.conftest import processes_mentioning
 
+    data = yaml.safe_load(PV_CENTRALIZED.read_text())
+    data["coordination"]["dso_processes"] = 2
+    study = tmp_path / "pv_centralized.yaml"
+    study.write_text(yaml.safe_dump(data))
     schemes = ["tso_managed", "hybrid", "dso_managed", "dso_first", "admm"]
-    done = tandem("compare", str(PV_CENTRALIZED), "--schemes", ",".join(schemes), "--duration", "30min",
+    done = tandem("compare", str(study), "--schemes", ",".join(schemes), "--duration", "30min",
                   "-o", str(tmp_path), "-q", timeout=900)
     assert done.returncode == 0, done.stderr
     frame = pd.read_csv(tmp_path / "compare.csv", index_col=0)

@@ -308,11 +308,13 @@ class ControlsSpec(_Strict):
 
 class SolverSpec(_Strict):
     """OpenDSS solver settings of one feeder; unset keys keep what the model's own files set
-    (OpenDSS's defaults: 15 iterations, the normal algorithm) and Tandem's 100 control rounds."""
+    (OpenDSS's defaults: 15 iterations, the normal algorithm), Tandem's control rounds and
+    OpenDSS's adaptive Volt-VAR step."""
 
     max_iterations: int | None = Field(None, ge=1, le=1000, description="power-flow iterations per solve (OpenDSS `Set MaxIterations`; its default 15 is too few for some large feeders, e.g. IEEE 8500, whose own run script sets 20)")
-    max_control_iterations: int | None = Field(None, ge=1, le=10000, description="control rounds per solve: regulators, capacitors, inverter controls (OpenDSS `Set MaxControlIter`; Tandem's default 100)")
+    max_control_iterations: int | None = Field(None, ge=1, le=10000, description="control rounds per solve: regulators, capacitors, inverter controls (OpenDSS `Set MaxControlIter`; Tandem's default 100, 1000 with Volt-VAR or Volt-Watt on PV: each regulator tap waits until every inverter has settled)")
     algorithm: Literal["normal", "newton"] | None = Field(None, description="OpenDSS `Set Algorithm`: normal (current injection, fast) or newton (more robust on heavily loaded or meshed feeders)")
+    volt_var_delta_q: float | None = Field(None, gt=0, le=1, description="Volt-VAR: the share of the way to its curve each PV inverter moves its reactive power per control round (OpenDSS InvControl `DeltaQ_factor`); null: OpenDSS's adaptive step. Inverters on weak secondaries can hunt each other at the adaptive step (IEEE 8500 with 100 % PV) and settle at 0.1, in more rounds")
 
 
 class DiversitySpec(_Strict):

@@ -51,6 +51,7 @@ class LocalControls(Controller):
                     f"PTratio=1 ON={0.98 * volts:.6g} OFF={1.04 * volts:.6g} Delay=0 DelayOFF=0"
                 )
         self.inverter_controls = bool((controls.volt_var or controls.volt_watt) and pv)
+        self.volt_var_delta_q: float | None = None  # OpenDSS's adaptive step
         if self.inverter_controls:
             modes = []
             if controls.volt_var:
@@ -70,6 +71,13 @@ class LocalControls(Controller):
         self.capacitors: list[str] = list(dss.Capacitors.AllNames()) if dss.Capacitors.Count() else []
         self._capacitors_switch = dss.CapControls.Count() > 0
         self._capacitor_steps: np.ndarray | None = None if self.capacitors else NONE
+
+    def set_volt_var_delta_q(self, factor: float | None) -> None:
+        """The share of the way to the Volt-VAR curve each inverter moves per control round
+        (InvControl DeltaQ_factor); None: OpenDSS's adaptive step, from 0.5 down to about 0.1."""
+        if self.inverter_controls and factor != self.volt_var_delta_q:
+            self.dss.Text.Command(f"Edit InvControl.tandem_inverters DeltaQ_factor={-1.0 if factor is None else factor:.12g}")
+            self.volt_var_delta_q = factor
 
     def idle(self) -> bool:
         return False  # regulators and capacitors are read every step, the feeder's own or none

@@ -30,7 +30,7 @@ from federates import interfaces as names
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
 from federates.processes import BROKER, FEDERATE_MODULES, kind_of, listing, process_names  # noqa: F401 (FEDERATE_MODULES: for tandem.sweep_cases)
-from results.checkpoint import Checkpoint
+from results.checkpoint import Checkpoint, CheckpointError, truncate_to_checkpoint
 from results.store import RunFile
 from scenario.schema import Scenario, ScenarioError
 
@@ -174,6 +174,14 @@ def plan_run(
     output = output.resolve()
     run_dir = output.with_name(output.stem + "_run")
     lock = claim_output(run_dir, output, "" if only is None else "_" + next(n for n in all_names if n in only))
+    if resume is not None:
+        # Under the lock: a second --resume of the same file refuses instead of cutting back
+        # the rows the first one is writing.
+        try:
+            truncate_to_checkpoint(output, resume.rows)
+        except CheckpointError:
+            lock.close()
+            raise
     if resume is not None and (run_dir / "logs").is_dir():  # keep the logs of the run being resumed
         (run_dir / "logs").rename(run_dir / f"logs_before_step_{resume.rows}_{datetime.now():%Y%m%d-%H%M%S}")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from federates.base import WARNING_PREFIX
 from federates.launcher import Progress, RunPlan, default_output, feeder_groups, plan_run, run_federation
 from grid.networks import network_summary
 from grid.transmission import check_boundary_buses
-from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint, truncate_to_checkpoint
+from results.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from results.store import ResultsWriteError, check_writable
 from scenario.schema import Scenario, ScenarioError, _apply_overrides, describe_validation_error
 from tandem.sizing import check_memory
@@ -97,10 +97,9 @@ def prepare_resume(results: str | Path, overrides: dict[str, object] | None = No
     scenario, checkpoint = resume_scenario(results, overrides)
     resolved, buses = resolve_scenario(scenario)
     try:
-        truncate_to_checkpoint(results, checkpoint.rows)
+        return plan_run(resolved, checkpoint.scenario_source, buses, Path(results), observers, resume=checkpoint)
     except CheckpointError as exc:
         raise ScenarioError(str(exc)) from None
-    return plan_run(resolved, checkpoint.scenario_source, buses, Path(results), observers, resume=checkpoint)
 
 
 def run_warnings(run_dir: Path) -> list[str]:

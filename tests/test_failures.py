@@ -542,10 +542,29 @@ def test_fault_matrix(tmp_path, victim, moment):
         with RunFile(out) as run:
             assert not run.complete and run.error, "the file must say why the run failed"
     if moment == "checkpoint" and victim == "tree":  # a run killed whole during a checkpoint resumes
+        # ... but not while another run holds the run folder: a --resume then refuses before it
+        # cuts the file back to its checkpoint (the holder here stands for a resume still going).
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            refused = tandem("run", "--resume", str(out), "-q", timeout=120)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert refused.returncode == 1 and "is being written by another run" in refused.stderr, refused.stderr
+        assert assert_committed_rows_intact(out) == rows
         resumed = tandem("run", "--resume", str(out), "-q", timeout=180)
         assert resumed.returncode == 0, resumed.stderr
         assert assert_committed_rows_intact(out) == 144 >= rows
 
+
+HOLD_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(300)
+"""
 
 KILLED_WRITER = """
 import json, sys

@@ -115,7 +115,7 @@ def test_slurm_case_cancelled_after_a_checkpoint_resumes_there_when_submitted_ag
     from tests.test_checkpoint import assert_same_results
     from tests.test_sweep import BASE
 
-    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "7d", "step": "5min"},  # 2016 steps
+    base = {**BASE, "time": {"start": "2024-06-01T00:00:00", "duration": "3d", "step": "5min"},  # 864 steps
             "output": {"checkpoint_every": "2h"}}
     path = write_sweep(tmp_path, {"name": "long", "cases": [{"feeders.0.seed": 3}], "slurm": SLURM}, base)
     out = tmp_path / "out"
@@ -127,7 +127,7 @@ def test_slurm_case_cancelled_after_a_checkpoint_resumes_there_when_submitted_ag
         time.sleep(0.05)
     subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)
     stopped = _wait_until_settled(out, 300, slurm_cluster)[0]
-    assert stopped["state"] == "failed" and stopped["checkpoint"] is not None and stopped["steps"] < 2016, stopped
+    assert stopped["state"] == "failed" and stopped["checkpoint"] is not None and stopped["steps"] < 864, stopped
     step = stopped["checkpoint"]
 
     second = _submit(path, out)

@@ -235,6 +235,16 @@ def downstream_kva(data: FeederData, extra_kva: Mapping[Node, float] | None = No
     return {(br.to_bus, ph): total[(br.to_bus, ph)] for br in data.branches for ph in br.phases}
 
 
+def limited_flows(data: FeederData, kinds: Iterable[str] = ("line", "transformer", "regulator"),
+                  screen: float | None = 2.0, extra_kva: Mapping[Node, float] | None = None) -> dict[Node, float]:
+    """The branch phases `constraints_branch_limits` limits, with their ratings (kVA)."""
+    kinds = set(kinds)
+    reach = downstream_kva(data, extra_kva) if screen is not None else {}
+    return {(br.to_bus, p): br.rating_kva
+            for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases
+            if screen is None or screen * reach[(br.to_bus, p)] >= br.rating_kva}
+
+
 def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt_hours: float = 1.0,
                               kinds: Iterable[str] = ("line", "transformer", "regulator"),
                               screen: float | None = 2.0, extra_kva: Mapping[Node, float] | None = None) -> None:
@@ -246,11 +256,7 @@ def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt
     phase is limited only if `screen` x its downstream nominal load plus DER ratings
     (`downstream_kva`) reaches its rating: on a feeder most laterals can never be loaded
     near their rating, and each limit costs `sides` rows per period."""
-    kinds = set(kinds)
-    reach = downstream_kva(data, extra_kva) if screen is not None else {}
-    rating = {(br.to_bus, p): br.rating_kva
-              for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases
-              if screen is None or screen * reach[(br.to_bus, p)] >= br.rating_kva}
+    rating = limited_flows(data, kinds, screen, extra_kva)
     polygon = polygon_sides(sides)
     b.limited_flows = pyo.Set(initialize=list(rating), dimen=2, ordered=True)
     b.sides = pyo.Set(initialize=range(len(polygon)), ordered=True)

@@ -9,6 +9,12 @@ persistent HiGHS (`solve`), which returns the DER set-points and per-period resu
 
 A feeder stands for `multiplier` identical copies behind its boundary bus: its power
 counts multiplier times at the boundary, and so do its costs and penalties.
+
+With `Options.feeder_model` "reduced" each feeder block holds only its DERs' variables and
+its network as an affine map of them (`coordination.reduced_feeder`); `solve` then re-solves
+while the solution breaks a voltage or branch row the block left out, adding those rows, so
+the optimum is the full formulation's. Nothing in a block scales with its copies, and
+feeders built on one model share one factorisation of its map (`feeder_response`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ feeders built on one model share one factorisation of its map (`feeder_response`
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -132,7 +131,8 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
                 extra[(bus, ph)] = extra.get((bus, ph), 0.0) + kva / len(phases)
         ratings = limited_flows(data, screen=options.flow_limit_screen, extra_kva=extra)
     if reduced:
-        build_reduced_feeder(fb, data, p_inj, q_inj, options.voltage_dependent_loads, setup.v_min, setup.v_max,
+        build_reduced_feeder(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold",
+                             setup.v_min, setup.v_max,
                              options.dt_hours, ratings, options.polygon_sides, screened=options.feeder_rows == "screened")
         return
     constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
@@ -145,17 +145,12 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
         fb.flow_violation = pyo.Expression(expr=0.0)
 
 
-def feeder_model(options: Options) -> tuple[str, str]:
-    """The feeder formulation the centralized problem uses, and why when it is not the one asked for."""
+def check_feeder_model(options: Options) -> None:
+    """Refuse feeder formulations and row modes that do not exist."""
     if options.feeder_model not in FEEDER_MODELS:
         raise ValueError(f"feeder_model must be one of {', '.join(FEEDER_MODELS)} (got {options.feeder_model!r})")
     if options.feeder_rows not in FEEDER_ROWS:
         raise ValueError(f"feeder_rows must be one of {', '.join(FEEDER_ROWS)} (got {options.feeder_rows!r})")
-    if options.feeder_model == "reduced" and options.regulators != "fixed_ratio":
-        return "full", ("the reduced feeder model needs fixed regulator ratios; with regulators "
-                        f"{options.regulators!r} the voltage they hold is not affine in the injections "
-                        "over a plan, so the full model is used")
-    return options.feeder_model, ""
 
 
 def cost_terms(m: pyo.Block, options: Options) -> dict[str, object]:
@@ -180,7 +175,8 @@ def build_centralized(transmission: TransmissionData, feeders: Mapping[str, Feed
     add_dcopf(tb, transmission, periods, dt, boundary_buses=[f.bus for f in feeders.values()],
               losses=options.transmission_losses, loss_segments=options.loss_segments,
               loss_flow_max_mw=options.loss_flow_max_mw, cost_segments=options.cost_segments)
-    reduced = feeder_model(options)[0] == "reduced"
+    check_feeder_model(options)
+    reduced = options.feeder_model == "reduced"
     m.feeders = pyo.Block(list(feeders), rule=lambda fb, name: build_feeder_block(fb, feeders[name], periods, options,
                                                                                    reduced=reduced))
     at_bus: dict[int, list[pyo.Block]] = {}
@@ -213,9 +209,6 @@ class CentralizedProblem(PersistentProblem):
             raise ValueError(f"battery_binaries must be one of {', '.join(BATTERY_BINARIES)} "
                              f"(got {options.battery_binaries!r})")
         start = time.perf_counter()
-        self.feeder_model, self.feeder_model_note = feeder_model(options)
-        if self.feeder_model_note:
-            warnings.warn(self.feeder_model_note, stacklevel=2)
         model = build_centralized(transmission, self.feeders, options)
         super().__init__(model, options, batteries=[d for fb in model.feeders.values() for d in fb.battery.values()])
         self.build_s = time.perf_counter() - start

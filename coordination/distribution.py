@@ -173,9 +173,7 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
         parent[br.to_bus] = br.from_bus
         for i, ph in enumerate(br.phases):
             drop[(br.to_bus, ph)] = [(psi, 2.0 * zt[i, k].real, 2.0 * zt[i, k].imag) for k, psi in enumerate(br.phases)]
-    held = [(br.to_bus, p) for br in data.branches if br.kind == "regulator" for p in br.phases] if hold_regulated else []
-    b.held_nodes = pyo.Set(initialize=held, dimen=2, ordered=True)
-    b.w_held = pyo.Param(b.held_nodes, mutable=True, initialize=lambda _, bus, ph: b.ratio.get((bus, ph), 1.0) ** 2)
+    parameters_held_voltage(b, data, hold_regulated)
 
     def voltage_drop(_, bus, ph, t):
         if (bus, ph) in b.held_nodes:
@@ -186,6 +184,14 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
 
     b.voltage_drop = pyo.Constraint(b.flow_nodes, b.T, rule=voltage_drop)
     b.voltage_drop_rule = voltage_drop  # `set_ratios` rebuilds rows with it
+
+
+def parameters_held_voltage(b: pyo.Block, data: FeederData, hold_regulated: bool) -> None:
+    """b.held_nodes (the regulators' load-side nodes when they are held, else none) and the
+    squared voltage they hold, b.w_held (mutable, see `set_held_voltage`)."""
+    held = [(br.to_bus, p) for br in data.branches if br.kind == "regulator" for p in br.phases] if hold_regulated else []
+    b.held_nodes = pyo.Set(initialize=held, dimen=2, ordered=True)
+    b.w_held = pyo.Param(b.held_nodes, mutable=True, initialize=lambda _, bus, ph: b.ratio.get((bus, ph), 1.0) ** 2)
 
 
 def constraints_voltage_limits(b: pyo.Block, data: FeederData, v_min: float = 0.95, v_max: float = 1.05,

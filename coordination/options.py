@@ -30,8 +30,7 @@ class Options:
     # The feeders' networks in the centralized problem: "full" LinDist3Flow (flows and voltages
     # as variables, the reference) or "reduced" (only the DERs' variables, the network through
     # its sensitivities, voltage and branch rows screened and added lazily; see
-    # `coordination.reduced_feeder`). "reduced" needs fixed ratios: with regulators "hold" the
-    # full model is used.
+    # `coordination.reduced_feeder`); both with regulators "fixed_ratio" or "hold".
     feeder_model: str = "full"
     # Reduced feeders' voltage and branch rows: "lazy" starts with none and adds those a solution
     # breaks; "screened" also adds up front every row some DER combination within the units'

@@ -1,7 +1,9 @@
 """The reduced feeder formulation: only the DERs' variables, the network through its affine map.
 
 With the regulator ratios fixed for a plan, LinDist3Flow's voltages, flows and head power are
-affine in the DER injections, the loads and the head voltage (`feeder_response`). The reduced
+affine in the DER injections, the loads and the head voltage (`feeder_response`). Regulators
+that "hold" their load-side voltage (`Options.regulators`) are as affine: the voltage they hold
+is one more input (b.w_held, a right-hand side like the loads). The reduced
 block keeps no flow or voltage variables:
 
 * the head power b.p_head[phase, t] is an expression of the DER injections plus an offset
@@ -31,7 +33,7 @@ import pyomo.environ as pyo
 import scipy.sparse as sp
 from pyomo.repn import generate_standard_repn
 
-from coordination.distribution import Node, polygon_sides
+from coordination.distribution import Node, parameters_held_voltage, polygon_sides
 from coordination.feeder_response import FeederResponse, feeder_response
 from coordination.network_data import FeederData
 
@@ -43,9 +45,9 @@ class ReducedFeeder:
     """The rows, offsets and sensitivities of one reduced feeder block (module docstring)."""
 
     def __init__(self, b: pyo.Block, data: FeederData, p_inj: Mapping[Node, Mapping[int, object]],
-                 q_inj: Mapping[Node, Mapping[int, object]], voltage_dependent_loads: bool,
+                 q_inj: Mapping[Node, Mapping[int, object]], voltage_dependent_loads: bool, hold_regulated: bool,
                  v_min: float, v_max: float, dt_hours: float, ratings: Mapping[Node, float], sides: int):
-        self.b, self.data, self.vdep = b, data, voltage_dependent_loads
+        self.b, self.data, self.vdep, self.hold = b, data, voltage_dependent_loads, hold_regulated
         self.w_lo, self.w_hi, self.dt = v_min ** 2, v_max ** 2, dt_hours
         self.periods = list(b.T)
         self.der_nodes = sorted(set(p_inj) | set(q_inj), key=data.nodes.index)
@@ -54,7 +56,7 @@ class ReducedFeeder:
         self.rating = np.array([ratings[n] for n in self.flows])
         self.limited = [n for n in data.nodes if n[0] != data.source_bus]
         self._injection_map(p_inj, q_inj)
-        self.response = feeder_response(data, voltage_dependent_loads)
+        self.response = feeder_response(data, voltage_dependent_loads, hold_regulated)
         self._sensitivities()
         self.kept: dict[str, set] = {"upper": set(), "lower": set(), "flow": set()}
         self._params: dict[str, list] = {"upper": [], "lower": [], "flow": []}
@@ -107,7 +109,8 @@ class ReducedFeeder:
             p[self.load_at] = np.array([[b.p_load[bus, ph, t].value for t in T] for bus, ph in loads])
             q[self.load_at] = np.array([[b.q_load[bus, ph, t].value for t in T] for bus, ph in loads])
         w_head = np.array([b.v_source[t].value for t in T]) ** 2
-        return {k: self.response.offsets(k, p, q, w_head)[rows] for k, rows in self.rows.items()}
+        w_held = np.array([b.w_held[n].value for n in self.response.held_nodes])
+        return {k: self.response.offsets(k, p, q, w_head, w_held)[rows] for k, rows in self.rows.items()}
 
     def injections(self, x_units: np.ndarray) -> np.ndarray:
         """[p then q at DER nodes, period] for values of the units' variables."""
@@ -254,7 +257,7 @@ class ReducedFeeder:
             for p, r in zip(br.phases, br.ratio):
                 if (br.to_bus, p) in self.b.ratio:
                     self.b.ratio[(br.to_bus, p)] = float(r)
-        response = feeder_response(data, self.vdep)
+        response = feeder_response(data, self.vdep, self.hold)
         if response is self.response:
             return []
         self.data, self.response = data, response
@@ -283,7 +286,7 @@ def head_expressions(b: pyo.Block, reduced: ReducedFeeder) -> None:
 
 
 def build_reduced_feeder(b: pyo.Block, data: FeederData, p_inj, q_inj, voltage_dependent_loads: bool,
-                         v_min: float, v_max: float, dt_hours: float, ratings: Mapping[Node, float],
+                         hold_regulated: bool, v_min: float, v_max: float, dt_hours: float, ratings: Mapping[Node, float],
                          sides: int, screened: bool = False) -> ReducedFeeder:
     """The reduced network of a feeder block holding its DERs (`distribution.parameters_feeder`,
     head voltage and units already there): head power, and the rows the screening keeps at the block's
@@ -311,7 +314,9 @@ def build_reduced_feeder(b: pyo.Block, data: FeederData, p_inj, q_inj, voltage_d
     b.flow_limit = pyo.Constraint(pyo.Any)
     b.voltage_violation = pyo.Expression(expr=0.0)
     b.flow_violation = pyo.Expression(expr=0.0)
-    reduced = ReducedFeeder(b, data, p_inj, q_inj, voltage_dependent_loads, v_min, v_max, dt_hours, ratings, sides)
+    parameters_held_voltage(b, data, hold_regulated)
+    reduced = ReducedFeeder(b, data, p_inj, q_inj, voltage_dependent_loads, hold_regulated, v_min, v_max, dt_hours,
+                            ratings, sides)
     b.reduced = reduced
     head_expressions(b, reduced)
     off = reduced.refresh()

@@ -117,7 +117,7 @@ class Sensitivities:
         m = self.model
         xp, xq = s.positions(m.x_p), s.positions(m.x_q)
         try:
-            full, _ = network_response(s, np.concatenate([xp, xq]))
+            full, _, _ = network_response(s, np.concatenate([xp, xq]))
         except RuntimeError as err:
             raise RuntimeError(f"feeder {self.setup.data.name}: LinDist3Flow {err}") from None
         n = len(self.units)

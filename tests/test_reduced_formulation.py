@@ -4,7 +4,6 @@ rows added lazily) gives the full LinDist3Flow formulation's optimum and plans."
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pyomo.environ as pyo
@@ -128,15 +127,44 @@ def test_tap_change_rewrites_the_reduced_rows(ieee13):
         full_objective_at(full, red) == pytest.approx(a.objective, rel=1e-6)
 
 
-def test_hold_falls_back_to_full(ieee13):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prob = t_and_d(ieee13, feeder_model="reduced", regulators="hold")
-    assert prob.feeder_model == "full" and "fixed regulator ratios" in prob.feeder_model_note
-    assert any("fixed regulator ratios" in str(w.message) for w in caught)
-    assert not prob.reduced and prob.model.feeders["f"].component("w") is not None
+def test_held_regulators_same_optimum(ieee13):
+    """Regulators holding their load-side voltage: the held voltage is an input of the map;
+    the reduced problem follows the full one as the held voltage changes between solves."""
+    held = [(br.to_bus, p) for br in ieee13.branches if br.kind == "regulator" for p in br.phases]
+    common = dict(voltage_dependent_loads=True, battery_binaries="relaxed", regulators="hold")
+    full = t_and_d(ieee13, **common)
+    red = t_and_d(ieee13, feeder_model="reduced", **common)
+    set_v_max(full, 1.04)
+    set_v_max(red, 1.04)
+    for v in (1.0, 1.035, 1.02):
+        for prob in (full, red):
+            prob.update(held_voltage={"f": {node: v for node in held}})
+        a, b = full.solve(), red.solve()
+        assert a.optimal and b.optimal
+        assert b.objective == pytest.approx(a.objective, rel=1e-6)
+        assert full_objective_at(full, red) == pytest.approx(a.objective, rel=1e-6)
+        assert b.voltages["f"][held[0]] == pytest.approx(v, abs=1e-9)
     with pytest.raises(ValueError, match="feeder_model"):
         t_and_d(ieee13, feeder_model="tiny")
+
+
+@pytest.mark.parametrize("vdep", [True, False])
+def test_voltages_predicted_as_the_full_model(ieee13, vdep):
+    """With the DERs fixed at the reduced plan, the full model's voltages and head power are
+    the reduced prediction (the map is exact, not an approximation of LinDist3Flow)."""
+    common = dict(voltage_dependent_loads=vdep, battery_binaries="relaxed")
+    full = t_and_d(ieee13, **common)
+    red = t_and_d(ieee13, feeder_model="reduced", **common)
+    red_result = red.solve()
+    full.solve()
+    full_objective_at(full, red)  # leaves the full solution at the reduced plan
+    x = full.solver.solution()
+    fb = full.model.feeders["f"]
+    for node, v in red_result.voltages["f"].items():
+        w = x[full.solver.positions(fb.w[(*node, t)] for t in fb.T)]
+        assert v == pytest.approx(np.sqrt(w), abs=1e-9)
+    p_sub = np.array([full.solver.linear(fb.p_sub[t]).value(x) for t in fb.T])
+    assert red_result.feeder_p_kw["f"] == pytest.approx(p_sub, abs=1e-6)
 
 
 def test_receding_horizon_on_pv_centralized_plans_as_full():

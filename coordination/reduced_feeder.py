@@ -64,21 +64,24 @@ class ReducedFeeder:
     # -- the map, restricted to what the block needs ------------------------------------------
     def _injection_map(self, p_inj, q_inj) -> None:
         """E [(p|q, DER node, period), unit variable]: the injections as a sparse linear map of
-        the units' variables."""
+        the units' variables, plus their constants (e.g. a flexible load's baseline, a Param)."""
         T = len(self.periods)
         rows, cols, vals, variables, index = [], [], [], [], {}
+        self.constants: list[tuple[int, object]] = []
         for k, inj in enumerate((p_inj, q_inj)):
             for i, n in enumerate(self.der_nodes):
                 for j, t in enumerate(self.periods):
                     expr = inj.get(n, {}).get(t, 0.0)
-                    repn = generate_standard_repn(expr, compute_values=True, quadratic=False)
+                    repn = generate_standard_repn(expr, compute_values=False, quadratic=False)
+                    if not (repn.constant.__class__ in (int, float) and repn.constant == 0):
+                        self.constants.append(((k * len(self.der_nodes) + i) * T + j, repn.constant))
                     for v, c in zip(repn.linear_vars, repn.linear_coefs):
                         if id(v) not in index:
                             index[id(v)] = len(variables)
                             variables.append(v)
                         rows.append((k * len(self.der_nodes) + i) * T + j)
                         cols.append(index[id(v)])
-                        vals.append(float(c))
+                        vals.append(float(pyo.value(c)))
         self.unit_vars = variables
         self.E = sp.csr_matrix((vals, (rows, cols)), shape=(2 * len(self.der_nodes) * T, len(variables)))
 
@@ -112,9 +115,17 @@ class ReducedFeeder:
         w_held = np.array([b.w_held[n].value for n in self.response.held_nodes])
         return {k: self.response.offsets(k, p, q, w_head, w_held)[rows] for k, rows in self.rows.items()}
 
+    def injection_constants(self) -> np.ndarray:
+        """The injections' constants at the Params' present values, flat like E's rows."""
+        out = np.zeros(self.E.shape[0])
+        for row, expr in self.constants:
+            out[row] += pyo.value(expr)
+        return out
+
     def injections(self, x_units: np.ndarray) -> np.ndarray:
         """[p then q at DER nodes, period] for values of the units' variables."""
-        return (self.E @ x_units).reshape(2 * len(self.der_nodes), len(self.periods))
+        flat = self.E @ x_units + self.injection_constants()
+        return flat.reshape(2 * len(self.der_nodes), len(self.periods))
 
     def injection_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest injections [p then q at DER nodes, period] the units' variable
@@ -123,7 +134,8 @@ class ReducedFeeder:
         hi = np.array([BIG if v.ub is None else min(v.ub, BIG) for v in self.unit_vars])
         pos, neg = self.E.maximum(0), self.E.minimum(0)
         shape = (2 * len(self.der_nodes), len(self.periods))
-        return (pos @ lo + neg @ hi).reshape(shape), (pos @ hi + neg @ lo).reshape(shape)
+        c = self.injection_constants()
+        return (pos @ lo + neg @ hi + c).reshape(shape), (pos @ hi + neg @ lo + c).reshape(shape)
 
     # -- which rows --------------------------------------------------------------------------
     def _sides(self, off: dict, inj) -> np.ndarray:

@@ -62,7 +62,7 @@ def test_same_optimum_as_full_including_binding_left_out_rows(ieee13, rows, v_ma
     model and predicts its voltages."""
     common = dict(voltage_dependent_loads=True, feeder_flow_limits=True, flow_limit_screen=None,
                   battery_binaries="relaxed")
-    full = t_and_d(ieee13, **common)
+    full = t_and_d(ieee13, feeder_model="full", **common)
     red = t_and_d(ieee13, feeder_model="reduced", feeder_rows=rows, **common)
     set_v_max(full, v_max)
     set_v_max(red, v_max)
@@ -76,10 +76,27 @@ def test_same_optimum_as_full_including_binding_left_out_rows(ieee13, rows, v_ma
         assert b.slacks[name] == pytest.approx(value, rel=1e-5, abs=1e-6)
 
 
+def test_schemes_case_with_flexible_loads_and_evs(ieee13):
+    """The schemes' case (two feeders with copies, PV, batteries, a flexible load whose baseline
+    is a constant in its injection, an EV): same optimum. (The lazy check once read injections
+    without their constants and missed a broken row here.)"""
+    from coordination.centralized import CentralizedProblem
+    from tests.test_coordination_schemes import case_data, feeders, options, transmission
+
+    results = {}
+    for model in ("full", "reduced"):
+        prob = CentralizedProblem(transmission(), feeders(ieee13), options(feeder_model=model))
+        prob.update(**case_data(ieee13))
+        results[model] = (prob, prob.solve())
+    (full, a), (red, b) = results["full"], results["reduced"]
+    assert b.objective == pytest.approx(a.objective, rel=1e-9)
+    assert full_objective_at(full, red) == pytest.approx(a.objective, rel=1e-9)
+
+
 def test_tightened_limit_binds_a_row_left_out(ieee13):
     """v_max at 1.0 on a reduced problem built lazily: the first LP breaks rows it does not have;
     the loop adds them and ends at the full optimum; a second solve needs no more rounds."""
-    full = t_and_d(ieee13, voltage_dependent_loads=True, battery_binaries="relaxed")
+    full = t_and_d(ieee13, feeder_model="full", voltage_dependent_loads=True, battery_binaries="relaxed")
     red = t_and_d(ieee13, voltage_dependent_loads=True, battery_binaries="relaxed", feeder_model="reduced")
     set_v_max(full, 1.0)
     set_v_max(red, 1.0)
@@ -109,7 +126,7 @@ def set_v_max(prob, v_max: float) -> None:
 
 def test_tap_change_rewrites_the_reduced_rows(ieee13):
     """New regulator ratios between solves: the reduced problem follows the full one."""
-    full = t_and_d(ieee13, voltage_dependent_loads=True, battery_binaries="relaxed")
+    full = t_and_d(ieee13, feeder_model="full", voltage_dependent_loads=True, battery_binaries="relaxed")
     red = t_and_d(ieee13, voltage_dependent_loads=True, battery_binaries="relaxed", feeder_model="reduced")
     set_v_max(full, 1.02)
     set_v_max(red, 1.02)
@@ -132,7 +149,7 @@ def test_held_regulators_same_optimum(ieee13):
     the reduced problem follows the full one as the held voltage changes between solves."""
     held = [(br.to_bus, p) for br in ieee13.branches if br.kind == "regulator" for p in br.phases]
     common = dict(voltage_dependent_loads=True, battery_binaries="relaxed", regulators="hold")
-    full = t_and_d(ieee13, **common)
+    full = t_and_d(ieee13, feeder_model="full", **common)
     red = t_and_d(ieee13, feeder_model="reduced", **common)
     set_v_max(full, 1.04)
     set_v_max(red, 1.04)
@@ -153,7 +170,7 @@ def test_voltages_predicted_as_the_full_model(ieee13, vdep):
     """With the DERs fixed at the reduced plan, the full model's voltages and head power are
     the reduced prediction (the map is exact, not an approximation of LinDist3Flow)."""
     common = dict(voltage_dependent_loads=vdep, battery_binaries="relaxed")
-    full = t_and_d(ieee13, **common)
+    full = t_and_d(ieee13, feeder_model="full", **common)
     red = t_and_d(ieee13, feeder_model="reduced", **common)
     red_result = red.solve()
     full.solve()

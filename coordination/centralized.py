@@ -250,6 +250,9 @@ class CentralizedProblem(PersistentProblem):
         changed = fb.reduced.set_ratios(ratios)
         if changed:
             changed += set_multiplier(self.model, fb, pyo.value(fb.multiplier))
+            # The objective first: lazily added slacks got their costs straight in HiGHS, so
+            # pyomo's interface would drop them as unused with their rows, and re-add them costless.
+            self.solver.replace_objective()
             self.solver.replace_constraints(changed)
             self._plan = None
 
@@ -265,12 +268,25 @@ class CentralizedProblem(PersistentProblem):
             return False
         self.n_variables += len(new_vars)
         self.n_constraints += len(new_cons)
-        if self.solver.highs is not None:
-            self.solver.interface.add_variables(new_vars)
-            self.solver.interface.add_constraints(new_cons)
-            self.solver._index()
-            self.solver.replace_objective()
-            self._plan = None  # the slack totals have new columns
+        s = self.solver
+        if s.highs is not None:
+            s.interface.add_variables(new_vars)
+            s.interface.add_constraints(new_cons)
+            s._index()
+            # The new slacks' costs straight into HiGHS, read from the network terms alone
+            # (re-sending the whole objective costs seconds on large models).
+            m = self.model
+            names = [n for n in feeder_network_terms([], self.options.penalties) if n in m.cost_terms]
+            cost: dict[int, float] = {}
+            for name in names:
+                form = s.linear(m.cost[name])
+                for col, coef in zip(form.cols, form.coefs):
+                    cost[int(col)] = cost.get(int(col), 0.0) + float(coef)
+            cols = s.positions(new_vars).astype(np.int32)
+            s.highs.changeColsCost(len(cols), cols, np.array([cost.get(int(c), 0.0) for c in cols]))
+            if self._plan is not None:  # the forms over the slacks, made anew
+                self._plan["terms"].update({name: s.linear(m.cost[name]) for name in names})
+                self._plan["slacks"].update({k: s.linear(e) for k, e in feeder_slacks(list(m.feeders.values())).items()})
         return True
 
     def _checked(self) -> bool:

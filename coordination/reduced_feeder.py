@@ -166,11 +166,18 @@ class ReducedFeeder:
         return self._new(found)
 
     def check(self, off: dict, x_units: np.ndarray) -> dict[str, list]:
-        """Rows not in the block that the solution (units' values x_units) breaks."""
+        """Rows not in the block that the solution (units' values x_units) breaks, each with
+        the same row in every other period: the next plans see the same nodes bind a period
+        earlier as the horizon moves, and a row added now saves a lazy re-solve then."""
         inj = self.injections(x_units)
         w = off["w"] + self.J["w"] @ inj
-        found = {"upper": np.argwhere(w > self.w_hi + TOL), "lower": np.argwhere(w < self.w_lo - TOL),
-                 "flow": np.argwhere(self._sides(off, inj) > self._limit() + TOL) if self.flows else []}
+        periods = np.arange(len(self.periods))
+        found = {"upper": np.unique(np.argwhere(w > self.w_hi + TOL)[:, 0]),
+                 "lower": np.unique(np.argwhere(w < self.w_lo - TOL)[:, 0])}
+        found = {kind: [(i, j) for i in rows for j in periods] for kind, rows in found.items()}
+        if self.flows:
+            broken = {(i, k) for i, k, _ in np.argwhere(self._sides(off, inj) > self._limit() + TOL)}
+            found["flow"] = [(i, k, j) for i, k in sorted(broken) for j in periods]
         return self._new(found)
 
     def _new(self, found: dict) -> dict[str, list]:

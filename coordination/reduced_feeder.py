@@ -167,8 +167,9 @@ class ReducedFeeder:
 
     def check(self, off: dict, x_units: np.ndarray) -> dict[str, list]:
         """Rows not in the block that the solution (units' values x_units) breaks, each with
-        the same row in every other period: the next plans see the same nodes bind a period
-        earlier as the horizon moves, and a row added now saves a lazy re-solve then."""
+        the same row in every other period (and a branch with all its polygon's sides): the next
+        plans see the same nodes bind a period earlier as the horizon moves, and a row added
+        now saves a lazy re-solve then."""
         inj = self.injections(x_units)
         w = off["w"] + self.J["w"] @ inj
         periods = np.arange(len(self.periods))
@@ -176,8 +177,8 @@ class ReducedFeeder:
                  "lower": np.unique(np.argwhere(w < self.w_lo - TOL)[:, 0])}
         found = {kind: [(i, j) for i in rows for j in periods] for kind, rows in found.items()}
         if self.flows:
-            broken = {(i, k) for i, k, _ in np.argwhere(self._sides(off, inj) > self._limit() + TOL)}
-            found["flow"] = [(i, k, j) for i, k in sorted(broken) for j in periods]
+            broken = np.unique(np.argwhere(self._sides(off, inj) > self._limit() + TOL)[:, 0])
+            found["flow"] = [(i, k, j) for i in broken for k in range(len(self.polygon)) for j in periods]
         return self._new(found)
 
     def _new(self, found: dict) -> dict[str, list]:
@@ -193,50 +194,58 @@ class ReducedFeeder:
         return pyo.quicksum(terms)
 
     def _row(self, kind: str, key: tuple) -> object:
-        """The expression of a row (`set_ratios` rewrites rows with it)."""
+        """The expression of a row (`set_ratios` rewrites rows with it). Its right-hand side is
+        a bare Param, the room the offsets leave (`refresh`): the persistent solver re-sends
+        those without walking expressions."""
         b = self.b
+        room = b.room[(kind, *key)]
         if kind in ("upper", "lower"):
             i, j = key
             node, t = self.limited[i], self.periods[j]
-            w = b.w_off[(*node, t)] + self._der_sum(self.J["w"][i], t)
+            w = self._der_sum(self.J["w"][i], t)
             if kind == "upper":
-                return w - b.s_v_hi[(*node, t)] <= self.w_hi
-            return w + b.s_v_lo[(*node, t)] >= self.w_lo
+                return w - b.s_v_hi[(*node, t)] <= room
+            return w + b.s_v_lo[(*node, t)] >= room
         i, k, j = key
         node, t = self.flows[i], self.periods[j]
-        c, s, r = self.polygon[k]
-        lhs = (c * b.p_off[(*node, t)] + s * b.q_off[(*node, t)]
-               + self._der_sum(c * self.J["P"][i] + s * self.J["Q"][i], t))
-        return lhs - b.s_flow[(*node, t)] <= r * self.rating[i]
+        c, s, _ = self.polygon[k]
+        return self._der_sum(c * self.J["P"][i] + s * self.J["Q"][i], t) - b.s_flow[(*node, t)] <= room
+
+    def _rooms(self, off: dict, kind: str, keys: np.ndarray) -> np.ndarray:
+        """Right-hand sides of rows (keys [row, index]): limit less offset."""
+        if kind == "upper":
+            return self.w_hi - off["w"][keys[:, 0], keys[:, 1]]
+        if kind == "lower":
+            return self.w_lo - off["w"][keys[:, 0], keys[:, 1]]
+        i, k, j = keys[:, 0], keys[:, 1], keys[:, 2]
+        c, s, r = self.polygon[k, 0], self.polygon[k, 1], self.polygon[k, 2]
+        return r * self.rating[i] - (c * off["P"][i, j] + s * off["Q"][i, j])
 
     def add(self, rows: dict[str, list], off: dict) -> tuple[list, list]:
-        """Add rows (with their slacks and offsets); returns the new variables and constraints."""
+        """Add rows (with their slacks and right-hand sides); returns the new variables and constraints."""
         b = self.b
         new_vars, new_cons = [], []
         for kind, keys in rows.items():
-            for key in keys:
+            if not keys:
+                continue
+            rooms = self._rooms(off, kind, np.array(keys, dtype=int))
+            for key, room in zip(keys, rooms):
                 self.kept[kind].add(key)
-                j = key[-1]
-                t = self.periods[j]
+                b.room[(kind, *key)] = float(room)
+                self._params[kind].append((b.room[(kind, *key)], key))
+                t = self.periods[key[-1]]
                 if kind == "flow":
-                    node = self.flows[key[0]]
-                    idx = (*node, t)
-                    if idx not in b.p_off:
-                        b.p_off[idx] = float(off["P"][key[0], j])
-                        b.q_off[idx] = float(off["Q"][key[0], j])
-                        self._params["flow"].append((b.p_off[idx], "P", key[0], j))
-                        self._params["flow"].append((b.q_off[idx], "Q", key[0], j))
+                    idx = (*self.flows[key[0]], t)
+                    if idx not in b.s_flow:
                         new_vars.append(b.s_flow[idx])
-                    b.flow_limit[(*node, int(key[1]), t)] = self._row(kind, key)
-                    new_cons.append(b.flow_limit[(*node, int(key[1]), t)])
+                    row = (*idx[:2], int(key[1]), t)
+                    b.flow_limit[row] = self._row(kind, key)
+                    new_cons.append(b.flow_limit[row])
                 else:
-                    node = self.limited[key[0]]
-                    idx = (*node, t)
-                    if idx not in b.w_off:
-                        b.w_off[idx] = float(off["w"][key[0], j])
-                        self._params["upper"].append((b.w_off[idx], "w", key[0], j))
-                    slack = b.s_v_hi[idx] if kind == "upper" else b.s_v_lo[idx]
-                    new_vars.append(slack)
+                    idx = (*self.limited[key[0]], t)
+                    slack = b.s_v_hi if kind == "upper" else b.s_v_lo
+                    if idx not in slack:
+                        new_vars.append(slack[idx])
                     con = b.v_upper if kind == "upper" else b.v_lower
                     con[idx] = self._row(kind, key)
                     new_cons.append(con[idx])
@@ -250,17 +259,19 @@ class ReducedFeeder:
         b.flow_violation.set_value(self.dt * pyo.quicksum(b.s_flow.values()))
 
     def refresh(self) -> dict[str, np.ndarray]:
-        """Write the offsets of the present loads and head voltage into the block's Params;
-        returns them."""
+        """Write the offsets of the present loads and head voltage into the block's Params (head
+        power, rows' right-hand sides); returns them."""
         off = self.offsets()
         b = self.b
         for ph_i, ph in enumerate(b.head_phases):
             for j, t in enumerate(self.periods):
                 b.p_head0[ph, t] = float(off["p_head"][ph_i, j])
                 b.q_head0[ph, t] = float(off["q_head"][ph_i, j])
-        for params in self._params.values():
-            for param, output, i, j in params:
-                param.value = float(off[output][i, j])
+        for kind, params in self._params.items():
+            if params:
+                rooms = self._rooms(off, kind, np.array([key for _, key in params], dtype=int))
+                for (param, _), room in zip(params, rooms):
+                    param.value = float(room)
         return off
 
     def voltages(self, off: dict, x_units: np.ndarray) -> dict[Node, np.ndarray]:
@@ -322,9 +333,7 @@ def build_reduced_feeder(b: pyo.Block, data: FeederData, p_inj, q_inj, voltage_d
     b.p_sub = pyo.Expression(b.T, rule=lambda _, t: sum(b.p_head[ph, t] for ph in root_phases))
     b.q_sub = pyo.Expression(b.T, rule=lambda _, t: sum(b.q_head[ph, t] for ph in root_phases))
     # Rows, slacks and offsets are added as screening and the lazy loop find them.
-    b.w_off = pyo.Param(pyo.Any, mutable=True, initialize=0.0)
-    b.p_off = pyo.Param(pyo.Any, mutable=True, initialize=0.0)
-    b.q_off = pyo.Param(pyo.Any, mutable=True, initialize=0.0)
+    b.room = pyo.Param(pyo.Any, mutable=True, initialize=0.0)  # rows' right-hand sides, keyed (kind, *row)
     b.s_v_hi = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))
     b.s_v_lo = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))
     b.s_flow = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))

@@ -48,8 +48,13 @@ every node and branch. Half of a reduced re-solve is now outside HiGHS: the lazy
 (rows found binding for the first time; each added row goes in for every period, which
 keeps that to about one), writing offsets into Params and reading solutions in Python.
 
-Not measured: the full formulation at 10 x 96 (most of an hour per solve here); against
-the issue's 358 s the 10x target needs a reduced warm re-solve under 36 s at 10 x 96.
+At 10 x 96 only the reduced formulation ran (`--models reduced --resolves 2`, same loaded
+machine, the code of this docstring): 188 k columns, 346 k rows, first build + solve 547 s
+(of which the first solve 201 s), warm re-solve 17.6 s (HiGHS 11.1 s, 63 %), no lazy
+re-solve in those steps. The full formulation was not run at 10 x 96 (most of an hour per
+solve here), so there is no same-run ratio: against the issue's quiet-machine 358 s the
+reduced re-solve is 20x faster (the 10x target), measured under a heavier load. Not
+measured either: the 7-day study of issue #15.
 
 ## Rebuild against re-solve (issue #4, full formulation)
 

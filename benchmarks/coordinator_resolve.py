@@ -53,7 +53,7 @@ machine, the code of this docstring): 188 k columns, 346 k rows, first build + s
 (of which the first solve 201 s), warm re-solve 17.6 s (HiGHS 11.1 s, 63 %), no lazy
 re-solve in those steps. The full formulation was not run at 10 x 96 (most of an hour per
 solve here), so there is no same-run ratio: against the issue's quiet-machine 358 s the
-reduced re-solve is 20x faster (the 10x target), measured under a heavier load. Not
+reduced re-solve is 20x faster, meeting the 10x target though not in one run. Not
 measured either: the 7-day study of issue #15.
 
 ## Rebuild against re-solve (issue #4, full formulation)

@@ -9,13 +9,19 @@ persistent HiGHS (`solve`), which returns the DER set-points and per-period resu
 
 A feeder stands for `multiplier` identical copies behind its boundary bus: its power
 counts multiplier times at the boundary, and so do its costs and penalties.
+
+With `Options.feeder_model` "reduced" each feeder block holds only its DERs' variables and
+its network as an affine map of them (`coordination.reduced_feeder`); `solve` then re-solves
+while the solution breaks a voltage or branch row the block left out, adding those rows, so
+the optimum is the full formulation's. Nothing in a block scales with its copies, and
+feeders built on one model share one factorisation of its map (`feeder_response`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyomo.environ as pyo
@@ -26,6 +32,7 @@ from coordination.distribution import (
     constraints_branch_limits,
     constraints_lindist3flow,
     constraints_voltage_limits,
+    limited_flows,
     parameters_feeder,
     variables_lindist3flow,
 )
@@ -41,10 +48,14 @@ from coordination.network_data import FeederData, TransmissionData
 from coordination.objective import feeder_network_terms, in_order, objective_terms, transmission_terms
 from coordination.options import Options
 from coordination.problem import PersistentProblem, der_cost_terms, der_measure, read_units, unit_columns
-from coordination.solver import BATTERY_BINARIES
+from coordination.reduced_feeder import build_reduced_feeder
+from coordination.solver import BATTERY_BINARIES, SolveStats
 from coordination.transmission import add_dcopf, lmps, set_bus_load, set_generator_limits
 from coordination.update import Update
 from grid.setpoints import Setpoints
+
+FEEDER_MODELS = ("full", "reduced")
+FEEDER_ROWS = ("lazy", "screened")
 
 __all__ = ["CentralizedProblem", "FeederSetup", "Options", "Result", "build_centralized", "build_feeder_block",
            "cost_terms"]
@@ -98,18 +109,18 @@ class Result:
 
 
 def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], options: Options,
-                       convex: bool = False) -> None:
-    """LinDist3Flow + DERs + soft limits + head voltage of one feeder on its block."""
+                       convex: bool = False, reduced: bool = False) -> None:
+    """LinDist3Flow (or, `reduced`, its affine map: `coordination.reduced_feeder`) + DERs + soft
+    limits + head voltage of one feeder on its block."""
     data = setup.data
     parameters_feeder(fb, data, periods)
     parameters_head_voltage(fb, setup.v_source)
     parameters_multiplier(fb, setup.multiplier)
-    variables_lindist3flow(fb, data)
+    if not reduced:
+        variables_lindist3flow(fb, data)
     add_ders(fb, data, setup.ders, periods, options, convex)
     p_inj, q_inj = der_injections(fb, data)
-    constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
-    constraints_head_voltage(fb, data)
-    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.dt_hours)
+    ratings = {}
     if options.feeder_flow_limits:
         # DER ratings count towards what a branch may carry (PV exporting, batteries discharging).
         extra: dict[tuple[str, int], float] = {}
@@ -118,10 +129,28 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
             kva = kind.rating_kva(unit)
             for ph in phases:
                 extra[(bus, ph)] = extra.get((bus, ph), 0.0) + kva / len(phases)
+        ratings = limited_flows(data, screen=options.flow_limit_screen, extra_kva=extra)
+    if reduced:
+        build_reduced_feeder(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold",
+                             setup.v_min, setup.v_max,
+                             options.dt_hours, ratings, options.polygon_sides, screened=options.feeder_rows == "screened")
+        return
+    constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
+    constraints_head_voltage(fb, data)
+    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.dt_hours)
+    if options.feeder_flow_limits:
         constraints_branch_limits(fb, data, options.polygon_sides, options.dt_hours,
                                   screen=options.flow_limit_screen, extra_kva=extra)
     else:
         fb.flow_violation = pyo.Expression(expr=0.0)
+
+
+def check_feeder_model(options: Options) -> None:
+    """Refuse feeder formulations and row modes that do not exist."""
+    if options.feeder_model not in FEEDER_MODELS:
+        raise ValueError(f"feeder_model must be one of {', '.join(FEEDER_MODELS)} (got {options.feeder_model!r})")
+    if options.feeder_rows not in FEEDER_ROWS:
+        raise ValueError(f"feeder_rows must be one of {', '.join(FEEDER_ROWS)} (got {options.feeder_rows!r})")
 
 
 def cost_terms(m: pyo.Block, options: Options) -> dict[str, object]:
@@ -146,7 +175,10 @@ def build_centralized(transmission: TransmissionData, feeders: Mapping[str, Feed
     add_dcopf(tb, transmission, periods, dt, boundary_buses=[f.bus for f in feeders.values()],
               losses=options.transmission_losses, loss_segments=options.loss_segments,
               loss_flow_max_mw=options.loss_flow_max_mw, cost_segments=options.cost_segments)
-    m.feeders = pyo.Block(list(feeders), rule=lambda fb, name: build_feeder_block(fb, feeders[name], periods, options))
+    check_feeder_model(options)
+    reduced = options.feeder_model == "reduced"
+    m.feeders = pyo.Block(list(feeders), rule=lambda fb, name: build_feeder_block(fb, feeders[name], periods, options,
+                                                                                   reduced=reduced))
     at_bus: dict[int, list[pyo.Block]] = {}
     for name, setup in feeders.items():
         at_bus.setdefault(setup.bus, []).append(m.feeders[name])
@@ -181,6 +213,10 @@ class CentralizedProblem(PersistentProblem):
         super().__init__(model, options, batteries=[d for fb in model.feeders.values() for d in fb.battery.values()])
         self.build_s = time.perf_counter() - start
         self._update_s = 0.0
+        # Reduced feeders: their network maps, and the offsets of the last refresh.
+        self.reduced = {name: fb.reduced for name, fb in model.feeders.items() if fb.component("p_inj") is not None}
+        self._offsets: dict[str, dict[str, np.ndarray]] = {}
+        self.lazy_rounds = 0  # re-solves the lazy rows took at the last solve
 
     # -- new data -------------------------------------------------------------------------
     def update(self, data: Update | None = None, /, **keywords) -> float:
@@ -194,6 +230,9 @@ class CentralizedProblem(PersistentProblem):
             set_bus_load(tb, data.bus_load_mw)
         set_generator_limits(tb, data.gen_p_max_mw, data.gen_p_min_mw, data.gen_p_prev_mw)
         for name, feeder in data.feeders.items():
+            if name in self.reduced and feeder.ratios is not None:
+                self._reduced_ratios(name, feeder.ratios)
+                feeder = replace(feeder, ratios=None)
             self.apply_feeder(m.feeders[name], self.feeders[name].data, feeder)
         if data.multipliers:
             for name, k in data.multipliers.items():
@@ -203,6 +242,68 @@ class CentralizedProblem(PersistentProblem):
             self.solver.replace_objective()
         self._update_s = time.perf_counter() - start
         return self._update_s
+
+    def _reduced_ratios(self, name: str, ratios: FeederData) -> None:
+        """A reduced feeder's new taps: its rows and head power rewritten, and with the head
+        power the boundary rows."""
+        fb = self.model.feeders[name]
+        changed = fb.reduced.set_ratios(ratios)
+        if changed:
+            changed += set_multiplier(self.model, fb, pyo.value(fb.multiplier))
+            # The objective first: lazily added slacks got their costs straight in HiGHS, so
+            # pyomo's interface would drop them as unused with their rows, and re-add them costless.
+            self.solver.replace_objective()
+            self.solver.replace_constraints(changed)
+            self._plan = None
+
+    # -- the reduced feeders' rows ----------------------------------------------------------
+    def _add_rows(self, rows: Mapping[str, dict[str, list]]) -> bool:
+        """Add rows to the reduced feeders (and to HiGHS, with the objective's new slacks)."""
+        new_vars, new_cons = [], []
+        for name, found in rows.items():
+            v, c = self.reduced[name].add(found, self._offsets[name])
+            new_vars += v
+            new_cons += c
+        if not new_cons:
+            return False
+        self.n_variables += len(new_vars)
+        self.n_constraints += len(new_cons)
+        s = self.solver
+        if s.highs is not None:
+            s.interface.add_variables(new_vars)
+            s.interface.add_constraints(new_cons)
+            s._index()
+            # The new slacks' costs straight into HiGHS, read from the network terms alone
+            # (re-sending the whole objective costs seconds on large models).
+            m = self.model
+            names = [n for n in feeder_network_terms([], self.options.penalties) if n in m.cost_terms]
+            cost: dict[int, float] = {}
+            for name in names:
+                form = s.linear(m.cost[name])
+                for col, coef in zip(form.cols, form.coefs):
+                    cost[int(col)] = cost.get(int(col), 0.0) + float(coef)
+            cols = s.positions(new_vars).astype(np.int32)
+            s.highs.changeColsCost(len(cols), cols, np.array([cost.get(int(c), 0.0) for c in cols]))
+            if self._plan is not None:  # the forms over the slacks, made anew
+                self._plan["terms"].update({name: s.linear(m.cost[name]) for name in names})
+                self._plan["slacks"].update({k: s.linear(e) for k, e in feeder_slacks(list(m.feeders.values())).items()})
+        return True
+
+    def _checked(self) -> bool:
+        """Add the rows of reduced feeders the last solution breaks; whether there were any."""
+        x = self.solver.solution()
+        if not self.reduced or not x.size:
+            return False
+        cols = self.forms("reduced_units", lambda: {name: self.solver.positions(r.unit_vars)
+                                                    for name, r in self.reduced.items()})
+        return self._add_rows({name: r.check(self._offsets[name], x[cols[name]]) for name, r in self.reduced.items()})
+
+    def _solve_lazy(self, stats: SolveStats) -> SolveStats:
+        """Re-solve while the solution breaks a row left out of a reduced feeder (each round adds them)."""
+        while stats.status in ("optimal", "time limit (feasible)") and self._checked():
+            self.lazy_rounds += 1
+            stats = self.solver.solve(push=False).after(stats)
+        return stats
 
     # -- solve ----------------------------------------------------------------------------
     def _read_plan(self) -> dict:
@@ -230,7 +331,7 @@ class CentralizedProblem(PersistentProblem):
             nodes = [n for n in fb.nodes if n[0] != source]
             plan["feeders"][name] = {
                 "nodes": nodes,
-                "w": grid(fb.w, nodes),
+                "w": grid(fb.w, nodes) if name not in self.reduced else s.positions(self.reduced[name].unit_vars),
                 "p_sub": [s.linear(fb.p_sub[t]) for t in m.T],
                 "q_sub": [s.linear(fb.q_sub[t]) for t in m.T],
                 "units": unit_columns(fb, s.positions),
@@ -240,9 +341,20 @@ class CentralizedProblem(PersistentProblem):
     def solve(self) -> Result:
         """Solve with the data in the model now; read back only what the Result holds."""
         m = self.model
-        stats = self.solver.solve()
+        self.lazy_rounds = 0
+        if self.reduced:
+            self._offsets = {name: r.refresh() for name, r in self.reduced.items()}
+            if self.options.feeder_rows == "screened":
+                self._add_rows({name: r.screen(self._offsets[name]) for name, r in self.reduced.items()})
+        stats = self._solve_lazy(self.solver.solve())
         lp_bound = stats.objective
         stats, fallback = self.directions.enforce(stats)
+        # Directions fixed by relax-and-fix may move a reduced feeder across a row left out:
+        # then the rows go in and the whole sequence runs again (rows only ever grow).
+        while fallback and self.reduced and stats.status in ("optimal", "time limit (feasible)") and self._checked():
+            self.lazy_rounds += 1
+            stats = self._solve_lazy(self.solver.solve(push=False).after(stats))
+            stats, _ = self.directions.enforce(stats)
         lp_bound = lp_bound if fallback else None
         start = time.perf_counter()
         update_s = self._update_s + stats.update_s
@@ -257,7 +369,10 @@ class CentralizedProblem(PersistentProblem):
         setpoints = {}
         for name in m.feeders:
             fp = plan["feeders"][name]
-            voltages[name] = dict(zip(fp["nodes"], np.sqrt(np.maximum(x[fp["w"]], 0.0))))
+            if name in self.reduced:  # computed from the units' values
+                voltages[name] = self.reduced[name].voltages(self._offsets[name], x[fp["w"]])
+            else:
+                voltages[name] = dict(zip(fp["nodes"], np.sqrt(np.maximum(x[fp["w"]], 0.0))))
             setpoints[name] = read_units(fp["units"], x)
         lmp = None
         if not self.is_mip and not (fallback and self.directions.mode == "relax-and-check") and stats.optimal:

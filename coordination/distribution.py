@@ -173,9 +173,7 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
         parent[br.to_bus] = br.from_bus
         for i, ph in enumerate(br.phases):
             drop[(br.to_bus, ph)] = [(psi, 2.0 * zt[i, k].real, 2.0 * zt[i, k].imag) for k, psi in enumerate(br.phases)]
-    held = [(br.to_bus, p) for br in data.branches if br.kind == "regulator" for p in br.phases] if hold_regulated else []
-    b.held_nodes = pyo.Set(initialize=held, dimen=2, ordered=True)
-    b.w_held = pyo.Param(b.held_nodes, mutable=True, initialize=lambda _, bus, ph: b.ratio.get((bus, ph), 1.0) ** 2)
+    parameters_held_voltage(b, data, hold_regulated)
 
     def voltage_drop(_, bus, ph, t):
         if (bus, ph) in b.held_nodes:
@@ -186,6 +184,14 @@ def constraints_lindist3flow(b: pyo.Block, data: FeederData,
 
     b.voltage_drop = pyo.Constraint(b.flow_nodes, b.T, rule=voltage_drop)
     b.voltage_drop_rule = voltage_drop  # `set_ratios` rebuilds rows with it
+
+
+def parameters_held_voltage(b: pyo.Block, data: FeederData, hold_regulated: bool) -> None:
+    """b.held_nodes (the regulators' load-side nodes when they are held, else none) and the
+    squared voltage they hold, b.w_held (mutable, see `set_held_voltage`)."""
+    held = [(br.to_bus, p) for br in data.branches if br.kind == "regulator" for p in br.phases] if hold_regulated else []
+    b.held_nodes = pyo.Set(initialize=held, dimen=2, ordered=True)
+    b.w_held = pyo.Param(b.held_nodes, mutable=True, initialize=lambda _, bus, ph: b.ratio.get((bus, ph), 1.0) ** 2)
 
 
 def constraints_voltage_limits(b: pyo.Block, data: FeederData, v_min: float = 0.95, v_max: float = 1.05,
@@ -235,6 +241,16 @@ def downstream_kva(data: FeederData, extra_kva: Mapping[Node, float] | None = No
     return {(br.to_bus, ph): total[(br.to_bus, ph)] for br in data.branches for ph in br.phases}
 
 
+def limited_flows(data: FeederData, kinds: Iterable[str] = ("line", "transformer", "regulator"),
+                  screen: float | None = 2.0, extra_kva: Mapping[Node, float] | None = None) -> dict[Node, float]:
+    """The branch phases `constraints_branch_limits` limits, with their ratings (kVA)."""
+    kinds = set(kinds)
+    reach = downstream_kva(data, extra_kva) if screen is not None else {}
+    return {(br.to_bus, p): br.rating_kva
+            for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases
+            if screen is None or screen * reach[(br.to_bus, p)] >= br.rating_kva}
+
+
 def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt_hours: float = 1.0,
                               kinds: Iterable[str] = ("line", "transformer", "regulator"),
                               screen: float | None = 2.0, extra_kva: Mapping[Node, float] | None = None) -> None:
@@ -246,11 +262,7 @@ def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt
     phase is limited only if `screen` x its downstream nominal load plus DER ratings
     (`downstream_kva`) reaches its rating: on a feeder most laterals can never be loaded
     near their rating, and each limit costs `sides` rows per period."""
-    kinds = set(kinds)
-    reach = downstream_kva(data, extra_kva) if screen is not None else {}
-    rating = {(br.to_bus, p): br.rating_kva
-              for br in data.branches if br.rating_kva and br.kind in kinds for p in br.phases
-              if screen is None or screen * reach[(br.to_bus, p)] >= br.rating_kva}
+    rating = limited_flows(data, kinds, screen, extra_kva)
     polygon = polygon_sides(sides)
     b.limited_flows = pyo.Set(initialize=list(rating), dimen=2, ordered=True)
     b.sides = pyo.Set(initialize=range(len(polygon)), ordered=True)

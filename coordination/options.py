@@ -27,6 +27,17 @@ class Options:
     # Regulators as fixed ratios ("fixed_ratio", updated with `update(ratios=...)`), or
     # holding the voltage on their load side ("hold", set with `update(held_voltage=...)`).
     regulators: str = "fixed_ratio"
+    # The feeders' networks in the centralized problem: "full" LinDist3Flow (flows and voltages
+    # as variables, the reference) or "reduced" (only the DERs' variables, the network through
+    # its sensitivities, voltage and branch rows screened and added lazily; see
+    # `coordination.reduced_feeder`); both with regulators "fixed_ratio" or "hold".
+    feeder_model: str = "full"
+    # Reduced feeders' voltage and branch rows: "lazy" starts with none and adds those a solution
+    # breaks; "screened" also adds up front every row some DER combination within the units'
+    # bounds could break (interval bound). Both check every row after each solve, so both give
+    # the full model's optimum; on pv_centralized (100 % PV) screening kept twice the rows and
+    # made the first solve 10x slower, the lazy loop needed 1-3 extra warm re-solves.
+    feeder_rows: str = "lazy"
     feeder_flow_limits: bool = True
     polygon_sides: int = 8
     flow_limit_screen: float | None = 2.0  # see distribution.constraints_branch_limits; None = limit every branch

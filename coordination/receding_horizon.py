@@ -102,6 +102,7 @@ class RecedingHorizon:
         options = Options(
             horizon=self.H, dt_hours=spec.interval.total_seconds() / 3600.0,
             battery_binaries=spec.battery_binaries, time_limit_s=spec.time_limit_s, regulators=spec.regulators,
+            feeder_model=spec.feeder_model,
             # Constant-power loads: with voltage-dependent ones the OPF buys "savings" by absorbing
             # Q to lower feeder voltages (conservation voltage reduction), which the feeders'
             # regulators then undo by tapping up (measured on the default study: more violations).

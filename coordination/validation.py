@@ -35,7 +35,6 @@ import highspy
 import numpy as np
 import pyomo.environ as pyo
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from coordination.centralized import FeederSetup, Options
 from coordination.ders import parse_connection
@@ -49,6 +48,7 @@ from coordination.distribution import (
     variables_lindist3flow,
 )
 from coordination.dso import FeederProblem
+from coordination.feeder_response import network_response
 from coordination.interface import constraints_head_voltage, parameters_head_voltage
 from coordination.network_data import FeederData
 from coordination.solver import PersistentHighs
@@ -114,28 +114,14 @@ class Sensitivities:
         s = self.solver
         if s.highs is None:
             s.solve()
-        lp = s.highs.getLp()
-        a = lp.a_matrix_
-        matrix = sp.csc_matrix((np.asarray(a.value_), np.asarray(a.index_), np.asarray(a.start_)),
-                               shape=(lp.num_row_, lp.num_col_))
-        if a.format_ != highspy.MatrixFormat.kColwise:
-            raise RuntimeError("expected a column-wise constraint matrix from HiGHS")
         m = self.model
         xp, xq = s.positions(m.x_p), s.positions(m.x_q)
-        network = np.setdiff1d(np.arange(lp.num_col_), np.concatenate([xp, xq]))
-        a_y = matrix[:, network]
-        if a_y.shape[0] != a_y.shape[1]:
-            raise RuntimeError(f"feeder {self.setup.data.name}: LinDist3Flow system is not square {a_y.shape}")
-        lu = spla.splu(a_y.tocsc())
-        rhs_p = matrix[:, xp].toarray()
-        rhs_q = matrix[:, xq].toarray()
-        full_p = np.zeros((lp.num_col_, len(self.units)))
-        full_q = np.zeros_like(full_p)
-        if len(self.units):
-            full_p[network] = -lu.solve(rhs_p)
-            full_q[network] = -lu.solve(rhs_q)
-            full_p[xp, np.arange(len(self.units))] = 1.0
-            full_q[xq, np.arange(len(self.units))] = 1.0
+        try:
+            full, _, _ = network_response(s, np.concatenate([xp, xq]))
+        except RuntimeError as err:
+            raise RuntimeError(f"feeder {self.setup.data.name}: LinDist3Flow {err}") from None
+        n = len(self.units)
+        full_p, full_q = full[:, :n].copy(), full[:, n:]
         for k, u in enumerate(self.units):
             if u in self.q_per_p:
                 full_p[:, k] += self.q_per_p[u] * full_q[:, k]

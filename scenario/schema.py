@@ -481,6 +481,9 @@ class CoordinationSpec(_Strict):
     regulators: Literal["hold", "fixed_ratio"] = Field(
         "hold", description="how the OPF sees voltage regulators: holding their measured output voltage (they act between plans), or fixed at their measured taps"
     )
+    feeder_model: Literal["full", "reduced"] = Field(
+        "full", description="feeder networks in the centralized OPF: full LinDist3Flow, or reduced to the DERs' variables with the network through sensitivities (same optimum)"
+    )
     dispatch_generators: bool = Field(True, description="send the OPF's generator dispatch to the transmission federate (else generation follows the load level)")
     time_limit_s: float = Field(60.0, gt=0, description="HiGHS time limit per solve; a solve that fails or runs out keeps the last set-points")
     battery_binaries: Literal["relax-and-fix", "relax-and-check", "mip", "relaxed"] = Field(

@@ -89,6 +89,7 @@ class Result:
     lmp: dict[int, np.ndarray] | None = None  # bus -> currency/MWh (LPs only)
     mip_fallback: bool = False  # "relax-and-check" re-solved as a MIP / "relax-and-fix" fixed directions
     lp_bound: float | None = None  # objective of the first LP (a lower bound) when that was not final
+    direction_rounds: int = 0  # re-solves that fixed battery directions (`solver.BatteryDirections.rounds`)
     exchange: Exchange | None = None  # what crossed the TSO-DSO interface (`coordination.exchange`)
 
     def voltage_range(self, feeder: str) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +241,10 @@ class CentralizedProblem(PersistentProblem):
     def solve(self) -> Result:
         """Solve with the data in the model now; read back only what the Result holds."""
         m = self.model
+        self.directions.prepare()
         stats = self.solver.solve()
-        lp_bound = stats.objective
+        # The first LP bounds the MIP below only when it started with no directions fixed.
+        lp_bound = stats.objective if not self.directions.carried else None
         stats, fallback = self.directions.enforce(stats)
         lp_bound = lp_bound if fallback else None
         start = time.perf_counter()
@@ -282,6 +285,7 @@ class CentralizedProblem(PersistentProblem):
             lmp=lmp,
             mip_fallback=fallback,
             lp_bound=lp_bound,
+            direction_rounds=self.directions.rounds,
         )
         first = "exchange" not in self._forms
         params = self.forms("exchange", lambda: {name: mutable_values(fb) for name, fb in m.feeders.items()})

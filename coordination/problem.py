@@ -65,6 +65,11 @@ class PersistentProblem:
             self._forms[key] = make()
         return self._forms[key]
 
+    def advance(self, periods: int) -> None:
+        """The next solve's horizon starts `periods` periods after the last one's (a receding
+        horizon): what carries over from solve to solve moves along (battery directions)."""
+        self.directions.advance(periods)
+
     def apply_feeder(self, fb: pyo.Block, data: FeederData, update: FeederUpdate) -> None:
         """One feeder's new data into its block (and rewritten coefficients into HiGHS)."""
         H = len(fb.T)

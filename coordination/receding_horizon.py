@@ -116,6 +116,7 @@ class RecedingHorizon:
         # What each DER kind keeps of each feeder from plan to plan (`DerKind.plan_inputs`).
         self._kind_state: dict[str, dict[str, dict]] = {name: {kind.name: {} for kind in KINDS} for name in self.labels}
         self.last_plan: Plan | None = None
+        self._last_step: int | None = None  # of the last plan made (failed or not)
         self.history: list[dict] = []  # every plan's step, measurements and outcome (see `state`)
         self._held_positions = {name: [at for node, at in self.node_index[name].items() if node in self.held[name]]
                                 for name in self.labels}
@@ -203,6 +204,9 @@ class RecedingHorizon:
         if not 1 <= step < self.n_steps:
             raise ValueError(f"a plan starts at a step within 1..{self.n_steps - 1} (got {step})")
         compact = self._compact(measured)
+        if self._last_step is not None and hasattr(self.problem, "advance") and (step - self._last_step) % self.K == 0:
+            self.problem.advance((step - self._last_step) // self.K)
+        self._last_step = step
         data = self._update_data(step, measured)
         self.problem.update(**data)
         result = self.problem.solve()

@@ -306,17 +306,64 @@ def _flatten(variables):
 
 class BatteryDirections:
     """Keeps batteries from charging and discharging at once in the LP relaxation of their
-    direction binaries `u` (1 allows charging only). Usually the LP does so by itself (losses
-    make it costly); when it does not:
+    direction binaries `u` (1 allows charging only). When it does so, the LP uses the battery's
+    losses as a sink for energy it values below zero: charging and discharging x at once
+    draws x (1 - eta_c eta_d) for a throughput cost of price x (1 + eta_c eta_d), about
+    20 x the throughput price per MWh burnt at 0.95 / 0.95. The relaxation is exact wherever a
+    cheaper sink exists (PV curtailment below that price, as on `runs/pv_centralized.yaml`,
+    where no plan of a day needed a re-solve); at night on the benchmark feeders the soft
+    voltage limits make absorbing P worth thousands per MWh at some batteries, no PV is there to
+    curtail, and the same battery-periods burn plan after plan. Then:
 
     - "relax-and-check": solve again with the binaries integer (a MIP);
     - "relax-and-fix": fix each offending battery-period to the direction it mostly took and
       re-solve as an LP, up to ten rounds, then free them again for the next solve.
+
+    A receding horizon moves one period per plan (`advance`): relax-and-fix then starts the
+    next solve with the directions it had to fix, moved along, so the first LP of a re-solve
+    is usually exact and no second LP is needed (measured in `benchmarks/battery_rounds.py`).
+    Any battery-period still charging and discharging gets the rounds as before, so plans
+    never do both.
     """
 
     def __init__(self, solver: PersistentHighs, batteries: list, mode: str, tol_kw: float = 1e-6):
         self.solver, self.batteries, self.mode, self.tol_kw = solver, batteries, mode, tol_kw
         self._cols: tuple[np.ndarray, np.ndarray] | None = None
+        self.rounds = 0  # re-solves the last `enforce` needed (0: the first LP was already exact)
+        # Directions fixed by the last solve (flattened like the u variables): mask and 1 = charge.
+        self._fixed: np.ndarray | None = None
+        self._charging: np.ndarray | None = None
+        self.carried = 0  # battery-periods the last solve started with fixed (`advance`)
+
+    def _flat(self) -> list:
+        return [v for d in self.batteries for v in d.u.values()]
+
+    def advance(self, periods: int) -> None:
+        """The next solve's horizon starts `periods` later: carry the directions the last
+        solve fixed, moved along, into it (relax-and-fix only)."""
+        if self.mode != "relax-and-fix" or self._fixed is None or not self.batteries:
+            return
+        n = len(self.batteries[0].u)
+        fixed = self._fixed.reshape(len(self.batteries), n)
+        charging = self._charging.reshape(len(self.batteries), n)
+        moved, moved_charging = np.zeros_like(fixed), np.zeros_like(charging)
+        if periods < n:
+            moved[:, :n - periods] = fixed[:, periods:]
+            moved_charging[:, :n - periods] = charging[:, periods:]
+        self._fixed, self._charging = moved.ravel(), moved_charging.ravel()
+        self._pending = True
+
+    def prepare(self) -> None:
+        """Before a solve: fix the carried directions (see `advance`) in HiGHS."""
+        self.carried = 0
+        if not getattr(self, "_pending", False) or self.solver.highs is None:
+            return
+        self._pending = False
+        if self._fixed.any():
+            flat = self._flat()
+            self.solver.set_bounds([v for v, f in zip(flat, self._fixed) if f], self._charging[self._fixed],
+                                   self._charging[self._fixed])
+            self.carried = int(self._fixed.sum())
 
     def simultaneous(self, stats: SolveStats) -> np.ndarray:
         """Per battery and period (flattened like the batteries' u variables): charging and
@@ -331,17 +378,25 @@ class BatteryDirections:
 
     def enforce(self, stats: SolveStats) -> tuple[SolveStats, bool]:
         """Re-solve as the mode says if the last solution (of `stats`) has a battery doing both;
-        returns the final stats (times of every solve added) and whether a re-solve was needed."""
-        if self.mode not in ("relax-and-check", "relax-and-fix") or not self.simultaneous(stats).any():
+        returns the final stats (times of every solve added) and whether a re-solve was needed
+        (or carried directions were fixed in the first)."""
+        self.rounds = 0
+        carried = self.carried > 0
+        if self.mode not in ("relax-and-check", "relax-and-fix"):
             return stats, False
+        if not self.simultaneous(stats).any():
+            self._release(self._fixed if carried else None, self._charging if carried else None)
+            return stats, carried
         binaries = [d.u for d in self.batteries]
         if self.mode == "relax-and-check":
             self.solver.set_integer(binaries, True)
             stats = self.solver.solve(push=False).after(stats)
             self.solver.set_integer(binaries, False)
+            self.rounds = 1
             return stats, True
-        flat = [v for var in binaries for v in var.values()]
-        fixed = np.zeros(len(flat), dtype=bool)
+        flat = self._flat()
+        fixed = self._fixed.copy() if carried else np.zeros(len(flat), dtype=bool)
+        direction = self._charging.copy() if carried else np.zeros(len(flat))
         for _ in range(10):
             both = self.simultaneous(stats)
             if not both.any():
@@ -351,9 +406,19 @@ class BatteryDirections:
             charging = (x[charge] >= x[discharge]).astype(float)
             self.solver.set_bounds([v for v, b in zip(flat, both) if b], charging[both], charging[both])
             fixed |= both
+            direction[both] = charging[both]
             stats = self.solver.solve(push=False).after(stats)
-        self.solver.set_bounds([v for v, f in zip(flat, fixed) if f], 0.0, 1.0)  # free again for the next solve
+            self.rounds += 1
+        self._release(fixed, direction)
         return stats, True
+
+    def _release(self, fixed: np.ndarray | None, direction: np.ndarray | None) -> None:
+        """Free the fixed directions in HiGHS again, remembering them for `advance`."""
+        if fixed is None or not fixed.any():
+            self._fixed, self._charging = None, None
+            return
+        self._fixed, self._charging = fixed, direction
+        self.solver.set_bounds([v for v, f in zip(self._flat(), fixed) if f], 0.0, 1.0)  # free for the next solve
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray]:
         if self._cols is None:

@@ -39,7 +39,7 @@ class PersistentProblem:
         self.model = model
         self.options = options
         self.solver = PersistentHighs(model, options.time_limit_s if time_limit_s is None else time_limit_s,
-                                      options.mip_rel_gap)
+                                      options.mip_rel_gap, cold_solver=options.cold_solver)
         self.n_variables = sum(1 for _ in model.component_data_objects(pyo.Var, active=True))
         self.n_constraints = sum(1 for _ in model.component_data_objects(pyo.Constraint, active=True))
         self.is_mip = any(not v.is_continuous() for v in model.component_data_objects(pyo.Var, active=True))

@@ -52,6 +52,9 @@ class SolveStats:
         return self
 
 
+# How HiGHS solves an LP without a usable basis (see `Options.cold_solver`).
+COLD_SOLVERS = ("simplex", "ipm")
+
 # How batteries' no-simultaneous-charge-and-discharge binaries are handled (see `Options`).
 BATTERY_BINARIES = ("mip", "relaxed", "relax-and-check", "relax-and-fix")
 
@@ -81,8 +84,12 @@ class PersistentHighs:
     """A persistent HiGHS solver bound to one pyomo model."""
 
     def __init__(self, model: pyo.Block, time_limit: float | None = None, mip_rel_gap: float | None = None,
-                 options: dict | None = None):
+                 options: dict | None = None, cold_solver: str = "simplex"):
+        if cold_solver not in COLD_SOLVERS:
+            raise ValueError(f"cold_solver must be one of {', '.join(COLD_SOLVERS)} (got {cold_solver!r})")
         self.model = model
+        self.cold_solver = cold_solver
+        self._cold = True  # no basis worth starting from: the next solve is cold
         self.interface = Highs()
         config = self.interface.config
         config.load_solutions = False
@@ -173,6 +180,7 @@ class PersistentHighs:
         (removing and adding them would cost the warm start)."""
         if self.highs is None or not constraints:
             return
+        self._cold = True  # HiGHS drops its factorisation, and the old basis is a poor start
         con_map = self.interface._pyomo_con_to_solver_con_map
         var_map = self.interface._pyomo_var_to_solver_var_map
         for con in constraints:
@@ -207,6 +215,11 @@ class PersistentHighs:
     def rebuild(self) -> None:
         """Build the HiGHS model anew on the next solve (after other structural changes)."""
         self.highs = None
+        self._cold = True
+
+    def _has_integers(self) -> bool:
+        integrality = self.highs.getLp().integrality_
+        return any(kind != highspy.HighsVarType.kContinuous for kind in integrality)
 
     # -- solving ------------------------------------------------------------------------------
     def solve(self, push: bool = True) -> SolveStats:
@@ -215,13 +228,23 @@ class PersistentHighs:
         first = self.highs is None
         if first:
             self._build()
+            self._cold = True
         elif push:
             self.push_parameters()
         if "time_limit" in self.options:
             # HiGHS measures its time limit on a clock that keeps running across solves.
             self.highs.setOptionValue("time_limit", self.highs.getRunTime() + self.options["time_limit"])
         updated = time.perf_counter()
+        # Cold LPs by interior point if so chosen, with crossover so that a basis is left for
+        # the warm re-solves, which stay on the simplex ("choose": HiGHS' dual simplex for LPs).
+        interior = self._cold and self.cold_solver == "ipm" and not self._has_integers()
+        if interior:
+            self.highs.setOptionValue("solver", "ipm")
+            self.highs.setOptionValue("run_crossover", "on")
         self.highs.run()
+        if interior:
+            self.highs.setOptionValue("solver", "choose")
+        self._cold = False
         ran = time.perf_counter()
         status = self.highs.getModelStatus()
         info = self.highs.getInfo()

@@ -1,0 +1,81 @@
+"""Cold LP solves: HiGHS' interior point (ipx, with crossover) against the dual simplex (issue #15 item 6).
+
+The joint T&D LP of `coordinator_resolve.py` (IEEE 118 + N IEEE 123, regulators at fixed
+ratios), solved in one run with each `Options.cold_solver`:
+
+- cold: the HiGHS model built anew and solved from no basis (a coordinator's first plan);
+- warm: the next plan's data, re-solved from the basis the cold solve left (always the
+  dual simplex: ipx's crossover must leave a basis as good as the simplex's own);
+- after a tap: one regulator of one feeder a tap up (coefficients rewritten in place,
+  HiGHS' factorisation dropped), the same plan solved again (`cold_solver` again).
+
+Printed: HiGHS seconds of each (the LP only, no battery rounds) and the ratio ipm / simplex.
+
+    python benchmarks/cold_solves.py [--feeders 4] [--periods 24]
+
+Measured on this 2-core machine (shared with other sessions, load average 4-8, so
+ratios are the figure to read):
+
+see the figures below, filled in from runs of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from coordinator_resolve import measured, scenario  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--feeders", type=int, default=4)
+    parser.add_argument("--periods", type=int, default=24)
+    args = parser.parse_args()
+
+    from coordination.receding_horizon import RecedingHorizon
+
+    scen = scenario(args.feeders, args.periods)
+    scen.coordination.regulators = "fixed_ratio"  # taps change coefficients (held voltages would not)
+    rh = RecedingHorizon(scen)
+    problem, solver = rh.problem, rh.problem.solver
+    print(f"{args.feeders} x {args.periods}: {problem.n_variables:,} variables, {problem.n_constraints:,} constraints",
+          flush=True)
+    name = rh.labels[0]
+    times: dict[str, dict[str, float]] = {}
+    for cold in ("simplex", "ipm"):
+        solver.cold_solver = cold
+        solver.rebuild()
+        problem.update(**rh._update_data(1, measured(rh)))
+        first = solver.solve()
+        problem.update(**rh._update_data(2, measured(rh)))
+        warm = solver.solve()
+        # A tap up on the first regulator of the first feeder, then back (both rewrite coefficients).
+        regs = rh.models[name].fleet.regulators
+        now = np.array([_tap(rh, name, r) for r in regs], dtype=float)
+        moved = now.copy()
+        moved[0] += 1
+        problem.update(ratios=rh._new_ratios({name: moved}))
+        tap = solver.solve()
+        problem.update(ratios=rh._new_ratios({name: now}))  # back (not timed: the next loop rebuilds)
+        times[cold] = {"cold": first.highs_s, "warm": warm.highs_s, "tap": tap.highs_s}
+        print(f"{cold:8s}: cold {first.highs_s:7.2f} s ({first.status}, objective {first.objective:.6f}); "
+              f"warm after it {warm.highs_s:6.2f} s ({warm.objective:.6f}); after a tap {tap.highs_s:7.2f} s "
+              f"({tap.status}, {tap.objective:.6f})", flush=True)
+    ratio = {k: times["ipm"][k] / times["simplex"][k] for k in ("cold", "warm", "tap")}
+    print("ipm / simplex: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
+
+
+def _tap(rh, name: str, regulator: str) -> int:
+    dss = rh.models[name].dss
+    dss.RegControls.Name(regulator)
+    return int(dss.RegControls.TapNumber())
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,8 @@ def main() -> None:
     from coordination.receding_horizon import RecedingHorizon
 
     scen = scenario(args.feeders, args.periods)
-    scen.coordination.regulators = "fixed_ratio"  # taps change coefficients (held voltages would not)
+    # Regulators at fixed ratios: a tap changes coefficients (a held voltage would not).
+    scen = scen.model_copy(update={"coordination": scen.coordination.model_copy(update={"regulators": "fixed_ratio"})})
     rh = RecedingHorizon(scen)
     problem, solver = rh.problem, rh.problem.solver
     print(f"{args.feeders} x {args.periods}: {problem.n_variables:,} variables, {problem.n_constraints:,} constraints",

@@ -110,7 +110,7 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
     p_inj, q_inj = der_injections(fb, data)
     constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
     constraints_head_voltage(fb, data)
-    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.dt_hours)
+    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.durations())
     if options.feeder_flow_limits:
         # DER ratings count towards what a branch may carry (PV exporting, batteries discharging).
         extra: dict[tuple[str, int], float] = {}
@@ -119,7 +119,7 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
             kva = kind.rating_kva(unit)
             for ph in phases:
                 extra[(bus, ph)] = extra.get((bus, ph), 0.0) + kva / len(phases)
-        constraints_branch_limits(fb, data, options.polygon_sides, options.dt_hours,
+        constraints_branch_limits(fb, data, options.polygon_sides, options.durations(),
                                   screen=options.flow_limit_screen, extra_kva=extra)
     else:
         fb.flow_violation = pyo.Expression(expr=0.0)
@@ -139,7 +139,7 @@ def build_centralized(transmission: TransmissionData, feeders: Mapping[str, Feed
                       options: Options) -> pyo.ConcreteModel:
     """The joint model for `options.horizon` periods (see the module docstring)."""
     periods = list(range(options.horizon))
-    dt = options.dt_hours
+    dt = options.durations()
     m = pyo.ConcreteModel(name="tandem_centralized")
     m.T = pyo.Set(initialize=periods, ordered=True)
     m.transmission = pyo.Block()
@@ -264,7 +264,7 @@ class CentralizedProblem(PersistentProblem):
             setpoints[name] = read_units(fp["units"], x)
         lmp = None
         if not self.is_mip and not (fallback and self.directions.mode == "relax-and-check") and stats.optimal:
-            lmp = lmps(self.solver.duals([tb.power_balance]), tb, self.options.dt_hours)
+            lmp = lmps(self.solver.duals([tb.power_balance]), tb, self.options.durations())
         result = Result(
             status=stats.status,
             optimal=stats.optimal,

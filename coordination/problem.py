@@ -148,7 +148,7 @@ def der_cost_terms(blocks: Iterable[tuple[pyo.Block, float | None]], options: Op
 
 def der_period_cost(b: pyo.Block, t: int, options: Options) -> object:
     """The DER cost of the units under b incurred in period t (terms with a `per_period`)."""
-    dt = options.dt_hours
+    dt = options.durations()[t]
     parts: dict[str, list] = {}
     for kind in KINDS:
         for term in kind.cost_terms:

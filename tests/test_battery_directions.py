@@ -49,8 +49,8 @@ def test_relaxation_is_exact_when_curtailing_is_the_cheaper_sink(ieee13, curtail
     curtailed = fixed.terms["curtailment"] / curtailment_price * 1000.0  # kWh
     if not burns:
         assert curtailed == pytest.approx(3 * 300.0, rel=1e-6)  # the whole surplus, every period
-    else:  # dearer curtailing: the battery also burns some over time (discharging, then charging back)
-        assert curtailed < 3 * 300.0
+    else:  # dearer curtailing: never more (the battery may also burn some over time, discharging then charging back)
+        assert curtailed <= 3 * 300.0 * (1 + 1e-9)
 
 
 def test_directions_carry_into_the_next_solve(ieee13):
@@ -58,26 +58,32 @@ def test_directions_carry_into_the_next_solve(ieee13):
     nothing to curtail: the LP burns in every period). Relax-and-fix needs a second LP on the
     first solve; after `advance(1)` the next solve starts with those directions fixed, needs
     only for the new last period, never does both, and is no worse than a solve starting
-    free (here better: relax-and-fix is a heuristic), and no better than the MIP."""
+    free, and no better than the MIP."""
     demand = snapshot_kw(ieee13)
     net = {"own_load_mw": 10.0, "p_min_mw": 10.0 + demand / 1000 + 0.04}
     bat = BatteryData("bat0", "671", 500.0, 1000.0, soc_min=0.1, soc_max=0.95, soc_initial=0.95, soc_target=0.95,
                       reactive=False)
 
-    def fresh(mode="relax-and-fix"):
-        return problem(ieee13, FeederDers(batteries=[bat]), horizon=4, battery_binaries=mode, net=net,
+    def fresh(mode="relax-and-fix", soc=0.95):
+        prob = problem(ieee13, FeederDers(batteries=[bat]), horizon=4, battery_binaries=mode, net=net,
                        voltage_dependent_loads=False)
+        prob.update(battery_soc={"f": {"bat0": soc}})
+        return prob
 
     prob = fresh()
     first = prob.solve()
     assert first.optimal and first.direction_rounds >= 1 and np.all(both_kw(first) <= 1e-6)
+    # The battery follows the first period; the next plan starts an interval later.
+    soc = float(first.setpoints["f"]["bat0"]["soc"][0])
     prob.advance(1)
+    prob.update(battery_soc={"f": {"bat0": soc}})
     again = prob.solve()
     assert again.optimal and prob.directions.carried == 3  # periods 1..3 moved to 0..2; period 3 was free
     assert np.all(both_kw(again) <= 1e-6)
     assert again.direction_rounds == 1  # only the new last period was left to fix
-    reference, mip = fresh().solve(), fresh("mip").solve()
-    assert mip.objective - 1e-6 <= again.objective <= reference.objective * (1 + 1e-9)
+    reference, mip = fresh(soc=soc).solve(), fresh("mip", soc).solve()
+    assert reference.direction_rounds >= 1
+    assert mip.objective * (1 - 1e-9) <= again.objective <= reference.objective * (1 + 1e-9)
     assert again.lp_bound is None  # a first LP with fixed directions bounds nothing
     # Directions fixed in HiGHS only for the solve: the pyomo bounds are untouched, and a
     # solve that is not advanced starts free again.

@@ -19,7 +19,7 @@ new module and one line in `coordination.ders.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,14 +196,14 @@ def constraint_inverter_polygon(d: pyo.Block, p, q, kva: float, sides: int, half
     d.kva_limit = pyo.Constraint(d.sides, d.T, rule=lambda _, k, t: polygon[k][0] * p(t) + polygon[k][1] * q(t) <= polygon[k][2] * kva)
 
 
-def measure_reactive_use(d: pyo.Block, dt_hours: float) -> None:
-    """d.reactive_kvarh = sum of |Q| dt over the horizon. Priced, even a little, it makes an
+def measure_reactive_use(d: pyo.Block, dt: Sequence[float]) -> None:
+    """d.reactive_kvarh = sum of |Q| dt[t] over the horizon. Priced, even a little, it makes an
     inverter's Q zero unless it helps: reactive power is otherwise free in the model, and
     a free Q is an arbitrary Q, which the (DC) transmission side would not even see."""
     d.q_abs = pyo.Var(d.T, bounds=(0.0, None))
     d.q_abs_up = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= d.q[t])
     d.q_abs_down = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= -d.q[t])
-    d.reactive_kvarh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.q_abs[t] for t in d.T))
+    d.reactive_kvarh = pyo.Expression(expr=pyo.quicksum(dt[t] * d.q_abs[t] for t in d.T))
 
 
 # The price of reactive use, the same for every inverter-connected kind.

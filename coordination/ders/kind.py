@@ -72,15 +72,21 @@ class PlanView:
     measured: object  # `coordination.receding_horizon.Measurements` after the step before
     state: dict  # the kind's own memory for this feeder from plan to plan (starts empty)
     forecaster: Callable[[np.ndarray, int], np.ndarray]  # (values over the run, series) -> per-period means
+    period_steps: tuple[int, ...] = ()  # steps of each period (multi-resolution); () = steps_per_period each
 
     @property
     def steps(self) -> int:
         """Steps the horizon covers."""
-        return self.periods * self.steps_per_period
+        return sum(self.period_steps) if self.period_steps else self.periods * self.steps_per_period
 
     @property
     def period_hours(self) -> float:
+        """The first period's length (what a plan's set-points run for)."""
         return self.steps_per_period * self.step_hours
+
+    def aggregate(self, values: np.ndarray) -> np.ndarray:
+        """Per-period means [..., periods] of values over the horizon's steps [..., steps]."""
+        return period_means(values, self.period_steps or (self.steps_per_period,) * self.periods)
 
     def forecast(self, values: np.ndarray, stream: int) -> np.ndarray:
         """Per-period forecasts [..., periods] of `values` (over the run's steps) as the scenario's
@@ -89,6 +95,17 @@ class PlanView:
         streams from 3 get series of their own above any feeder count."""
         series = 1 + 3 * self.index + stream if stream < 3 else stream * 1_000_003 + self.index
         return self.forecaster(values, series)
+
+
+def period_means(values: np.ndarray, period_steps: Sequence[int]) -> np.ndarray:
+    """Means [..., periods] of values [..., steps] over consecutive runs of period_steps[t] steps
+    (a coarse period's forecast: the mean of the fine steps it covers)."""
+    values = np.asarray(values, dtype=float)
+    steps = np.asarray(period_steps, dtype=int)
+    if np.all(steps == steps[0]):  # the reshape keeps uniform horizons' forecasts as they were, to the bit
+        return values.reshape(*values.shape[:-1], len(steps), int(steps[0])).mean(axis=-1)
+    starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+    return np.add.reduceat(values, starts, axis=-1) / steps
 
 
 class DerKind:

@@ -10,9 +10,22 @@ battery-periods doing both in the final plans (must be 0), the summed objective 
 
     python benchmarks/battery_rounds.py [--case pv_centralized|benchmark] [--duration 24h] [--feeders 4 --periods 24]
 
-Measured on this machine (quiet but for other sessions):
+Measured on this 2-core machine (shared with other sessions, load average 6-9: times are
+indicative, counts and objectives are not affected):
 
-see the figures below, filled in from runs of this script.
+| case | plans | second LP, free directions | second LP, carried | objective carried / free - 1 | HiGHS s free / carried |
+|---|---|---|---|---|---|
+| pv_centralized, 1 day from 08:00 (2 feeders, 12 periods) | 96 | 0 | 0 | 0 | 10.6 / - |
+| benchmark 4 x 24 (IEEE 118 + 4 IEEE 123, from midnight) | 12 | 12 (12 rounds) | 1 (the first plan; 165 battery-periods carried in 11 plans) | -7.6e-6 | 228 / 58 |
+
+On pv_centralized the LP relaxation is exact by itself: curtailing PV (5 per MWh) is a cheaper
+sink than a battery's losses (about 19.5 x the throughput price of 1 per MWh), and at night
+nothing needs a sink. On the benchmark the soft voltage limits make absorbing P worth
+thousands per MWh at some batteries at night (the SOC's dual was about 4,000 per MWh at one of
+them), with no PV to curtail; the same battery-periods burn plan after plan, which is what
+carrying the fixed directions exploits. No plan of either run charged and discharged a
+battery in the same period. (`pv_centralized`, carried: 0 by construction, as nothing was
+ever fixed; the 96-plan run was made before carrying existed.)
 """
 
 from __future__ import annotations

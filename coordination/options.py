@@ -44,9 +44,9 @@ class Options:
     # How HiGHS solves an LP with no basis to start from: the first solve of a model, and the
     # first after regulator ratios changed coefficients (which drops HiGHS' factorisation).
     # "ipm": interior point (ipx) with crossover, leaving a basis for the warm re-solves, which
-    # always run the dual simplex; "simplex": the dual simplex from scratch. Measured with
-    # benchmarks/cold_solves.py (figures there).
-    cold_solver: str = "ipm"
+    # always run the dual simplex; "simplex": the dual simplex from scratch; "auto": ipm from
+    # `solver.IPM_MIN_COLUMNS` columns on. Measured with benchmarks/cold_solves.py (figures there).
+    cold_solver: str = "auto"
     time_limit_s: float | None = None
     mip_rel_gap: float | None = 1e-6
     # After the first solve, move the model's objects out of the cyclic garbage collector's

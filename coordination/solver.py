@@ -52,8 +52,11 @@ class SolveStats:
         return self
 
 
-# How HiGHS solves an LP without a usable basis (see `Options.cold_solver`).
-COLD_SOLVERS = ("simplex", "ipm")
+# How HiGHS solves an LP without a usable basis (see `Options.cold_solver`); "auto" takes
+# interior point from this many columns on (small LPs: the simplex, as fast and with the
+# vertex chains of LPs the schemes' tests pin down).
+COLD_SOLVERS = ("auto", "simplex", "ipm")
+IPM_MIN_COLUMNS = 50_000
 
 # How batteries' no-simultaneous-charge-and-discharge binaries are handled (see `Options`).
 BATTERY_BINARIES = ("mip", "relaxed", "relax-and-check", "relax-and-fix")
@@ -84,7 +87,7 @@ class PersistentHighs:
     """A persistent HiGHS solver bound to one pyomo model."""
 
     def __init__(self, model: pyo.Block, time_limit: float | None = None, mip_rel_gap: float | None = None,
-                 options: dict | None = None, cold_solver: str = "simplex"):
+                 options: dict | None = None, cold_solver: str = "auto"):
         if cold_solver not in COLD_SOLVERS:
             raise ValueError(f"cold_solver must be one of {', '.join(COLD_SOLVERS)} (got {cold_solver!r})")
         self.model = model
@@ -217,6 +220,11 @@ class PersistentHighs:
         self.highs = None
         self._cold = True
 
+    def _interior(self) -> bool:
+        if self.cold_solver == "auto":
+            return self.highs.getNumCol() >= IPM_MIN_COLUMNS
+        return self.cold_solver == "ipm"
+
     def _has_integers(self) -> bool:
         integrality = self.highs.getLp().integrality_
         return any(kind != highspy.HighsVarType.kContinuous for kind in integrality)
@@ -237,7 +245,7 @@ class PersistentHighs:
         updated = time.perf_counter()
         # Cold LPs by interior point if so chosen, with crossover so that a basis is left for
         # the warm re-solves, which stay on the simplex ("choose": HiGHS' dual simplex for LPs).
-        interior = self._cold and self.cold_solver == "ipm" and not self._has_integers()
+        interior = self._cold and self._interior() and not self._has_integers()
         if interior:
             self.highs.setOptionValue("solver", "ipm")
             self.highs.setOptionValue("run_crossover", "on")

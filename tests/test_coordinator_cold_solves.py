@@ -43,8 +43,11 @@ def test_cold_solves_by_interior_point_then_warm_by_simplex(ieee13):
         assert ipm_warm == 0
         objectives[cold] = (first.objective, warm.objective, again.objective)
     assert objectives["ipm"] == pytest.approx(objectives["simplex"], rel=1e-7)
+    # "auto" (the default) keeps small LPs like this one on the simplex.
+    prob = problem(ieee13, ders, horizon=6)
+    assert prob.solver.cold_solver == "auto" and prob.solve().optimal and iterations(prob)[0] == 0
 
 
 def test_unknown_cold_solver_is_refused(ieee13):
-    with pytest.raises(ValueError, match="cold_solver must be one of simplex, ipm"):
+    with pytest.raises(ValueError, match="cold_solver must be one of auto, simplex, ipm"):
         problem(ieee13, FeederDers(), horizon=2, cold_solver="pdlp")

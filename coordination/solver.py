@@ -365,6 +365,7 @@ class BatteryDirections:
         self._fixed: np.ndarray | None = None
         self._charging: np.ndarray | None = None
         self.carried = 0  # battery-periods the last solve started with fixed (`advance`)
+        self._pending = False  # carried directions waiting for the next solve
 
     def _flat(self) -> list:
         return [v for d in self.batteries for v in d.u.values()]
@@ -387,7 +388,7 @@ class BatteryDirections:
     def prepare(self) -> None:
         """Before a solve: fix the carried directions (see `advance`) in HiGHS."""
         self.carried = 0
-        if not getattr(self, "_pending", False) or self.solver.highs is None:
+        if not self._pending or self.solver.highs is None:
             return
         self._pending = False
         if self._fixed.any():

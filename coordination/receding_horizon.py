@@ -6,7 +6,9 @@ No HELICS here. The coordinator federate passes measurements in and sends each p
 set-points out; tests and other drivers can run the same code. The OPF's periods are
 the coordination intervals: a plan made before step s covers steps s .. s + H*K - 1
 (K steps per interval, H intervals), and only its first period is applied before the
-next plan replaces it.
+next plan replaces it. A multi-resolution horizon (`coordination.resolution`) keeps the
+first periods one interval long and lengthens later ones; each period's forecast is the
+mean over the steps it covers.
 """
 
 from __future__ import annotations

@@ -19,8 +19,13 @@ were 2-4x the CPU times, so the CPU seconds and their ratios are the figures to 
 | feeders x periods | columns | cold simplex / ipx (CPU s) | warm after it (simplex both) | after a tap, simplex / ipx | ipx / simplex |
 |---|---|---|---|---|---|
 | 4 x 24 | 160 k | 47.3 / 19.7 | 59.3 / 48.3 | 48.5 / 29.5 | cold 0.42, warm 0.81, tap 0.61 |
+| 10 x 24 | 371 k | 239.4 / 111.1 | 178.0 / 217.9 | 149.2 / 111.6 | cold 0.46, warm 1.22, tap 0.75 |
 
-Objectives agree to 1e-9 relative (same optimum). Hence `Options.cold_solver = "auto"`: ipx
+(The warm re-solve after an ipx start was 19 % faster at 4 x 24 and 22 % slower at 10 x 24:
+crossover's basis is a different vertex; both runs' warm times are from one re-solve each.)
+
+Objectives agree to 1e-9 relative (same optimum). A cold solve plus the warm one after it:
+ipx 68.0 against 106.6 CPU s at 4 x 24, 329.0 against 417.4 at 10 x 24. Hence `Options.cold_solver = "auto"`: ipx
 with crossover for cold LPs from 50,000 columns on (`solver.IPM_MIN_COLUMNS`; the issue measured
 ipx 58.5 s against cold dual simplex 104-109 s at 10 x 24 as well), the simplex below (small LPs
 gain nothing, and the chained LPs of dso_managed picked another of several optima after a cold

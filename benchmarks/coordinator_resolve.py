@@ -72,8 +72,12 @@ if anything.)
 
 Nearly all of a re-solve is HiGHS's dual simplex from the last basis (outside HiGHS 1-5 %);
 a cold solve grows faster with size than a warm one, so the ratio does not fall with size.
-Each re-solve includes the relax-and-fix rounds that keep batteries from charging and
-discharging at once (usually one more LP of about half the first, and a few tiny ones).
+The figures above include in each re-solve the relax-and-fix rounds that keep batteries from
+charging and discharging at once (then one more LP of about half the first, on every plan of
+this case). Since the directions a solve fixed are carried into the next plan
+(`solver.BatteryDirections.advance`), a second LP is needed on 1 plan in 12 here
+(`benchmarks/battery_rounds.py --case benchmark`); these re-solves were measured before. Cold
+solves: see `benchmarks/cold_solves.py`.
 """
 
 from __future__ import annotations

@@ -100,6 +100,7 @@ class Result:
     lmp: dict[int, np.ndarray] | None = None  # bus -> currency/MWh (LPs only)
     mip_fallback: bool = False  # "relax-and-check" re-solved as a MIP / "relax-and-fix" fixed directions
     lp_bound: float | None = None  # objective of the first LP (a lower bound) when that was not final
+    direction_rounds: int = 0  # re-solves that fixed battery directions (`solver.BatteryDirections.rounds`)
     exchange: Exchange | None = None  # what crossed the TSO-DSO interface (`coordination.exchange`)
 
     def voltage_range(self, feeder: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,13 +134,13 @@ def build_feeder_block(fb: pyo.Block, setup: FeederSetup, periods: list[int], op
     if reduced:
         build_reduced_feeder(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold",
                              setup.v_min, setup.v_max,
-                             options.dt_hours, ratings, options.polygon_sides, screened=options.feeder_rows == "screened")
+                             options.durations(), ratings, options.polygon_sides, screened=options.feeder_rows == "screened")
         return
     constraints_lindist3flow(fb, data, p_inj, q_inj, options.voltage_dependent_loads, options.regulators == "hold")
     constraints_head_voltage(fb, data)
-    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.dt_hours)
+    constraints_voltage_limits(fb, data, setup.v_min, setup.v_max, options.durations())
     if options.feeder_flow_limits:
-        constraints_branch_limits(fb, data, options.polygon_sides, options.dt_hours,
+        constraints_branch_limits(fb, data, options.polygon_sides, options.durations(),
                                   screen=options.flow_limit_screen, extra_kva=extra)
     else:
         fb.flow_violation = pyo.Expression(expr=0.0)
@@ -167,7 +168,7 @@ def build_centralized(transmission: TransmissionData, feeders: Mapping[str, Feed
                       options: Options) -> pyo.ConcreteModel:
     """The joint model for `options.horizon` periods (see the module docstring)."""
     periods = list(range(options.horizon))
-    dt = options.dt_hours
+    dt = options.durations()
     m = pyo.ConcreteModel(name="tandem_centralized")
     m.T = pyo.Set(initialize=periods, ordered=True)
     m.transmission = pyo.Block()
@@ -346,8 +347,10 @@ class CentralizedProblem(PersistentProblem):
             self._offsets = {name: r.refresh() for name, r in self.reduced.items()}
             if self.options.feeder_rows == "screened":
                 self._add_rows({name: r.screen(self._offsets[name]) for name, r in self.reduced.items()})
+        self.directions.prepare()
         stats = self._solve_lazy(self.solver.solve())
-        lp_bound = stats.objective
+        # The first LP bounds the MIP below only when it started with no directions fixed.
+        lp_bound = stats.objective if not self.directions.carried else None
         stats, fallback = self.directions.enforce(stats)
         # Directions fixed by relax-and-fix may move a reduced feeder across a row left out:
         # then the rows go in and the whole sequence runs again (rows only ever grow).
@@ -376,7 +379,7 @@ class CentralizedProblem(PersistentProblem):
             setpoints[name] = read_units(fp["units"], x)
         lmp = None
         if not self.is_mip and not (fallback and self.directions.mode == "relax-and-check") and stats.optimal:
-            lmp = lmps(self.solver.duals([tb.power_balance]), tb, self.options.dt_hours)
+            lmp = lmps(self.solver.duals([tb.power_balance]), tb, self.options.durations())
         result = Result(
             status=stats.status,
             optimal=stats.optimal,
@@ -397,6 +400,7 @@ class CentralizedProblem(PersistentProblem):
             lmp=lmp,
             mip_fallback=fallback,
             lp_bound=lp_bound,
+            direction_rounds=self.directions.rounds,
         )
         first = "exchange" not in self._forms
         params = self.forms("exchange", lambda: {name: mutable_values(fb) for name, fb in m.feeders.items()})

@@ -45,6 +45,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from coordination.network_data import PHASE_ANGLE, FeederData
+from coordination.options import as_durations
 
 Node = tuple[str, int]  # (bus, phase)
 
@@ -206,8 +207,9 @@ def constraints_voltage_limits(b: pyo.Block, data: FeederData, v_min: float = 0.
                                rule=lambda _, bus, ph, t: b.w[bus, ph, t] - b.s_v_hi[bus, ph, t] <= v_max ** 2)
     b.v_lower = pyo.Constraint(b.limited_nodes, b.T,
                                rule=lambda _, bus, ph, t: b.w[bus, ph, t] + b.s_v_lo[bus, ph, t] >= v_min ** 2)
-    b.voltage_violation = pyo.Expression(expr=dt_hours * pyo.quicksum(
-        b.s_v_hi[n, t] + b.s_v_lo[n, t] for n in b.limited_nodes for t in b.T))
+    dt = as_durations(dt_hours, b.T)
+    b.voltage_violation = pyo.Expression(expr=pyo.quicksum(
+        dt[t] * (b.s_v_hi[n, t] + b.s_v_lo[n, t]) for n in b.limited_nodes for t in b.T))
 
 
 def polygon_sides(sides: int, half: bool = False) -> list[tuple[float, float, float]]:
@@ -273,7 +275,8 @@ def constraints_branch_limits(b: pyo.Block, data: FeederData, sides: int = 8, dt
         return c * b.P[bus, ph, t] + s * b.Q[bus, ph, t] - b.s_flow[bus, ph, t] <= r * rating[(bus, ph)]
 
     b.flow_limit = pyo.Constraint(b.limited_flows, b.sides, b.T, rule=limit)
-    b.flow_violation = pyo.Expression(expr=dt_hours * pyo.quicksum(b.s_flow[n, t] for n in b.limited_flows for t in b.T))
+    dt = as_durations(dt_hours, b.T)
+    b.flow_violation = pyo.Expression(expr=pyo.quicksum(dt[t] * b.s_flow[n, t] for n in b.limited_flows for t in b.T))
 
 
 def set_load_forecast(b: pyo.Block, data: FeederData, levels: np.ndarray) -> None:

@@ -39,7 +39,7 @@ class PersistentProblem:
         self.model = model
         self.options = options
         self.solver = PersistentHighs(model, options.time_limit_s if time_limit_s is None else time_limit_s,
-                                      options.mip_rel_gap)
+                                      options.mip_rel_gap, cold_solver=options.cold_solver)
         self.n_variables = sum(1 for _ in model.component_data_objects(pyo.Var, active=True))
         self.n_constraints = sum(1 for _ in model.component_data_objects(pyo.Constraint, active=True))
         self.is_mip = any(not v.is_continuous() for v in model.component_data_objects(pyo.Var, active=True))
@@ -64,6 +64,11 @@ class PersistentProblem:
         if key not in self._forms:
             self._forms[key] = make()
         return self._forms[key]
+
+    def advance(self, periods: int) -> None:
+        """The next solve's horizon starts `periods` periods after the last one's (a receding
+        horizon): what carries over from solve to solve moves along (battery directions)."""
+        self.directions.advance(periods)
 
     def apply_feeder(self, fb: pyo.Block, data: FeederData, update: FeederUpdate) -> None:
         """One feeder's new data into its block (and rewritten coefficients into HiGHS)."""
@@ -143,7 +148,7 @@ def der_cost_terms(blocks: Iterable[tuple[pyo.Block, float | None]], options: Op
 
 def der_period_cost(b: pyo.Block, t: int, options: Options) -> object:
     """The DER cost of the units under b incurred in period t (terms with a `per_period`)."""
-    dt = options.dt_hours
+    dt = options.durations()[t]
     parts: dict[str, list] = {}
     for kind in KINDS:
         for term in kind.cost_terms:

@@ -6,7 +6,9 @@ No HELICS here. The coordinator federate passes measurements in and sends each p
 set-points out; tests and other drivers can run the same code. The OPF's periods are
 the coordination intervals: a plan made before step s covers steps s .. s + H*K - 1
 (K steps per interval, H intervals), and only its first period is applied before the
-next plan replaces it.
+next plan replaces it. A multi-resolution horizon (`coordination.resolution`) keeps the
+first periods one interval long and lengthens later ones; each period's forecast is the
+mean over the steps it covers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from coordination.centralized import CentralizedProblem, FeederSetup, Options, Result, fleet_setpoints
 from coordination.ders import KINDS, ders_from_fleet
-from coordination.ders.kind import PlanView
+from coordination.ders.kind import PlanView, period_means
 from coordination.network_data import feeder_data, transmission_data, update_ratios
 from coordination.objective import Prices
 from grid.setpoints import Setpoints
@@ -71,6 +73,9 @@ class RecedingHorizon:
         self.scenario = scenario
         self.K = int(spec.interval / scenario.time.step)
         self.H = spec.periods
+        # Steps each period covers (K each, unless the horizon is multi-resolution).
+        self.period_steps = np.array(spec.period_intervals, dtype=int) * self.K
+        self.uniform = bool(np.all(self.period_steps == self.K))
         self.step_hours = scenario.time.step_seconds / 3600.0
         self.n_steps = scenario.time.n_steps
         self.labels = [f.label for f in scenario.feeders]
@@ -101,6 +106,8 @@ class RecedingHorizon:
         }
         options = Options(
             horizon=self.H, dt_hours=spec.interval.total_seconds() / 3600.0,
+            period_hours=None if self.uniform else tuple(n * spec.interval.total_seconds() / 3600.0
+                                                         for n in spec.period_intervals),
             battery_binaries=spec.battery_binaries, time_limit_s=spec.time_limit_s, regulators=spec.regulators,
             feeder_model=spec.feeder_model,
             # Constant-power loads: with voltage-dependent ones the OPF buys "savings" by absorbing
@@ -121,6 +128,7 @@ class RecedingHorizon:
         # What each DER kind keeps of each feeder from plan to plan (`DerKind.plan_inputs`).
         self._kind_state: dict[str, dict[str, dict]] = {name: {kind.name: {} for kind in KINDS} for name in self.labels}
         self.last_plan: Plan | None = None
+        self._last_step: int | None = None  # of the last plan made (failed or not)
         self.history: list[dict] = []  # every plan's step, measurements and outcome (see `state`)
         self._held_positions = {name: [at for node, at in self.node_index[name].items() if node in self.held[name]]
                                 for name in self.labels}
@@ -185,10 +193,11 @@ class RecedingHorizon:
 
     # -- forecasts --------------------------------------------------------------------------
     def forecast(self, actual: np.ndarray, step: int, series: int = 0) -> np.ndarray:
-        """Per-period means [..., H] over steps step .. step + H*K - 1 of a realised profile,
-        as the scenario's forecaster sees them from step - 1."""
+        """Per-period means [..., H] over the steps from `step` the horizon covers (K per period,
+        or each period's own steps on a multi-resolution horizon) of a realised profile, as the
+        scenario's forecaster sees them from step - 1."""
         spec = self.scenario.coordination
-        n = self.H * self.K
+        n = int(self.period_steps.sum())
         t = step - 1
         if spec.forecast == "perfect":
             values = forecasts.perfect(actual, t, n)
@@ -199,7 +208,7 @@ class RecedingHorizon:
             per_step = spec.forecast_error / self.K**spec.forecast_error_growth
             values = forecasts.noisy(actual, t, n, error_at_1_step=per_step, error_growth=spec.forecast_error_growth,
                                      seed=spec.forecast_seed * 100_003 + series)
-        return values.reshape(*values.shape[:-1], self.H, self.K).mean(axis=-1)
+        return period_means(values, self.period_steps)
 
     # -- one plan ---------------------------------------------------------------------------
     def plan(self, step: int, measured: Measurements) -> Plan:
@@ -208,6 +217,12 @@ class RecedingHorizon:
         if not 1 <= step < self.n_steps:
             raise ValueError(f"a plan starts at a step within 1..{self.n_steps - 1} (got {step})")
         compact = self._compact(measured)
+        # What carries from plan to plan moves along by whole periods (uniform horizons only:
+        # a coarse period is not one interval later a shifted copy of itself).
+        if (self._last_step is not None and self.uniform and hasattr(self.problem, "advance")
+                and (step - self._last_step) % self.K == 0):
+            self.problem.advance((step - self._last_step) // self.K)
+        self._last_step = step
         data = self._update_data(step, measured)
         self.problem.update(**data)
         result = self.problem.solve()
@@ -259,7 +274,7 @@ class RecedingHorizon:
         fleet = self.models[name].fleet
         return PlanView(name, index, step, self.step_hours, self.H, self.K, fleet, fleet.units(kind.fleet_key),
                         self.setups[name].ders.of(kind), measured, self._kind_state[name][kind.name],
-                        lambda values, series: self.forecast(values, step, series=series))
+                        lambda values, series: self.forecast(values, step, series=series), tuple(self.period_steps))
 
     def _planned(self, plan: Plan, measured: Measurements) -> None:
         """Each kind's part of a plan made, feeder by feeder (`DerKind.planned`)."""

@@ -26,7 +26,7 @@ Rows once added stay; rows are never removed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyomo.environ as pyo
@@ -36,6 +36,7 @@ from pyomo.repn import generate_standard_repn
 from coordination.distribution import Node, parameters_held_voltage, polygon_sides
 from coordination.feeder_response import FeederResponse, feeder_response
 from coordination.network_data import FeederData
+from coordination.options import as_durations
 
 BIG = 1e9  # kW bound standing for "unbounded" in the interval screening
 TOL = 1e-7  # pu^2 (voltages) or kVA (flows) a left-out row may be broken by before it is added
@@ -46,9 +47,9 @@ class ReducedFeeder:
 
     def __init__(self, b: pyo.Block, data: FeederData, p_inj: Mapping[Node, Mapping[int, object]],
                  q_inj: Mapping[Node, Mapping[int, object]], voltage_dependent_loads: bool, hold_regulated: bool,
-                 v_min: float, v_max: float, dt_hours: float, ratings: Mapping[Node, float], sides: int):
+                 v_min: float, v_max: float, dt_hours: float | Sequence[float], ratings: Mapping[Node, float], sides: int):
         self.b, self.data, self.vdep, self.hold = b, data, voltage_dependent_loads, hold_regulated
-        self.w_lo, self.w_hi, self.dt = v_min ** 2, v_max ** 2, dt_hours
+        self.w_lo, self.w_hi, self.dt = v_min ** 2, v_max ** 2, as_durations(dt_hours, b.T)
         self.periods = list(b.T)
         self.der_nodes = sorted(set(p_inj) | set(q_inj), key=data.nodes.index)
         self.polygon = np.array(polygon_sides(sides)) if ratings else np.zeros((0, 3))
@@ -255,8 +256,9 @@ class ReducedFeeder:
 
     def _totals(self) -> None:
         b = self.b
-        b.voltage_violation.set_value(self.dt * (pyo.quicksum(b.s_v_hi.values()) + pyo.quicksum(b.s_v_lo.values())))
-        b.flow_violation.set_value(self.dt * pyo.quicksum(b.s_flow.values()))
+        dt = self.dt  # hours per period (periods may differ in length: coordination.resolution)
+        b.voltage_violation.set_value(pyo.quicksum(dt[k[-1]] * v for slack in (b.s_v_hi, b.s_v_lo) for k, v in slack.items()))
+        b.flow_violation.set_value(pyo.quicksum(dt[k[-1]] * v for k, v in b.s_flow.items()))
 
     def refresh(self) -> dict[str, np.ndarray]:
         """Write the offsets of the present loads and head voltage into the block's Params (head
@@ -316,7 +318,7 @@ def head_expressions(b: pyo.Block, reduced: ReducedFeeder) -> None:
 
 
 def build_reduced_feeder(b: pyo.Block, data: FeederData, p_inj, q_inj, voltage_dependent_loads: bool,
-                         hold_regulated: bool, v_min: float, v_max: float, dt_hours: float, ratings: Mapping[Node, float],
+                         hold_regulated: bool, v_min: float, v_max: float, dt_hours: float | Sequence[float], ratings: Mapping[Node, float],
                          sides: int, screened: bool = False) -> ReducedFeeder:
     """The reduced network of a feeder block holding its DERs (`distribution.parameters_feeder`,
     head voltage and units already there): head power, and the rows the screening keeps at the block's

@@ -73,6 +73,8 @@ def scheme_options(options: Options | None) -> SchemeOptions:
     if options.battery_binaries not in BATTERY_BINARIES:
         raise ValueError(f"battery_binaries must be one of {', '.join(BATTERY_BINARIES)} "
                          f"(got {options.battery_binaries!r})")
+    if not options.uniform:  # their DSO and TSO problems, bands and prices assume one period length
+        raise ValueError("period_hours: multi-resolution horizons are for the centralized scheme only")
     if options.hybrid_priority not in PRIORITIES:
         raise ValueError(f"hybrid_priority must be 'dso' or 'tso' (got {options.hybrid_priority!r})")
     if options.region_directions < 4:

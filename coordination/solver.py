@@ -52,6 +52,12 @@ class SolveStats:
         return self
 
 
+# How HiGHS solves an LP without a usable basis (see `Options.cold_solver`); "auto" takes
+# interior point from this many columns on (small LPs: the simplex, as fast and with the
+# vertex chains of LPs the schemes' tests pin down).
+COLD_SOLVERS = ("auto", "simplex", "ipm")
+IPM_MIN_COLUMNS = 50_000
+
 # How batteries' no-simultaneous-charge-and-discharge binaries are handled (see `Options`).
 BATTERY_BINARIES = ("mip", "relaxed", "relax-and-check", "relax-and-fix")
 
@@ -81,8 +87,12 @@ class PersistentHighs:
     """A persistent HiGHS solver bound to one pyomo model."""
 
     def __init__(self, model: pyo.Block, time_limit: float | None = None, mip_rel_gap: float | None = None,
-                 options: dict | None = None):
+                 options: dict | None = None, cold_solver: str = "auto"):
+        if cold_solver not in COLD_SOLVERS:
+            raise ValueError(f"cold_solver must be one of {', '.join(COLD_SOLVERS)} (got {cold_solver!r})")
         self.model = model
+        self.cold_solver = cold_solver
+        self._cold = True  # no basis worth starting from: the next solve is cold
         self.interface = Highs()
         config = self.interface.config
         config.load_solutions = False
@@ -173,6 +183,7 @@ class PersistentHighs:
         (removing and adding them would cost the warm start)."""
         if self.highs is None or not constraints:
             return
+        self._cold = True  # HiGHS drops its factorisation, and the old basis is a poor start
         con_map = self.interface._pyomo_con_to_solver_con_map
         var_map = self.interface._pyomo_var_to_solver_var_map
         for con in constraints:
@@ -207,6 +218,16 @@ class PersistentHighs:
     def rebuild(self) -> None:
         """Build the HiGHS model anew on the next solve (after other structural changes)."""
         self.highs = None
+        self._cold = True
+
+    def _interior(self) -> bool:
+        if self.cold_solver == "auto":
+            return self.highs.getNumCol() >= IPM_MIN_COLUMNS
+        return self.cold_solver == "ipm"
+
+    def _has_integers(self) -> bool:
+        integrality = self.highs.getLp().integrality_
+        return any(kind != highspy.HighsVarType.kContinuous for kind in integrality)
 
     # -- solving ------------------------------------------------------------------------------
     def solve(self, push: bool = True) -> SolveStats:
@@ -215,13 +236,23 @@ class PersistentHighs:
         first = self.highs is None
         if first:
             self._build()
+            self._cold = True
         elif push:
             self.push_parameters()
         if "time_limit" in self.options:
             # HiGHS measures its time limit on a clock that keeps running across solves.
             self.highs.setOptionValue("time_limit", self.highs.getRunTime() + self.options["time_limit"])
         updated = time.perf_counter()
+        # Cold LPs by interior point if so chosen, with crossover so that a basis is left for
+        # the warm re-solves, which stay on the simplex ("choose": HiGHS' dual simplex for LPs).
+        interior = self._cold and self._interior() and not self._has_integers()
+        if interior:
+            self.highs.setOptionValue("solver", "ipm")
+            self.highs.setOptionValue("run_crossover", "on")
         self.highs.run()
+        if interior:
+            self.highs.setOptionValue("solver", "choose")
+        self._cold = False
         ran = time.perf_counter()
         status = self.highs.getModelStatus()
         info = self.highs.getInfo()
@@ -306,17 +337,65 @@ def _flatten(variables):
 
 class BatteryDirections:
     """Keeps batteries from charging and discharging at once in the LP relaxation of their
-    direction binaries `u` (1 allows charging only). Usually the LP does so by itself (losses
-    make it costly); when it does not:
+    direction binaries `u` (1 allows charging only). When it does so, the LP uses the battery's
+    losses as a sink for energy it values below zero: charging and discharging x at once
+    draws x (1 - eta_c eta_d) for a throughput cost of price x (1 + eta_c eta_d), about
+    20 x the throughput price per MWh burnt at 0.95 / 0.95. The relaxation is exact wherever a
+    cheaper sink exists (PV curtailment below that price, as on `runs/pv_centralized.yaml`,
+    where no plan of a day needed a re-solve); at night on the benchmark feeders the soft
+    voltage limits make absorbing P worth thousands per MWh at some batteries, no PV is there to
+    curtail, and the same battery-periods burn plan after plan. Then:
 
     - "relax-and-check": solve again with the binaries integer (a MIP);
     - "relax-and-fix": fix each offending battery-period to the direction it mostly took and
       re-solve as an LP, up to ten rounds, then free them again for the next solve.
+
+    A receding horizon moves one period per plan (`advance`): relax-and-fix then starts the
+    next solve with the directions it had to fix, moved along, so the first LP of a re-solve
+    is usually exact and no second LP is needed (measured in `benchmarks/battery_rounds.py`).
+    Any battery-period still charging and discharging gets the rounds as before, so plans
+    never do both.
     """
 
     def __init__(self, solver: PersistentHighs, batteries: list, mode: str, tol_kw: float = 1e-6):
         self.solver, self.batteries, self.mode, self.tol_kw = solver, batteries, mode, tol_kw
         self._cols: tuple[np.ndarray, np.ndarray] | None = None
+        self.rounds = 0  # re-solves the last `enforce` needed (0: the first LP was already exact)
+        # Directions fixed by the last solve (flattened like the u variables): mask and 1 = charge.
+        self._fixed: np.ndarray | None = None
+        self._charging: np.ndarray | None = None
+        self.carried = 0  # battery-periods the last solve started with fixed (`advance`)
+        self._pending = False  # carried directions waiting for the next solve
+
+    def _flat(self) -> list:
+        return [v for d in self.batteries for v in d.u.values()]
+
+    def advance(self, periods: int) -> None:
+        """The next solve's horizon starts `periods` later: carry the directions the last
+        solve fixed, moved along, into it (relax-and-fix only)."""
+        if self.mode != "relax-and-fix" or self._fixed is None or not self.batteries:
+            return
+        n = len(self.batteries[0].u)
+        fixed = self._fixed.reshape(len(self.batteries), n)
+        charging = self._charging.reshape(len(self.batteries), n)
+        moved, moved_charging = np.zeros_like(fixed), np.zeros_like(charging)
+        if periods < n:
+            moved[:, :n - periods] = fixed[:, periods:]
+            moved_charging[:, :n - periods] = charging[:, periods:]
+        self._fixed, self._charging = moved.ravel(), moved_charging.ravel()
+        self._pending = True
+
+    def prepare(self) -> None:
+        """Before a solve: fix the carried directions (see `advance`) in HiGHS."""
+        self.carried = 0
+        if not self._pending or self.solver.highs is None:
+            return
+        self._pending = False
+        if self._fixed.any():
+            flat = self._flat()
+            self.solver.set_bounds([v for v, f in zip(flat, self._fixed) if f], self._charging[self._fixed],
+                                   self._charging[self._fixed])
+            self.carried = int(self._fixed.sum())
 
     def simultaneous(self, stats: SolveStats) -> np.ndarray:
         """Per battery and period (flattened like the batteries' u variables): charging and
@@ -331,17 +410,25 @@ class BatteryDirections:
 
     def enforce(self, stats: SolveStats) -> tuple[SolveStats, bool]:
         """Re-solve as the mode says if the last solution (of `stats`) has a battery doing both;
-        returns the final stats (times of every solve added) and whether a re-solve was needed."""
-        if self.mode not in ("relax-and-check", "relax-and-fix") or not self.simultaneous(stats).any():
+        returns the final stats (times of every solve added) and whether a re-solve was needed
+        (or carried directions were fixed in the first)."""
+        self.rounds = 0
+        carried = self.carried > 0
+        if self.mode not in ("relax-and-check", "relax-and-fix"):
             return stats, False
+        if not self.simultaneous(stats).any():
+            self._release(self._fixed if carried else None, self._charging if carried else None)
+            return stats, carried
         binaries = [d.u for d in self.batteries]
         if self.mode == "relax-and-check":
             self.solver.set_integer(binaries, True)
             stats = self.solver.solve(push=False).after(stats)
             self.solver.set_integer(binaries, False)
+            self.rounds = 1
             return stats, True
-        flat = [v for var in binaries for v in var.values()]
-        fixed = np.zeros(len(flat), dtype=bool)
+        flat = self._flat()
+        fixed = self._fixed.copy() if carried else np.zeros(len(flat), dtype=bool)
+        direction = self._charging.copy() if carried else np.zeros(len(flat))
         for _ in range(10):
             both = self.simultaneous(stats)
             if not both.any():
@@ -351,9 +438,19 @@ class BatteryDirections:
             charging = (x[charge] >= x[discharge]).astype(float)
             self.solver.set_bounds([v for v, b in zip(flat, both) if b], charging[both], charging[both])
             fixed |= both
+            direction[both] = charging[both]
             stats = self.solver.solve(push=False).after(stats)
-        self.solver.set_bounds([v for v, f in zip(flat, fixed) if f], 0.0, 1.0)  # free again for the next solve
+            self.rounds += 1
+        self._release(fixed, direction)
         return stats, True
+
+    def _release(self, fixed: np.ndarray | None, direction: np.ndarray | None) -> None:
+        """Free the fixed directions in HiGHS again, remembering them for `advance`."""
+        if fixed is None or not fixed.any():
+            self._fixed, self._charging = None, None
+            return
+        self._fixed, self._charging = fixed, direction
+        self.solver.set_bounds([v for v, f in zip(self._flat(), fixed) if f], 0.0, 1.0)  # free for the next solve
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray]:
         if self._cols is None:

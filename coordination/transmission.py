@@ -30,12 +30,13 @@ period length (see `lmps`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyomo.environ as pyo
 
 from coordination.network_data import TransmissionData
+from coordination.options import as_durations, ramp_hours
 
 
 def parameters_transmission(b: pyo.Block, data: TransmissionData, periods: Iterable[int],
@@ -94,7 +95,7 @@ def variables_losses(b: pyo.Block, data: TransmissionData, flow_max_mw: float | 
 
 
 def constraints_losses(b: pyo.Block, data: TransmissionData, segments: int = 4,
-                       flow_max_mw: float | None = None, dt_hours: float = 1.0) -> None:
+                       flow_max_mw: float | None = None, dt_hours: float | Sequence[float] = 1.0) -> None:
     """Piecewise-linear branch losses from above (see the module docstring)."""
     cuts = []
     for br in data.branches:
@@ -108,7 +109,8 @@ def constraints_losses(b: pyo.Block, data: TransmissionData, segments: int = 4,
     b.loss_cuts = pyo.Set(initialize=range(len(cuts)), ordered=True)
     b.loss_pos = pyo.Constraint(b.loss_cuts, b.T, rule=lambda _, i, t: b.loss[cuts[i][0], t] >= cuts[i][1] * b.flow[cuts[i][0], t] + cuts[i][2])
     b.loss_neg = pyo.Constraint(b.loss_cuts, b.T, rule=lambda _, i, t: b.loss[cuts[i][0], t] >= -cuts[i][1] * b.flow[cuts[i][0], t] + cuts[i][2])
-    b.losses_mwh = pyo.Expression(expr=dt_hours * pyo.quicksum(b.loss[l, t] for l in b.lossy_branches for t in b.T))
+    dt = as_durations(dt_hours, b.T)
+    b.losses_mwh = pyo.Expression(expr=pyo.quicksum(dt[t] * b.loss[l, t] for l in b.lossy_branches for t in b.T))
 
 
 def constraints_power_balance(b: pyo.Block, data: TransmissionData, losses: bool = False) -> None:
@@ -135,22 +137,25 @@ def constraints_power_balance(b: pyo.Block, data: TransmissionData, losses: bool
     b.power_balance = pyo.Constraint(b.buses, b.T, rule=rule)
 
 
-def constraints_branch_limits(b: pyo.Block, data: TransmissionData, dt_hours: float = 1.0) -> None:
+def constraints_branch_limits(b: pyo.Block, data: TransmissionData, dt_hours: float | Sequence[float] = 1.0) -> None:
     """Soft thermal limits -rating - s <= flow <= rating + s; b.flow_violation in MWh."""
     rated = {br.name: br.rating_mw for br in data.branches if br.rating_mw is not None}
     b.rated_branches = pyo.Set(initialize=list(rated), ordered=True)
     b.s_flow = pyo.Var(b.rated_branches, b.T, bounds=(0.0, None))
     b.flow_upper = pyo.Constraint(b.rated_branches, b.T, rule=lambda _, l, t: b.flow[l, t] - b.s_flow[l, t] <= rated[l])
     b.flow_lower = pyo.Constraint(b.rated_branches, b.T, rule=lambda _, l, t: b.flow[l, t] + b.s_flow[l, t] >= -rated[l])
-    b.flow_violation = pyo.Expression(expr=dt_hours * pyo.quicksum(b.s_flow[l, t] for l in b.rated_branches for t in b.T))
+    dt = as_durations(dt_hours, b.T)
+    b.flow_violation = pyo.Expression(expr=pyo.quicksum(dt[t] * b.s_flow[l, t] for l in b.rated_branches for t in b.T))
 
 
-def constraints_ramp_limits(b: pyo.Block, data: TransmissionData, dt_hours: float = 1.0) -> None:
-    """-ramp_down dt <= p[t] - p[t-1] <= ramp_up dt, with p[-1] = p_prev (the last dispatch)."""
+def constraints_ramp_limits(b: pyo.Block, data: TransmissionData, dt_hours: float | Sequence[float] = 1.0) -> None:
+    """-ramp_down h <= p[t] - p[t-1] <= ramp_up h, with p[-1] = p_prev (the last dispatch) and h
+    the hours between the periods' middles (`options.ramp_hours`: dt on a uniform horizon)."""
     ramping = [g for g in data.generators if g.ramp_up_mw_per_h is not None or g.ramp_down_mw_per_h is not None]
     gens = {g.name: g for g in ramping}
     b.ramping_gens = pyo.Set(initialize=[g.name for g in ramping], ordered=True)
     first = b.T.first()
+    hours = ramp_hours(as_durations(dt_hours, b.T), list(b.T))
 
     def before(g, t):
         return b.p_prev[g] if t == first else b.pg[g, b.T.prev(t)]
@@ -158,18 +163,18 @@ def constraints_ramp_limits(b: pyo.Block, data: TransmissionData, dt_hours: floa
     def up(_, g, t):
         if gens[g].ramp_up_mw_per_h is None:
             return pyo.Constraint.Skip
-        return b.pg[g, t] - before(g, t) <= gens[g].ramp_up_mw_per_h * dt_hours
+        return b.pg[g, t] - before(g, t) <= gens[g].ramp_up_mw_per_h * hours[t]
 
     def down(_, g, t):
         if gens[g].ramp_down_mw_per_h is None:
             return pyo.Constraint.Skip
-        return before(g, t) - b.pg[g, t] <= gens[g].ramp_down_mw_per_h * dt_hours
+        return before(g, t) - b.pg[g, t] <= gens[g].ramp_down_mw_per_h * hours[t]
 
     b.ramp_up = pyo.Constraint(b.ramping_gens, b.T, rule=up)
     b.ramp_down = pyo.Constraint(b.ramping_gens, b.T, rule=down)
 
 
-def objective_generation_cost(b: pyo.Block, data: TransmissionData, dt_hours: float = 1.0, segments: int = 4) -> None:
+def objective_generation_cost(b: pyo.Block, data: TransmissionData, dt_hours: float | Sequence[float] = 1.0, segments: int = 4) -> None:
     """b.cost_generation: the generation cost over the horizon (currency). Quadratic costs
     are interpolated piecewise-linearly between the generator's limits."""
     gens = {g.name: g for g in data.generators}
@@ -191,12 +196,13 @@ def objective_generation_cost(b: pyo.Block, data: TransmissionData, dt_hours: fl
     def cost(g, t):
         return b.gen_cost[g, t] if g in quad else gens[g].c0 + gens[g].c1 * b.pg[g, t]
 
-    b.cost_generation = pyo.Expression(expr=dt_hours * pyo.quicksum(cost(g, t) for g in b.gens for t in b.T))
-    b.unserved_mwh = pyo.Expression(expr=dt_hours * pyo.quicksum(b.unserved[bus, t] for bus in b.buses for t in b.T))
-    b.spilled_mwh = pyo.Expression(expr=dt_hours * pyo.quicksum(b.spilled[bus, t] for bus in b.buses for t in b.T))
+    dt = as_durations(dt_hours, b.T)
+    b.cost_generation = pyo.Expression(expr=pyo.quicksum(dt[t] * cost(g, t) for g in b.gens for t in b.T))
+    b.unserved_mwh = pyo.Expression(expr=pyo.quicksum(dt[t] * b.unserved[bus, t] for bus in b.buses for t in b.T))
+    b.spilled_mwh = pyo.Expression(expr=pyo.quicksum(dt[t] * b.spilled[bus, t] for bus in b.buses for t in b.T))
 
 
-def add_dcopf(b: pyo.Block, data: TransmissionData, periods: Iterable[int], dt_hours: float = 1.0,
+def add_dcopf(b: pyo.Block, data: TransmissionData, periods: Iterable[int], dt_hours: float | Sequence[float] = 1.0,
               boundary_buses: Iterable[int] = (), losses: bool = False, loss_segments: int = 4,
               loss_flow_max_mw: float | None = None, cost_segments: int = 4) -> None:
     """The whole DC-OPF on a block: parameters, variables, constraints and the cost terms."""
@@ -236,11 +242,12 @@ def set_generator_limits(b: pyo.Block, p_max_mw: dict[str, Iterable[float]] | No
         b.p_prev[g] = float(v)
 
 
-def lmps(duals, b: pyo.Block, dt_hours: float = 1.0) -> dict[int, np.ndarray]:
+def lmps(duals, b: pyo.Block, dt_hours: float | Sequence[float] = 1.0) -> dict[int, np.ndarray]:
     """Locational marginal prices (currency per MWh) per bus and period from the duals of the
     power balance (as returned by `PersistentHighs.duals(b.power_balance)`)."""
     periods = list(b.T)
-    return {bus: np.array([duals[b.power_balance[bus, t]] / dt_hours for t in periods]) for bus in b.buses}
+    dt = as_durations(dt_hours, periods)
+    return {bus: np.array([duals[b.power_balance[bus, t]] / dt[t] for t in periods]) for bus in b.buses}
 
 
 def dispatch(values, b: pyo.Block) -> dict[str, np.ndarray]:

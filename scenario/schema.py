@@ -93,6 +93,16 @@ def _parse_duration(value: object, allow_zero: bool = False) -> pd.Timedelta:
     return parsed
 
 
+def duration_text(td: pd.Timedelta) -> str:
+    """'365d', '1s', '5min', '1d6h': a duration as a scenario writes it."""
+    seconds, parts = int(td.total_seconds()), []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or ("0s" if td.total_seconds() == 0 else str(td))
+
+
 Duration = Annotated[
     pd.Timedelta,
     BeforeValidator(_parse_duration),
@@ -446,6 +456,13 @@ SCHEMES = ("none", "local", *COORDINATED_SCHEMES, "external")
 SchemeName = Literal[SCHEMES]
 
 
+class ResolutionSpec(_Strict):
+    """One stretch of a multi-resolution horizon: periods of `period` up to `until` from now."""
+
+    period: Duration = Field(description="length of the look-ahead periods in this stretch (a whole number of intervals)")
+    until: Duration = Field(description="where the stretch ends, from the start of the horizon (the last one's: the horizon)")
+
+
 class CoordinationSpec(_Strict):
     """Who sets the DERs: nobody, their local inverter functions, the coordinator federate's
     look-ahead OPF, or a federate of your own."""
@@ -461,6 +478,11 @@ class CoordinationSpec(_Strict):
     )
     interval: Duration = Field(pd.Timedelta("15min"), description="time between coordinator solves (a whole number of steps); also the OPF's period length")
     horizon: Duration = Field(pd.Timedelta("6h"), description="look-ahead of each solve (a whole number of intervals)")
+    resolution: list[ResolutionSpec] | None = Field(
+        None, description="multi-resolution look-ahead (centralized scheme): stretches of periods, e.g. "
+        "[{period: 15min, until: 4h}, {period: 1h, until: 24h}]; the first periods one interval long, the last stretch "
+        "ending at the horizon; forecasts are averaged over each period. None: every period one interval"
+    )
     forecast: Literal["perfect", "persistence", "noisy"] = Field(
         "perfect", description="how the coordinator foresees loads and PV: the realised profiles, yesterday's (persistence, daily), or realised x (1 + error growing with lead time)"
     )
@@ -505,7 +527,31 @@ class CoordinationSpec(_Strict):
             raise ValueError(f"voltage_margin: {self.voltage_margin} pu at both ends leaves no band inside voltage_limits ({lo}, {hi})")
         if self.horizon < self.interval or self.horizon % self.interval != pd.Timedelta(0):
             raise ValueError(f"horizon {self.horizon} is not a whole number of intervals of {self.interval}")
+        if self.resolution is not None:
+            self._check_resolution()
         return self
+
+    def _check_resolution(self) -> None:
+        stretches, _t = self.resolution, duration_text
+        if not stretches:
+            raise ValueError("resolution: give at least one stretch (or leave it out for one interval per period)")
+        if self.scheme in COORDINATED_SCHEMES and self.scheme not in ("centralized", "tso_managed"):
+            raise ValueError(f"resolution: multi-resolution horizons are for the centralized scheme (got {self.scheme})")
+        start = pd.Timedelta(0)
+        for i, s in enumerate(stretches):
+            name = f"resolution[{i}]"
+            if s.period <= pd.Timedelta(0) or s.period % self.interval != pd.Timedelta(0):
+                raise ValueError(f"{name}.period: {_t(s.period)} is not a whole number of intervals of {_t(self.interval)}")
+            if i == 0 and s.period != self.interval:
+                raise ValueError(f"{name}.period: the first periods must be one interval ({_t(self.interval)}) long: "
+                                 "a plan's first period is what runs until the next plan")
+            if s.until - start < s.period:
+                raise ValueError(f"{name}.until: {_t(s.until)} leaves less than one period of {_t(s.period)} after {_t(start)}")
+            if (s.until - start) % s.period != pd.Timedelta(0):
+                raise ValueError(f"{name}.period: {_t(s.period)} does not divide the {_t(s.until - start)} from {_t(start)} to {_t(s.until)}")
+            start = s.until
+        if start != self.horizon:
+            raise ValueError(f"resolution[{len(stretches) - 1}].until: {_t(start)} is not the horizon ({_t(self.horizon)})")
 
     @property
     def coordinated(self) -> bool:
@@ -514,7 +560,18 @@ class CoordinationSpec(_Strict):
 
     @property
     def periods(self) -> int:
-        return int(self.horizon / self.interval)
+        return len(self.period_intervals)
+
+    @property
+    def period_intervals(self) -> list[int]:
+        """Each look-ahead period's length in intervals."""
+        if self.resolution is None:
+            return [1] * int(self.horizon / self.interval)
+        out, start = [], pd.Timedelta(0)
+        for s in self.resolution:
+            out += [int(s.period / self.interval)] * int((s.until - start) / s.period)
+            start = s.until
+        return out
 
 
 class CouplingSpec(_Strict):

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from scenario.schema import Scenario, ScenarioError
+from scenario.schema import duration_text as _human
 
 # Bytes per step, measured on an ieee13 feeder at 1 s steps (its process peaks at ~460 bytes a
 # step during set-up) and rounded: a load's profile as float64, with the diversified copy made on
@@ -60,16 +61,6 @@ def memory_estimate(scenario: Scenario, feeder_processes: int) -> int:
     per_step = (BYTES_PER_LOAD_STEP * loads + BYTES_PER_FEEDER_STEP * len(scenario.feeders)
                 + BYTES_PER_PROCESS_STEP * feeder_processes + BYTES_PER_RUN_STEP)
     return steps * per_step
-
-
-def _human(td) -> str:
-    """'365d', '1s', '5min', '1d6h': a duration as a scenario writes it."""
-    seconds, parts = int(td.total_seconds()), []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or str(td)
 
 
 def check_memory(scenario: Scenario, feeder_processes: int) -> None:

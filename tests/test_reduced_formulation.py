@@ -215,3 +215,21 @@ def test_benchmark_case_small_same_lp_optima():
     out = side_by_side(1, 8, 3, ["full", "reduced"])
     np.testing.assert_allclose(out["reduced"]["lps"], out["full"]["lps"], rtol=1e-6)
     assert out["reduced"]["cols"] < out["full"]["cols"] / 2
+
+
+def test_periods_of_different_lengths_same_optimum_as_full(ieee13):
+    """coordination.resolution with the reduced feeders: slacks of long periods weigh their
+    hours in the reduced model as in the full one (v_max 1.0 breaks rows in every period)."""
+    from tests.test_coordination_centralized import H
+
+    hours = tuple([0.5] * (H // 2) + [2.0] * (H - H // 2))
+    common = dict(voltage_dependent_loads=True, feeder_flow_limits=True, flow_limit_screen=None,
+                  battery_binaries="relaxed", period_hours=hours)
+    full = t_and_d(ieee13, feeder_model="full", **common)
+    red = t_and_d(ieee13, feeder_model="reduced", **common)
+    set_v_max(full, 1.0)
+    set_v_max(red, 1.0)
+    a, b = full.solve(), red.solve()
+    assert a.optimal and b.optimal and a.slacks["voltage_violation_pu2h"] > 0
+    assert b.objective == pytest.approx(a.objective, rel=1e-6)
+    assert b.slacks["voltage_violation_pu2h"] == pytest.approx(a.slacks["voltage_violation_pu2h"], rel=1e-5)

@@ -1,5 +1,5 @@
 """Batteries: charge and discharge as separate variables; SOC (share of kWh) at the end of
-period t: soc[t] = soc[t-1] + (eta_c p_ch - p_dis / eta_d) dt / kWh, from the measured soc0,
+period t: soc[t] = soc[t-1] + (eta_c p_ch - p_dis / eta_d) dt[t] / kWh (each period its own length), from the measured soc0,
 the bookkeeping of `grid.ders.BatteryUnit`; SOC bounds; a terminal SOC target with a
 penalised shortfall; no simultaneous charge and discharge through a binary u[t]
 (p_ch <= kW u, p_dis <= kW (1 - u)), or its LP relaxation u in [0, 1] (then charging and
@@ -9,6 +9,7 @@ re-solves only when that happens)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +62,12 @@ def variable_battery(d: pyo.Block, unit: BatteryData, relax: bool) -> None:
     d.soc_short = pyo.Var(bounds=(0.0, None))  # shortfall below the terminal target (share of kWh)
 
 
-def constraint_battery(d: pyo.Block, unit: BatteryData, dt_hours: float, sides: int) -> None:
+def constraint_battery(d: pyo.Block, unit: BatteryData, dt: Sequence[float], sides: int) -> None:
     first, last = d.T.first(), d.T.last()
 
     def soc_dynamics(_, t):
         before = d.soc0 if t == first else d.soc[d.T.prev(t)]
-        return d.soc[t] == before + (unit.eta_charge * d.p_ch[t] - d.p_dis[t] / unit.eta_discharge) * dt_hours / unit.kwh_rated
+        return d.soc[t] == before + (unit.eta_charge * d.p_ch[t] - d.p_dis[t] / unit.eta_discharge) * dt[t] / unit.kwh_rated
 
     d.soc_dynamics = pyo.Constraint(d.T, rule=soc_dynamics)
     d.charge_only = pyo.Constraint(d.T, rule=lambda _, t: d.p_ch[t] <= unit.kw_rated * d.u[t])
@@ -82,11 +83,11 @@ def throughput(d: pyo.Block, t: int):
     return d.p_ch[t] + d.p_dis[t]
 
 
-def measure_battery(d: pyo.Block, unit: BatteryData, dt_hours: float) -> None:
+def measure_battery(d: pyo.Block, unit: BatteryData, dt: Sequence[float]) -> None:
     """d.throughput_kwh (charged + discharged, for degradation), d.soc_shortfall_kwh, d.reactive_kvarh."""
-    d.throughput_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(throughput(d, t) for t in d.T))
+    d.throughput_kwh = pyo.Expression(expr=pyo.quicksum(dt[t] * throughput(d, t) for t in d.T))
     d.soc_shortfall_kwh = pyo.Expression(expr=d.soc_short * unit.kwh_rated)
-    measure_reactive_use(d, dt_hours)
+    measure_reactive_use(d, dt)
 
 
 def _set_soc0(d: pyo.Block, unit: BatteryData, soc, horizon: int) -> None:
@@ -112,8 +113,8 @@ class Battery(DerKind):
     def build(self, d: pyo.Block, unit: BatteryData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
         variable_battery(d, unit, relax=convex or options.battery_binaries != "mip")
-        constraint_battery(d, unit, options.dt_hours, options.polygon_sides)
-        measure_battery(d, unit, options.dt_hours)
+        constraint_battery(d, unit, options.durations(), options.polygon_sides)
+        measure_battery(d, unit, options.durations())
 
     def rating_kva(self, unit: BatteryData) -> float:
         return unit.inverter_kva

@@ -13,6 +13,7 @@ With commitment the problems are MIPs (u binary), except where a convex problem 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from coordination.ders.kind import (
     set_series,
     variable_periods,
 )
-from coordination.options import Options
+from coordination.options import Options, as_durations, ramp_hours
 
 
 @dataclass
@@ -63,6 +64,26 @@ def periods_of(hours: float, dt_hours: float) -> int:
     return max(0, math.ceil(hours / dt_hours - 1e-9))
 
 
+def periods_covering(hours: float, dt: Sequence[float]) -> int:
+    """The first periods of lengths dt that cover `hours` (all of them if they do not);
+    `periods_of` when the lengths are equal."""
+    if len(set(dt)) == 1:
+        return periods_of(hours, dt[0])
+    if hours <= 1e-9 * dt[0]:
+        return 0
+    ends = np.cumsum(dt) / dt[0]
+    return int(min(len(dt), np.searchsorted(ends, hours / dt[0] - 1e-9) + 1))  # through the first end >= hours
+
+
+def held_window(hours: float, dt: Sequence[float], i: int) -> int:
+    """Periods before period i (itself included) a start or stop within `hours` of its own
+    start falls in: `periods_of(hours, dt)` at most, for equal lengths."""
+    if len(set(dt)) == 1:
+        return min(i + 1, periods_of(hours, dt[0]))
+    starts = np.concatenate([[0.0], np.cumsum(dt)[:-1]])
+    return int(np.sum(starts[i] - starts[:i + 1] < hours - 1e-9 * dt[0]))
+
+
 def variable_dg(d: pyo.Block, unit: DGData, relax: bool) -> None:
     d.p0 = pyo.Param(mutable=True, initialize=unit.p_initial_kw)
     d.u0 = pyo.Param(mutable=True, initialize=float(unit.on_initial))
@@ -87,7 +108,7 @@ def constraint_dg_output(d: pyo.Block, unit: DGData, sides: int) -> None:
     d.q_kvar = pyo.Expression(d.T, rule=lambda _, t: d.q[t])
 
 
-def constraint_dg_commitment(d: pyo.Block, unit: DGData, dt_hours: float) -> None:
+def constraint_dg_commitment(d: pyo.Block, unit: DGData, dt: Sequence[float]) -> None:
     """On/off limits, start and stop bookkeeping, minimum up and down times."""
     first = d.T.first()
     kva = unit.apparent_kva
@@ -100,19 +121,26 @@ def constraint_dg_commitment(d: pyo.Block, unit: DGData, dt_hours: float) -> Non
     d.kept_on = pyo.Constraint(d.T, rule=lambda _, t: d.u[t] >= d.must_run[t])
     d.kept_off = pyo.Constraint(d.T, rule=lambda _, t: d.u[t] <= 1 - d.must_off[t])
     periods = list(d.T)
-    up, down = periods_of(unit.min_up_hours, dt_hours), periods_of(unit.min_down_hours, dt_hours)
-    if up > 1:
+    lengths = [dt[t] for t in periods]
+    # Periods back from each t that a start (stop) holds on (off): by the hours between them.
+    up = [held_window(unit.min_up_hours, lengths, i) for i in range(len(periods))]
+    down = [held_window(unit.min_down_hours, lengths, i) for i in range(len(periods))]
+    if periods_covering(unit.min_up_hours, lengths) > 1:
         d.min_up = pyo.Constraint(d.T, rule=lambda _, t: pyo.quicksum(
-            d.start[s] for s in periods[max(0, periods.index(t) - up + 1): periods.index(t) + 1]) <= d.u[t])
-    if down > 1:
+            d.start[s] for s in periods[periods.index(t) - up[periods.index(t)] + 1: periods.index(t) + 1]) <= d.u[t])
+    if periods_covering(unit.min_down_hours, lengths) > 1:
         d.min_down = pyo.Constraint(d.T, rule=lambda _, t: pyo.quicksum(
-            d.stop[s] for s in periods[max(0, periods.index(t) - down + 1): periods.index(t) + 1]) <= 1 - d.u[t])
+            d.stop[s] for s in periods[periods.index(t) - down[periods.index(t)] + 1: periods.index(t) + 1]) <= 1 - d.u[t])
 
 
-def constraint_dg_ramp(d: pyo.Block, unit: DGData, dt_hours: float) -> None:
-    """|P[t] - P[t-1]| <= ramp dt; with commitment a start may jump to p_min (and a stop from it)."""
+def constraint_dg_ramp(d: pyo.Block, unit: DGData, dt: Sequence[float]) -> None:
+    """|P[t] - P[t-1]| <= ramp x the hours between the periods' middles (`ramp_hours`: dt on a
+    uniform horizon); with commitment a start may jump to p_min (and a stop from it)."""
     first = d.T.first()
-    step = unit.ramp_kw_per_hour * dt_hours
+    hours = ramp_hours(as_durations(dt, d.T), list(d.T))
+
+    def step(t):
+        return unit.ramp_kw_per_hour * hours[t]
 
     def before(t):
         return d.p0 if t == first else d.p[d.T.prev(t)]
@@ -123,8 +151,8 @@ def constraint_dg_ramp(d: pyo.Block, unit: DGData, dt_hours: float) -> None:
     def jump_down(t):
         return unit.p_min_kw * d.stop[t] if unit.commitment else 0.0
 
-    d.ramp_up = pyo.Constraint(d.T, rule=lambda _, t: d.p[t] - before(t) <= step + jump_up(t))
-    d.ramp_down = pyo.Constraint(d.T, rule=lambda _, t: before(t) - d.p[t] <= step + jump_down(t))
+    d.ramp_up = pyo.Constraint(d.T, rule=lambda _, t: d.p[t] - before(t) <= step(t) + jump_up(t))
+    d.ramp_down = pyo.Constraint(d.T, rule=lambda _, t: before(t) - d.p[t] <= step(t) + jump_down(t))
 
 
 def energy_cost(d: pyo.Block, t: int):
@@ -132,28 +160,28 @@ def energy_cost(d: pyo.Block, t: int):
     return pyo.quicksum(d.segment_price[k] * d.seg[k, t] for k in d.K)
 
 
-def measure_dg(d: pyo.Block, unit: DGData, dt_hours: float) -> None:
+def measure_dg(d: pyo.Block, unit: DGData, dt: Sequence[float]) -> None:
     """d.generation_cost and d.startup_total (currency), d.reactive_kvarh."""
     d.segment_price = {k: c / 1000.0 for k, c in enumerate(unit.cost_per_mwh)}  # currency per kWh
-    d.generation_cost = pyo.Expression(expr=dt_hours * pyo.quicksum(energy_cost(d, t) for t in d.T))
-    # A start in period t is a cost of that period: as a rate, so `per_period` x dt gives it.
-    d.startup_rate = pyo.Expression(d.T, rule=lambda _, t: unit.startup_cost / dt_hours * d.start[t]
+    d.generation_cost = pyo.Expression(expr=pyo.quicksum(dt[t] * energy_cost(d, t) for t in d.T))
+    # A start in period t is a cost of that period: as a rate, so `per_period` x dt[t] gives it.
+    d.startup_rate = pyo.Expression(d.T, rule=lambda _, t: unit.startup_cost / dt[t] * d.start[t]
                                     if unit.commitment else 0.0)
-    d.startup_total = pyo.Expression(expr=dt_hours * pyo.quicksum(d.startup_rate[t] for t in d.T))
-    measure_reactive_use(d, dt_hours)
+    d.startup_total = pyo.Expression(expr=pyo.quicksum(dt[t] * d.startup_rate[t] for t in d.T))
+    measure_reactive_use(d, dt)
 
 
 def _set_status(d: pyo.Block, unit: DGData, status, horizon: int) -> None:
     """(on, hours in that state): the initial on/off state and the periods the minimum up or
     down time still holds it there."""
     on, hours = status
-    dt = d.dt_hours
+    dt = d.durations
     d.u0 = float(bool(on))
     run, off = np.zeros(horizon), np.zeros(horizon)
     if on:
-        run[:min(horizon, periods_of(max(0.0, unit.min_up_hours - hours), dt))] = 1.0
+        run[:min(horizon, periods_covering(max(0.0, unit.min_up_hours - hours), dt))] = 1.0
     else:
-        off[:min(horizon, periods_of(max(0.0, unit.min_down_hours - hours), dt))] = 1.0
+        off[:min(horizon, periods_covering(max(0.0, unit.min_down_hours - hours), dt))] = 1.0
     set_series(d.must_run, run, horizon)
     set_series(d.must_off, off, horizon)
 
@@ -178,14 +206,14 @@ class DG(DerKind):
 
     def build(self, d: pyo.Block, unit: DGData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
-        d.dt_hours = options.dt_hours
+        d.durations = [options.durations()[t] for t in periods]  # (`_set_status` reads them)
         variable_dg(d, unit, relax=convex)
         constraint_dg_output(d, unit, options.polygon_sides)
         if unit.commitment:
-            constraint_dg_commitment(d, unit, options.dt_hours)
+            constraint_dg_commitment(d, unit, options.durations())
         if unit.ramp_kw_per_hour is not None:
-            constraint_dg_ramp(d, unit, options.dt_hours)
-        measure_dg(d, unit, options.dt_hours)
+            constraint_dg_ramp(d, unit, options.durations())
+        measure_dg(d, unit, options.durations())
 
     def rating_kva(self, unit: DGData) -> float:
         return unit.apparent_kva

@@ -3,6 +3,7 @@ required (mutable, penalised shortfall)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,9 @@ def variable_ev(d: pyo.Block, unit: EVData) -> None:
     d.unmet = pyo.Var(bounds=(0.0, None))
 
 
-def constraint_ev(d: pyo.Block, unit: EVData, dt_hours: float) -> None:
+def constraint_ev(d: pyo.Block, unit: EVData, dt: Sequence[float]) -> None:
     d.plugged_limit = pyo.Constraint(d.T, rule=lambda _, t: d.p[t] <= unit.max_kw * d.plugged[t])
-    d.energy = pyo.Constraint(expr=dt_hours * pyo.quicksum(d.p[t] for t in d.T) + d.unmet >= d.energy_required)
+    d.energy = pyo.Constraint(expr=pyo.quicksum(dt[t] * d.p[t] for t in d.T) + d.unmet >= d.energy_required)
     d.p_kw = pyo.Expression(d.T, rule=lambda _, t: -d.p[t])
     d.q_kvar = pyo.Expression(d.T, rule=lambda _, t: 0.0 * d.p[t])
 
@@ -49,7 +50,7 @@ class EV(DerKind):
     def build(self, d: pyo.Block, unit: EVData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
         variable_ev(d, unit)
-        constraint_ev(d, unit, options.dt_hours)
+        constraint_ev(d, unit, options.durations())
         measure_ev(d)
 
     def rating_kva(self, unit: EVData) -> float:
@@ -90,7 +91,7 @@ class EV(DerKind):
         plugged, energy = {}, {}
         for unit in units:
             steps, energy[unit.name] = ev_horizon(unit, view.step, view.steps, view.step_hours)
-            plugged[unit.name] = steps.reshape(view.periods, view.steps_per_period).mean(axis=1)
+            plugged[unit.name] = view.aggregate(steps)
         return {"ev_plugged": plugged, "ev_energy_kwh": energy}
 
     def planned(self, view, values, part):

@@ -5,6 +5,7 @@ MWh moved up plus down. Their set-point is the shift, up - down (kW more consume
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +34,15 @@ def variable_flexible_load(d: pyo.Block, unit: FlexibleLoadData) -> None:
     d.down = pyo.Var(d.T, bounds=(0.0, None))
 
 
-def constraint_flexible_load(d: pyo.Block, unit: FlexibleLoadData) -> None:
+def constraint_flexible_load(d: pyo.Block, unit: FlexibleLoadData, dt: Sequence[float]) -> None:
     d.up_limit = pyo.Constraint(d.T, rule=lambda _, t: d.up[t] <= d.up_max[t])
     # Never below zero consumption, never below the allowed decrease.
     d.down_limit = pyo.Constraint(d.T, rule=lambda _, t: d.down[t] <= d.down_max[t])
     d.down_positive = pyo.Constraint(d.T, rule=lambda _, t: d.down[t] <= d.baseline[t])
-    d.energy_neutral = pyo.Constraint(expr=pyo.quicksum(d.up[t] - d.down[t] for t in d.T) == 0)
+    # Energy moved, not power: each period weighs by its length (relative to the first's, so
+    # a uniform horizon keeps unit coefficients).
+    first = dt[d.T.first()]
+    d.energy_neutral = pyo.Constraint(expr=pyo.quicksum(dt[t] / first * (d.up[t] - d.down[t]) for t in d.T) == 0)
     d.consumption = pyo.Expression(d.T, rule=lambda _, t: d.baseline[t] + d.up[t] - d.down[t])
     d.p_kw = pyo.Expression(d.T, rule=lambda _, t: -d.consumption[t])
     d.q_kvar = pyo.Expression(d.T, rule=lambda _, t: -unit.q_per_p * d.consumption[t])
@@ -48,8 +52,8 @@ def shifted(d: pyo.Block, t: int):
     return d.up[t] + d.down[t]
 
 
-def measure_flexible_load(d: pyo.Block, dt_hours: float) -> None:
-    d.shifted_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(shifted(d, t) for t in d.T))
+def measure_flexible_load(d: pyo.Block, dt: Sequence[float]) -> None:
+    d.shifted_kwh = pyo.Expression(expr=pyo.quicksum(dt[t] * shifted(d, t) for t in d.T))
 
 
 def shift_price(options: Options, unit: FlexibleLoadData) -> float:
@@ -70,8 +74,8 @@ class FlexibleLoad(DerKind):
     def build(self, d: pyo.Block, unit: FlexibleLoadData, periods: list[int], options: Options, convex: bool) -> None:
         variable_periods(d, periods)
         variable_flexible_load(d, unit)
-        constraint_flexible_load(d, unit)
-        measure_flexible_load(d, options.dt_hours)
+        constraint_flexible_load(d, unit, options.durations())
+        measure_flexible_load(d, options.durations())
 
     def rating_kva(self, unit: FlexibleLoadData) -> float:
         return unit.up_kw

@@ -19,7 +19,7 @@ new module and one line in `coordination.ders.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,15 +72,21 @@ class PlanView:
     measured: object  # `coordination.receding_horizon.Measurements` after the step before
     state: dict  # the kind's own memory for this feeder from plan to plan (starts empty)
     forecaster: Callable[[np.ndarray, int], np.ndarray]  # (values over the run, series) -> per-period means
+    period_steps: tuple[int, ...] = ()  # steps of each period (multi-resolution); () = steps_per_period each
 
     @property
     def steps(self) -> int:
         """Steps the horizon covers."""
-        return self.periods * self.steps_per_period
+        return sum(self.period_steps) if self.period_steps else self.periods * self.steps_per_period
 
     @property
     def period_hours(self) -> float:
+        """The first period's length (what a plan's set-points run for)."""
         return self.steps_per_period * self.step_hours
+
+    def aggregate(self, values: np.ndarray) -> np.ndarray:
+        """Per-period means [..., periods] of values over the horizon's steps [..., steps]."""
+        return period_means(values, self.period_steps or (self.steps_per_period,) * self.periods)
 
     def forecast(self, values: np.ndarray, stream: int) -> np.ndarray:
         """Per-period forecasts [..., periods] of `values` (over the run's steps) as the scenario's
@@ -89,6 +95,17 @@ class PlanView:
         streams from 3 get series of their own above any feeder count."""
         series = 1 + 3 * self.index + stream if stream < 3 else stream * 1_000_003 + self.index
         return self.forecaster(values, series)
+
+
+def period_means(values: np.ndarray, period_steps: Sequence[int]) -> np.ndarray:
+    """Means [..., periods] of values [..., steps] over consecutive runs of period_steps[t] steps
+    (a coarse period's forecast: the mean of the fine steps it covers)."""
+    values = np.asarray(values, dtype=float)
+    steps = np.asarray(period_steps, dtype=int)
+    if np.all(steps == steps[0]):  # the reshape keeps uniform horizons' forecasts as they were, to the bit
+        return values.reshape(*values.shape[:-1], len(steps), int(steps[0])).mean(axis=-1)
+    starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+    return np.add.reduceat(values, starts, axis=-1) / steps
 
 
 class DerKind:
@@ -196,14 +213,14 @@ def constraint_inverter_polygon(d: pyo.Block, p, q, kva: float, sides: int, half
     d.kva_limit = pyo.Constraint(d.sides, d.T, rule=lambda _, k, t: polygon[k][0] * p(t) + polygon[k][1] * q(t) <= polygon[k][2] * kva)
 
 
-def measure_reactive_use(d: pyo.Block, dt_hours: float) -> None:
-    """d.reactive_kvarh = sum of |Q| dt over the horizon. Priced, even a little, it makes an
+def measure_reactive_use(d: pyo.Block, dt: Sequence[float]) -> None:
+    """d.reactive_kvarh = sum of |Q| dt[t] over the horizon. Priced, even a little, it makes an
     inverter's Q zero unless it helps: reactive power is otherwise free in the model, and
     a free Q is an arbitrary Q, which the (DC) transmission side would not even see."""
     d.q_abs = pyo.Var(d.T, bounds=(0.0, None))
     d.q_abs_up = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= d.q[t])
     d.q_abs_down = pyo.Constraint(d.T, rule=lambda _, t: d.q_abs[t] >= -d.q[t])
-    d.reactive_kvarh = pyo.Expression(expr=dt_hours * pyo.quicksum(d.q_abs[t] for t in d.T))
+    d.reactive_kvarh = pyo.Expression(expr=pyo.quicksum(dt[t] * d.q_abs[t] for t in d.T))
 
 
 # The price of reactive use, the same for every inverter-connected kind.

@@ -3,6 +3,7 @@ as an inscribed polygon (vertices on the circle, so P = kVA stays reachable)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,10 +52,10 @@ def curtailed(d: pyo.Block, t: int):
     return d.available[t] - d.p[t]
 
 
-def measure_pv(d: pyo.Block, dt_hours: float) -> None:
+def measure_pv(d: pyo.Block, dt: Sequence[float]) -> None:
     """d.curtailed_kwh: available energy not used over the horizon; d.reactive_kvarh."""
-    d.curtailed_kwh = pyo.Expression(expr=dt_hours * pyo.quicksum(curtailed(d, t) for t in d.T))
-    measure_reactive_use(d, dt_hours)
+    d.curtailed_kwh = pyo.Expression(expr=pyo.quicksum(dt[t] * curtailed(d, t) for t in d.T))
+    measure_reactive_use(d, dt)
 
 
 class PV(DerKind):
@@ -74,7 +75,7 @@ class PV(DerKind):
         variable_periods(d, periods)
         variable_pv(d, unit)
         constraint_pv(d, unit, options.polygon_sides)
-        measure_pv(d, options.dt_hours)
+        measure_pv(d, options.durations())
 
     def rating_kva(self, unit: PVData) -> float:
         return unit.kva

@@ -620,7 +620,15 @@ def test_a_new_run_does_not_remove_the_file_another_run_writes(tmp_path):
     first = _start_small_run(out, "-q")
     try:
         _wait_for_rows(out, 3, first)
-        second = tandem("run", str(SMALL), "--duration", "1h", "-q", "-o", str(out), timeout=120)
+        # Hold the first run still (its transmission federate stopped, the others wait on it in
+        # lockstep) so that it cannot finish while the second one starts on a busy machine.
+        held = [int(line.split(":")[0]) for line in run_processes(out.with_name("shared_run")) if "federates.transmission" in line]
+        assert len(held) == 1
+        os.kill(held[0], signal.SIGSTOP)
+        try:
+            second = tandem("run", str(SMALL), "--duration", "1h", "-q", "-o", str(out), timeout=120)
+        finally:
+            os.kill(held[0], signal.SIGCONT)
         assert second.returncode == 1
         message = second.stderr.strip()
         # The run folder's lock refuses first (tests/test_hostile_input.py); the recorder's hold on

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from results.store import RunFile
-from tests.conftest import ROOT, processes_mentioning, tandem
+from tests.conftest import ROOT, processes_mentioning, rows_written, tandem
 from tests.netns import Hosts, two_hosts
 
 SCENARIO = """\
@@ -64,15 +64,6 @@ def _start(ns: str, *args: str) -> subprocess.Popen:
 def _part(hosts: Hosts, ns: str, scenario: Path, output: Path, federates: list[str], *extra: str) -> subprocess.Popen:
     return _start(ns, str(scenario), "-o", str(output), "-q", "--federates", ",".join(federates),
                   "--broker-address", hosts.addr_a, "--broker-port", PORT, *extra)
-
-
-def _steps(output: Path) -> int:
-    """Steps the recorder has written so far (it flushes every second)."""
-    try:
-        with RunFile(output) as run:
-            return run.n_steps
-    except (OSError, KeyError):
-        return 0
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -136,9 +127,9 @@ def test_losing_the_broker_host_mid_run_stops_the_other_host(hosts, tmp_path):
     part_a = _part(hosts, hosts.a, scenario, output, HOST_A, *longer)
     part_b = _part(hosts, hosts.b, scenario, output, HOST_B, *longer)
     deadline = time.monotonic() + 120
-    while _steps(output) < 3 and time.monotonic() < deadline:
+    while rows_written(output) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert 3 <= _steps(output) < 2016, "the split run is not in the middle of its steps"
+    assert 3 <= rows_written(output) < 2016, "the split run is not in the middle of its steps"
     # Host A goes away: its launcher dies, its children follow it (PR_SET_PDEATHSIG).
     os.kill(part_a.pid, signal.SIGKILL)
     part_a.wait(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import faulthandler
 import json
 import os
 import signal
@@ -28,6 +29,9 @@ from scenario.schema import Scenario
 EXIT_OWN_ERROR = 3
 EXIT_FEDERATION_ERROR = 4
 ERROR_PREFIX = "TANDEM-ERROR: "
+# The launcher sends it to every federate of a stalled federation: each writes its Python
+# stack (all threads) into its log, so the log shows where it waits.
+STACK_SIGNAL = signal.SIGUSR1
 WARNING_PREFIX = "TANDEM-WARNING: "  # a line the launcher's command shows the user (tandem.study.run_warnings)
 
 
@@ -256,6 +260,7 @@ def federate_main(federate_class, description: str) -> None:
     config = FederationConfig.read(args.config)
     federate = federate_class(config) if args.group is None else federate_class(config, args.group)
     watch_parent()
+    faulthandler.register(STACK_SIGNAL, all_threads=True)
     profile_dir = os.environ.get("TANDEM_PROFILE")
     profiler = cProfile.Profile() if profile_dir else None
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from federates import interfaces as names
-from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, BrokerConfig, FederationConfig
+from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, STACK_SIGNAL, BrokerConfig, FederationConfig
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
 from federates.processes import BROKER, FEDERATE_MODULES, kind_of, listing, process_names  # noqa: F401 (FEDERATE_MODULES: for tandem.sweep_cases)
 from results.checkpoint import Checkpoint, CheckpointError, truncate_to_checkpoint
@@ -67,6 +67,14 @@ class Progress:
 def default_output(scenario: Scenario) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs/output") / f"{scenario.name}_{stamp}.h5"
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether the process is stopped (state T: SIGSTOP, a debugger), read from /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
+    except (OSError, IndexError):
+        return False
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -415,10 +423,17 @@ class Federation:
             # Before the first step, observers may still be joining: give them ten minutes more.
             if stalled > limit + (0 if started or not self.plan.config.observers else 600):
                 where = self._after_steps() if started else "before the first step"
+                stopped = [n for n in self.procs if self.procs[n].poll() is None and process_stopped(self.procs[n].pid)]
+                if stopped:
+                    raise RunFailed(
+                        f"{'the HELICS broker' if stopped[0] == BROKER else f'federate {stopped[0]!r}'} "
+                        f"(pid {self.procs[stopped[0]].pid}) is stopped (SIGSTOP?): no progress for {stalled:.0f} s {where}"
+                    )
+                self._dump_stacks()
                 elsewhere = f"; started elsewhere: {', '.join(self.plan.elsewhere)}" if self.plan.elsewhere else ""
                 raise RunFailed(
                     f"no progress for {stalled:.0f} s {where}: the federation stalled "
-                    f"(timeout_s={timeout:g}{elsewhere}); logs in {self.plan.run_dir / 'logs'}"
+                    f"(timeout_s={timeout:g}{elsewhere}); logs, with the stack of every federate, in {self.plan.run_dir / 'logs'}"
                 )
             time.sleep(0.05)
         if on_progress:
@@ -428,6 +443,18 @@ class Federation:
                 self.procs[BROKER].wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # federates are done and results written; the broker is stopped in close()
+
+    def _dump_stacks(self) -> None:
+        """Ask every federate still running to write its Python stack into its log (the
+        faulthandler federates.base registers): where a stalled federation waits."""
+        alive = [p for n, p in self.procs.items() if n != BROKER and p.poll() is None]
+        for proc in alive:
+            try:
+                os.kill(proc.pid, STACK_SIGNAL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if alive:
+            time.sleep(0.5)  # faulthandler writes from its signal handler at once
 
     def _replay_activity(self) -> float:
         """When (monotonic clock) a resumed run's coordinator or feeders last reported a replay:
@@ -514,10 +541,7 @@ class Federation:
         broker = self.procs.get(BROKER)
         if broker is None or not failed or broker.poll() is not None:
             return ""
-        try:
-            stopped = Path(f"/proc/{broker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
-        except (OSError, IndexError):
-            stopped = False
+        stopped = process_stopped(broker.pid)
         # A stopped broker is the cause whatever the federates made of it (timeouts, or "feeders
         # did not answer" from a transmission federate whose messages it no longer relays).
         lost = lambda n: (self.procs[n].returncode == EXIT_FEDERATION_ERROR  # noqa: E731

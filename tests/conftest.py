@@ -83,3 +83,27 @@ def ieee13():
     model = FeederModel("ieee13", "ieee13")
     model.solve()
     return feeder_data(model)
+
+
+LOG_TAIL_LINES = 15
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, the tails of the federates' logs of every run the test started (its
+    `*_run/logs` folders under tmp_path): CI keeps no files, and a run that failed on a
+    loaded machine is understood only from them."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if not report.failed or tmp is None:
+        return
+    tails = []
+    for log in sorted(Path(tmp).glob("**/logs/*.log"))[:40]:
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            continue
+        tails.append(f"== {log.relative_to(tmp)}\n" + "\n".join(lines))
+    if tails:
+        report.sections.append(("federate logs", "\n".join(tails)))

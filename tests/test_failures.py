@@ -246,6 +246,48 @@ def test_killed_federate_ends_the_run_cleanly(tmp_path):
         assert np.all(run.read("feeders/p_total_kw") > 0), "every written row must be a complete step"
 
 
+def test_a_stopped_federate_is_named_and_a_stalled_one_shows_its_stack(tmp_path):
+    """A federate that stops answering without dying (SIGSTOP here; a deadlock alike) stalls
+    the federation: HELICS sees no fault. The launcher names the stopped process; and any
+    federate, asked with STACK_SIGNAL (as the launcher asks all of a stalled federation),
+    writes where it waits into its log and goes on."""
+    from federates.base import STACK_SIGNAL
+
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(SMALL.read_text() + "\nfederation: {timeout_s: 2}\n")  # stall noticed after 2 * 2 + 30 s
+    out, run_dir = tmp_path / "stopped.h5", tmp_path / "stopped_run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "run", str(scenario), "--coupling", "loose", "--duration", "20d", "-o", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    victim = None
+    try:
+        _wait_for_rows(out, 3, proc)
+        pids = {kind: int(line.split(":")[0]) for line in processes_mentioning(str(run_dir))
+                for kind in ("transmission", "feeders") if f"federates.{kind}" in line}
+        os.kill(pids["transmission"], STACK_SIGNAL)
+        seen = _wait_for_rows(out, rows_written(out) + 3, proc)  # it goes on
+        victim = pids["feeders"]
+        os.kill(victim, signal.SIGSTOP)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if victim is not None:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: federate 'feeders_0' (pid {victim}) is stopped (SIGSTOP?)"), message
+    log = (run_dir / "logs" / "transmission.log").read_text()
+    assert "most recent call first" in log and "federates/transmission.py" in log, log[-2000:]
+    assert not run_processes(run_dir), "processes left behind"
+    with RunFile(out) as run:
+        assert not run.complete and run.n_steps >= seen
+
+
 def test_sigterm_to_every_process_at_once_keeps_a_readable_file(tmp_path):
     """As Slurm's scancel or time limit does: the launcher and every federate get SIGTERM at
     once (and the launcher SIGINT from a sweep's case runner), and the recorder gets it again

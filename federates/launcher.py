@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from federates import interfaces as names
+from federates.activity import BUSY_WINDOW_SECONDS, BusyWatch, process_stopped
 from federates.base import ERROR_PREFIX, EXIT_FEDERATION_ERROR, EXIT_OWN_ERROR, STACK_SIGNAL, BrokerConfig, FederationConfig
 from federates.forked import ForkedProcess, die_with_parent, preload, python_module
 from federates.processes import BROKER, FEDERATE_MODULES, kind_of, listing, process_names  # noqa: F401 (FEDERATE_MODULES: for tandem.sweep_cases)
@@ -67,14 +68,6 @@ class Progress:
 def default_output(scenario: Scenario) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs/output") / f"{scenario.name}_{stamp}.h5"
-
-
-def process_stopped(pid: int) -> bool:
-    """Whether the process is stopped (state T: SIGSTOP, a debugger), read from /proc."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
-    except (OSError, IndexError):
-        return False
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -393,6 +386,7 @@ class Federation:
         watched = names.RECORDER in self.procs
         remote_broker = BROKER not in self.procs
         broker_seen = next_probe = time.monotonic()
+        busy = BusyWatch({p.pid for n, p in self.procs.items() if n != BROKER})
         while True:
             if on_progress:
                 on_progress(self.progress)
@@ -420,8 +414,10 @@ class Federation:
                 continue
             started = self.progress.steps_done > self.plan.config.first_step
             stalled = time.monotonic() - max(self.progress.updated_at, 0.0 if started else self._replay_activity())
+            busy.sample()
             # Before the first step, observers may still be joining: give them ten minutes more.
-            if stalled > limit + (0 if started or not self.plan.config.observers else 600):
+            # A federate that computes (a long first plan) is no stall, however long it takes.
+            if stalled > limit + (0 if started or not self.plan.config.observers else 600) and not busy.working():
                 where = self._after_steps() if started else "before the first step"
                 stopped = [n for n in self.procs if self.procs[n].poll() is None and process_stopped(self.procs[n].pid)]
                 if stopped:
@@ -432,8 +428,8 @@ class Federation:
                 self._dump_stacks()
                 elsewhere = f"; started elsewhere: {', '.join(self.plan.elsewhere)}" if self.plan.elsewhere else ""
                 raise RunFailed(
-                    f"no progress for {stalled:.0f} s {where}: the federation stalled "
-                    f"(timeout_s={timeout:g}{elsewhere}); logs, with the stack of every federate, in {self.plan.run_dir / 'logs'}"
+                    f"no progress for {stalled:.0f} s {where}, and no federate working for {BUSY_WINDOW_SECONDS:g} s: the federation "
+                    f"stalled (timeout_s={timeout:g}{elsewhere}); logs, with the stack of every federate, in {self.plan.run_dir / 'logs'}"
                 )
             time.sleep(0.05)
         if on_progress:

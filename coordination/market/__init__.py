@@ -1,0 +1,1 @@
+"""Flexibility markets between the TSO and DSOs (issue #16): bids, each SO's grid as a linear map around its baseline, the market models and their clearing, and the split of the common market's cost."""

@@ -282,3 +282,40 @@ def test_effects_balance_the_transmission_and_follow_the_ptdf(case):
     x[names.index("d1 dg up")] = 1.0
     imports = effects(case, x)["imports_mw"]["d1"]
     assert -1.0 < imports[0] < -0.98
+
+
+def test_a_market_from_a_study_has_its_ders_as_bids_and_a_balanced_baseline():
+    """runs/pv_centralized.yaml at noon, 4 hourly periods (real IEEE 30, IEEE 13 and IEEE 123
+    with PV and batteries): one bid per PV unit and direction of each battery, two per
+    generator; the energy market's baseline balances; the common market costs no more than
+    the SOs alone (cost and penalties: unfixable violations stay in both)."""
+    from benchmarks.coordinator_resolve import measured
+    from coordination.market.from_study import MarketSettings, market_case
+    from coordination.receding_horizon import RecedingHorizon
+    from scenario.schema import load_scenario
+    from tests.conftest import ROOT
+
+    class NoProblem:  # the market needs the coordinator's data, not its OPF
+        term_names: list = []
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+    scenario = load_scenario(ROOT / "runs" / "pv_centralized.yaml", {
+        "coordination.horizon": "4h", "coordination.interval": "1h", "time.start": "2024-07-01T11:00:00"})
+    rh = RecedingHorizon(scenario, NoProblem)
+    case = market_case(rh, 1, measured(rh), MarketSettings(pv_curtailment_price=20.0))
+    kinds = {}
+    for b in case.bids:
+        kinds[b.kind] = kinds.get(b.kind, 0) + 1
+    n_pv = sum(len(s.ders["pv"]) for s in rh.setups.values())
+    n_bat = sum(len(s.ders["batteries"]) for s in rh.setups.values())
+    assert kinds["pv"] == n_pv and kinds["battery"] == 2 * n_bat
+    assert kinds["generator"] <= 2 * len(rh.transmission.generators)
+    assert all(np.all(b.price == 20.0) for b in case.bids if b.kind == "pv")
+    # The baseline flows are those of a balanced injection (the dispatch met load + imports).
+    e = effects(case, np.zeros((len(case.bids), case.periods)))
+    np.testing.assert_allclose(e["imbalance_mw"], 0.0, atol=1e-6)
+    common, disjoint = mc.common(case), mc.disjoint(case)
+    assert common.optimal and disjoint.optimal
+    assert common.cost + common.penalty <= disjoint.cost + disjoint.penalty + 1e-6

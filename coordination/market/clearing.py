@@ -278,10 +278,12 @@ def residual_supply(case: MarketCase, d: str, state: np.ndarray, left: np.ndarra
     costs = np.full((2 * steps + 1, T), np.nan)
     ok = np.zeros((2 * steps + 1, T), bool)
     base_violation = _row_violations(case, d, state)
+    # One model; each step only moves its head rows' targets (a warm re-solve).
+    model = LayerModel(case, Layer(f"rsf {d}", d, _of(case, d), left, {d}), state)
+    rows = np.array([model.head_rows[d, t] for t in range(T)], dtype=np.int32)
     for j, s in enumerate(range(-steps, steps + 1)):
         target = np.full(T, s * step_mw)
-        layer = Layer(f"rsf {d} {s}", d, _of(case, d), left, {d}, target_mw={d: target})
-        model = LayerModel(case, layer, state)
+        model.highs.changeRowsBounds(T, rows, target, target)
         r = model.solve()
         if not r.optimal:
             continue

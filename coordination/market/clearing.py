@@ -122,9 +122,14 @@ class CommonGame:
         if unknown:
             raise ValueError(f"unknown system operator in a coalition: {', '.join(sorted(unknown))}")
         self.model.restrict(set(coalition))
-        self.model.highs.run()
+        highs = self.model.highs
+        highs.run()
         self.solves += 1
-        status = self.model.highs.modelStatusToString(self.model.highs.getModelStatus())
+        status = highs.modelStatusToString(highs.getModelStatus())
+        if status != "Optimal":  # a warm start HiGHS could not carry through: once more from scratch
+            highs.clearSolver()
+            highs.run()
+            status = highs.modelStatusToString(highs.getModelStatus())
         if status != "Optimal":
             raise RuntimeError(f"coalition {sorted(coalition)}: the market did not clear ({status})")
         return self.model.objective()

@@ -83,13 +83,18 @@ class _Rows:
     def __init__(self):
         self.lower: list[float] = []
         self.upper: list[float] = []
-        self.entries: list[tuple[int, int, float]] = []
+        self.r: list[int] = []  # the matrix's entries, as three lists (a list of tuples costs seconds to unzip)
+        self.c: list[int] = []
+        self.v: list[float] = []
 
     def add(self, terms: list[tuple[int, float]], lower: float, upper: float) -> int:
         r = len(self.lower)
         self.lower.append(lower)
         self.upper.append(upper)
-        self.entries += [(r, c, v) for c, v in terms if v != 0.0]
+        kept = [(c, v) for c, v in terms if v != 0.0]
+        self.r += [r] * len(kept)
+        self.c += [c for c, _ in kept]
+        self.v += [v for _, v in kept]
         return r
 
 
@@ -254,11 +259,7 @@ def _highs(cols: _Columns, rows: _Rows) -> highspy.Highs:
     lp.col_cost_ = np.array(cols.cost)
     lp.col_lower_, lp.col_upper_ = np.array(cols.lower), np.array(cols.upper)
     lp.row_lower_, lp.row_upper_ = np.array(rows.lower), np.array(rows.upper)
-    if rows.entries:
-        r, c, v = (np.array(a) for a in zip(*rows.entries))
-    else:
-        r = c = np.zeros(0, dtype=int)
-        v = np.zeros(0)
+    r, c, v = np.array(rows.r, dtype=np.int64), np.array(rows.c, dtype=np.int64), np.array(rows.v, dtype=float)
     a = sp.csc_matrix((v, (r, c)), shape=(lp.num_row_, lp.num_col_))
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = a.indptr, a.indices, a.data

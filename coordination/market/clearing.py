@@ -113,9 +113,13 @@ class CommonGame:
 
     def __init__(self, case: MarketCase):
         self.case = case
-        self.model = LayerModel(case, Layer("common", "common", np.ones(len(case.bids), bool), _all(case),
-                                            set(case.sos), set(case.dsos)))
+        self.model = self._build()
         self.solves = 0
+        self.rebuilds = 0  # coalitions HiGHS could not solve from the kept model, warm or cold
+
+    def _build(self) -> LayerModel:
+        return LayerModel(self.case, Layer("common", "common", np.ones(len(self.case.bids), bool), _all(self.case),
+                                           set(self.case.sos), set(self.case.dsos)))
 
     def __call__(self, coalition: frozenset[str]) -> float:
         unknown = set(coalition) - set(self.case.sos)
@@ -130,6 +134,13 @@ class CommonGame:
             highs.clearSolver()
             highs.run()
             status = highs.modelStatusToString(highs.getModelStatus())
+        if status != "Optimal":  # and, rarely, from a model built anew
+            self.model = self._build()
+            self.model.restrict(set(coalition))
+            highs = self.model.highs
+            highs.run()
+            status = highs.modelStatusToString(highs.getModelStatus())
+            self.rebuilds += 1
         if status != "Optimal":
             raise RuntimeError(f"coalition {sorted(coalition)}: the market did not clear ({status})")
         return self.model.objective()

@@ -41,6 +41,9 @@ class Layer:
     quantity_mw: np.ndarray  # [bid, period] offered now (what earlier layers left)
     grids: set[str]  # SOs whose limits hold
     free: set[str] = field(default_factory=set)  # DSOs whose import may change
+    # DSOs whose import is a free column here with no head row: another layer holds their bids
+    # (the TSO's side of a decomposed market, `coordination.market.admm`).
+    open: set[str] = field(default_factory=set)
     target_mw: Mapping[str, np.ndarray] = field(default_factory=dict)  # DSO -> import change its bids must make (not free)
     price: Mapping[str, np.ndarray] = field(default_factory=dict)  # DSO -> currency/MWh on its extra import
 
@@ -137,7 +140,7 @@ class LayerModel:
             rows.add([(c, 1.0) for c in members], -INF, 1.0)
         # Interfaces: the extra import of free DSOs, priced or not; the head rows.
         self.imp: dict[tuple[str, int], int] = {}
-        for d in layer.free:
+        for d in sorted(layer.free | layer.open):
             price = layer.price.get(d)
             for t in range(T):
                 self.imp[d, t] = cols.add(-INF, INF, 0.0 if price is None else float(price[t] * hours[t]))
@@ -164,7 +167,7 @@ class LayerModel:
                 by_bus: dict[int, list[tuple[int, float]]] = {}
                 for k in tso_bids:
                     by_bus.setdefault(case.bids[k].node, []).append((self.x[k, t], float(case.bids[k].direction)))
-                for d in layer.free:
+                for d in sorted(layer.free | layer.open):
                     by_bus.setdefault(tso.boundary[d], []).append((self.imp[d, t], -1.0))
                 self.balance_rows[t] = rows.add([term for terms in by_bus.values() for term in terms],
                                                 -float(now["imbalance_mw"][t]), -float(now["imbalance_mw"][t]))

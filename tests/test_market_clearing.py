@@ -323,7 +323,7 @@ def test_a_market_from_a_study_has_its_ders_as_bids_and_a_balanced_baseline():
 
 def test_admm_clears_the_common_market_without_a_central_model(case):
     """Each SO solves only its own grid; they agree on the interfaces. Within 0.1 % of the
-    central common market's cost, every limit and the balance kept. (Not the same imports:
+    central common market's cost at its interface prices, every limit and the balance kept. (Not the same imports:
     this case's optimum is not unique, d1 can take part of its export in period 0 or not at
     the same cost.)"""
     from coordination.market.admm import admm
@@ -333,5 +333,8 @@ def test_admm_clears_the_common_market_without_a_central_model(case):
     assert out.converged, (out.iterations, out.history[-5:])
     assert out.cost == pytest.approx(common.cost, rel=1e-3)
     assert all(v == 0.0 for v in out.violations.values()), out.violations  # imbalance_mwh among them
+    prices = mc.interface_prices(common, case)
+    for d in case.dsos:
+        np.testing.assert_allclose(out.prices[d], prices[d], rtol=1e-3)
     with pytest.raises(ValueError, match="divisible bids only"):
         admm(replace(case, bids=[replace(case.bids[0], format="indivisible"), *case.bids[1:]]))

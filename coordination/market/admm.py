@@ -10,8 +10,8 @@ limits, its import `q[d,t]` made by its bids. They agree on the interface by con
     u <- u + p - q
 
 What crosses the interface is the imports and the scaled prices `u`; no network model. At
-convergence `rho u[d,t] / hours_t` is the interface price per MWh (the common market's head-row
-dual). Every sub-problem is a QP (HiGHS), kept and re-solved with new linear terms: divisible
+convergence `-rho u[d,t] / hours_t` is the interface price per MWh a DSO pays for its extra
+import (the common market's head-row dual, `clearing.interface_prices`). Every sub-problem is a QP (HiGHS), kept and re-solved with new linear terms: divisible
 bids only (HiGHS has no mixed-integer QP).
 """
 
@@ -32,7 +32,7 @@ from coordination.market.layer import Layer, LayerModel
 class AdmmOutcome:
     cleared_mw: np.ndarray  # [bid, period]
     imports_mw: dict[str, np.ndarray]  # the DSOs' side (made by their bids)
-    prices: dict[str, np.ndarray]  # per MWh, rho u / hours
+    prices: dict[str, np.ndarray]  # per MWh a DSO pays for extra import, -rho u / hours
     cost: float  # procurement: the cleared bids at their prices
     iterations: int
     converged: bool
@@ -54,7 +54,8 @@ def _with_hessian(model: LayerModel, columns: list[int], rho: float) -> None:
 
 def admm(case: MarketCase, rho: float = 10.0, max_iterations: int = 500, tol_mw: float = 1e-5) -> AdmmOutcome:
     """Clear the common market by ADMM (module docstring); stops when every interface agrees
-    within `tol_mw` and the scaled prices settle (their change times rho below tol_mw * rho)."""
+    within `tol_mw` (primal residual) and the DSOs' side moved less than `tol_mw` in the last
+    iteration (dual residual, over rho)."""
     if any(b.integer for b in case.bids):
         raise ValueError("ADMM clears divisible bids only: block, partial and exclusive bids need the central common market")
     started = time.perf_counter()
@@ -78,6 +79,7 @@ def admm(case: MarketCase, rho: float = 10.0, max_iterations: int = 500, tol_mw:
             tso.highs.changeColsCost(T, tso_cols[d], rho * (u[d] - q[d]))
         results[TSO] = tso.solve()
         p = {d: results[TSO].imports_mw[d] for d in dsos}
+        q_before = {d: q[d].copy() for d in dsos}
         for d in dsos:
             parts[d].highs.changeColsCost(T, dso_cols[d], -rho * (p[d] + u[d]))
             results[d] = parts[d].solve()
@@ -86,9 +88,9 @@ def admm(case: MarketCase, rho: float = 10.0, max_iterations: int = 500, tol_mw:
             failed = [so for so, r in results.items() if not r.optimal]
             raise RuntimeError(f"ADMM iteration {iteration}: {', '.join(failed)} did not solve ({results[failed[0]].status})")
         moved = max(float(np.abs(p[d] - q[d]).max(initial=0.0)) for d in dsos) if dsos else 0.0
-        u_new = {d: u[d] + p[d] - q[d] for d in dsos}
-        settled = max(float(np.abs(u_new[d] - u[d]).max(initial=0.0)) for d in dsos) if dsos else 0.0
-        u = u_new
+        # The dual residual: how far the DSOs' side moved (what changes the TSO's next prices).
+        settled = max(float(np.abs(q[d] - q_before[d]).max(initial=0.0)) for d in dsos) if dsos else 0.0
+        u = {d: u[d] + p[d] - q[d] for d in dsos}
         history.append(moved)
         if moved <= tol_mw and settled <= tol_mw:
             converged = True
@@ -96,6 +98,7 @@ def admm(case: MarketCase, rho: float = 10.0, max_iterations: int = 500, tol_mw:
     cleared = sum(r.cleared_mw for r in results.values())
     mult = {TSO: 1.0, **{d: g.multiplier for d, g in case.dsos.items()}}
     cost = float(sum(b.price @ (cleared[k] * case.hours) * mult[b.so] for k, b in enumerate(case.bids)))
-    return AdmmOutcome(cleared, effects(case, cleared)["imports_mw"], {d: rho * u[d] / case.hours for d in dsos}, cost,
+    # The DSO is paid rho u per MW it imports (its linear term): the price it pays is -rho u.
+    return AdmmOutcome(cleared, effects(case, cleared)["imports_mw"], {d: -rho * u[d] / case.hours for d in dsos}, cost,
                        iteration, converged, history[-1] if history else 0.0, violations(case, cleared),
                        time.perf_counter() - started, history)

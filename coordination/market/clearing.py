@@ -35,7 +35,7 @@ import numpy as np
 
 from coordination.market.bids import DOWN, UP, Bid
 from coordination.market.case import TSO, MarketCase, effects, violations
-from coordination.market.layer import Layer, LayerModel, LayerResult
+from coordination.market.layer import Layer, LayerModel, LayerResult, run
 
 MODELS = ("common", "disjoint", "fragmented", "multilevel")
 SAFETY = ("none", "corrective", "prequalification", "rsf")
@@ -126,20 +126,12 @@ class CommonGame:
         if unknown:
             raise ValueError(f"unknown system operator in a coalition: {', '.join(sorted(unknown))}")
         self.model.restrict(set(coalition))
-        highs = self.model.highs
-        highs.run()
+        status = run(self.model.highs)
         self.solves += 1
-        status = highs.modelStatusToString(highs.getModelStatus())
-        if status != "Optimal":  # a warm start HiGHS could not carry through: once more from scratch
-            highs.clearSolver()
-            highs.run()
-            status = highs.modelStatusToString(highs.getModelStatus())
-        if status != "Optimal":  # and, rarely, from a model built anew
+        if status != "Optimal":  # rarely, from a model built anew
             self.model = self._build()
             self.model.restrict(set(coalition))
-            highs = self.model.highs
-            highs.run()
-            status = highs.modelStatusToString(highs.getModelStatus())
+            status = run(self.model.highs)
             self.rebuilds += 1
         if status != "Optimal":
             raise RuntimeError(f"coalition {sorted(coalition)}: the market did not clear ({status})")

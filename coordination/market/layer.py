@@ -223,8 +223,7 @@ class LayerModel:
         case, layer = self.case, self.layer
         T = case.periods
         start = time.perf_counter()
-        self.highs.run()
-        status = self.highs.modelStatusToString(self.highs.getModelStatus())
+        status = run(self.highs)
         cleared = np.zeros((len(case.bids), T))
         imports = {d: np.zeros(T) for d in case.dsos}
         duals: dict[str, np.ndarray] = {}
@@ -254,6 +253,26 @@ class LayerModel:
                     balance = np.array([y[self.balance_rows[t]] for t in range(T)])
         return LayerResult(layer.name, layer.procurer, status, cleared, imports, procurement, payment, penalty,
                            duals, balance, time.perf_counter() - start)
+
+
+def run(highs: highspy.Highs) -> str:
+    """Solve; where HiGHS gives up (its dual simplex stops on "excessive dual values" when
+    soft-limit penalties of 1e6 meet bid prices of 5, or a warm start it cannot carry), once
+    more from scratch, then with the objective scaled down, then by interior point. The
+    model status's name."""
+    highs.run()
+    status = highs.modelStatusToString(highs.getModelStatus())
+    for option, value in ((None, None), ("user_objective_scale", -4), ("solver", "ipm")):
+        if status == "Optimal":
+            break
+        highs.clearSolver()
+        if option is not None:
+            highs.setOptionValue(option, value)
+        highs.run()
+        status = highs.modelStatusToString(highs.getModelStatus())
+    highs.setOptionValue("user_objective_scale", 0)
+    highs.setOptionValue("solver", "choose")
+    return status
 
 
 def _highs(cols: _Columns, rows: _Rows) -> highspy.Highs:

@@ -50,13 +50,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-class _NoProblem:  # the market needs the coordinator's data, not its OPF
-    term_names: list = []
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-
 def build(feeders: int, periods: int):
     from benchmarks.coordinator_resolve import measured, scenario
     from coordination.market.from_study import market_case
@@ -68,7 +61,7 @@ def build(feeders: int, periods: int):
     data["time"].update(start="2024-07-01T12:00:00", step="1h")
     data["coordination"].update(interval="1h", horizon=f"{periods}h")
     sc = Scenario.model_validate(data)
-    rh = RecedingHorizon(sc, _NoProblem)
+    rh = RecedingHorizon(sc, build_problem=False)
     return market_case(rh, 1, measured(rh))
 
 

@@ -63,7 +63,9 @@ class Plan:
 class RecedingHorizon:
     """The coordinator's model of the study and its plan-by-plan use."""
 
-    def __init__(self, scenario, problem_class: type | None = None):
+    def __init__(self, scenario, problem_class: type | None = None, build_problem: bool = True):
+        """`build_problem` False: only the study's data (networks, fleets, forecasts), for users
+        of the coordinator's view without its OPF (`coordination.market.from_study`)."""
         from grid.feeder import build_feeder
         from grid.networks import load_network
         from grid.ratings import apply_ratings
@@ -120,8 +122,8 @@ class RecedingHorizon:
             from coordination.schemes import SchemeOptions
 
             options = SchemeOptions(**vars(options), dso_processes=spec.dso_processes)
-        self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options)
-        self.term_names = list(self.problem.term_names)
+        self.problem = (problem_class or scheme_class(spec.scheme))(self.transmission, setups, options) if build_problem else None
+        self.term_names = list(self.problem.term_names) if build_problem else []
         self.held = {name: {(br.to_bus, p) for br in self.data[name].branches if br.kind == "regulator" for p in br.phases}
                      if spec.regulators == "hold" else set() for name in self.labels}
         self._taps = {name: None for name in self.labels}
@@ -236,6 +238,21 @@ class RecedingHorizon:
             self.last_plan = plan
             self._planned(plan, measured)
         return plan
+
+    def initial_measurements(self) -> Measurements:
+        """The state as the scenario starts it, for a plan made without a co-simulation: the
+        batteries at their initial SOC, head voltages 1 pu, node voltages of the models' own
+        snapshot (which hold regulators where `regulators: hold` needs them)."""
+        return Measurements(
+            battery_soc={n: np.array([u.soc for u in m.fleet.batteries]) for n, m in self.models.items()},
+            head_voltage_pu={n: 1.0 for n in self.labels},
+            node_vm={n: m.node_voltages() for n, m in self.models.items()},
+        )
+
+    def inputs(self, step: int, measured: Measurements) -> dict:
+        """What a plan at `step` is made from (the keywords of `coordination.update.Update`):
+        the forecasts over the look-ahead and the measured state."""
+        return self._update_data(step, measured)
 
     def _update_data(self, step: int, measured: Measurements) -> dict:
         level = self.forecast(self.system_level, step, series=0)

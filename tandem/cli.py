@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     from tandem.flex import add_parser as add_flex_parser
 
     add_flex_parser(commands)
+    from tandem.market import add_parser as add_market_parser
+
+    add_market_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -334,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             from tandem.flex import main_flex
 
             return main_flex(args)
+        if args.command == "market":
+            from tandem.market import main_market
+
+            return main_market(args)
     except ScenarioError as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

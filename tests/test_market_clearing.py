@@ -295,15 +295,9 @@ def test_a_market_from_a_study_has_its_ders_as_bids_and_a_balanced_baseline():
     from scenario.schema import load_scenario
     from tests.conftest import ROOT
 
-    class NoProblem:  # the market needs the coordinator's data, not its OPF
-        term_names: list = []
-
-        def __init__(self, *args, **kwargs):
-            pass
-
     scenario = load_scenario(ROOT / "runs" / "pv_centralized.yaml", {
         "coordination.horizon": "4h", "coordination.interval": "1h", "time.start": "2024-07-01T11:00:00"})
-    rh = RecedingHorizon(scenario, NoProblem)
+    rh = RecedingHorizon(scenario, build_problem=False)  # the market needs its data, not its OPF
     case = market_case(rh, 1, measured(rh), MarketSettings(pv_curtailment_price=20.0))
     kinds = {}
     for b in case.bids:
@@ -338,3 +332,33 @@ def test_admm_clears_the_common_market_without_a_central_model(case):
         np.testing.assert_allclose(out.prices[d], prices[d], rtol=1e-3)
     with pytest.raises(ValueError, match="divisible bids only"):
         admm(replace(case, bids=[replace(case.bids[0], format="indivisible"), *case.bids[1:]]))
+
+
+def test_tandem_market_clears_a_scenarios_gate_and_refuses_bad_input(tmp_path):
+    """The command end to end on runs/pv_centralized.yaml at noon: a row per model asked for,
+    the CSV, the allocation's rows; a one-line error and exit 2 for an unknown model, and for a
+    scenario without a coordinator (no look-ahead to clear over)."""
+    import csv
+
+    import yaml
+
+    from tests.conftest import ROOT, tandem
+
+    scenario = ROOT / "runs" / "pv_centralized.yaml"
+    out = tmp_path / "market.csv"
+    done = tandem("market", str(scenario), "--time", "4h", "--models", "common,disjoint,fragmented",
+                  "--pricing", "optimal", "--allocate", "-o", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["market"] for r in rows] == ["common", "disjoint", "fragmented optimal"]
+    costs = {r["market"]: float(r["cost"]) for r in rows}
+    assert costs["fragmented optimal"] == pytest.approx(costs["common"], rel=1e-6)
+    assert "shapley" in done.stdout and "in the Core" in done.stdout
+    bad = tandem("market", str(scenario), "--time", "4h", "--models", "bilateral")
+    assert bad.returncode == 2 and "unknown market model 'bilateral'" in bad.stdout + bad.stderr
+    none = tmp_path / "none.yaml"
+    data = yaml.safe_load(scenario.read_text())
+    data["coordination"] = {"scheme": "none"}
+    none.write_text(yaml.safe_dump(data))
+    refused = tandem("market", str(none), "--time", "4h")
+    assert refused.returncode == 2 and "coordination.scheme" in refused.stdout + refused.stderr

@@ -139,8 +139,9 @@ class CommonGame:
 
 
 def lagrangian_inputs(outcome: Outcome, case: MarketCase) -> tuple[dict[str, float], dict[str, float]]:
-    """From a common market: what each SO's own bids cost, and what each pays for its extra
-    import at the interface prices (a DSO pays, the TSO is paid: they sum to zero)."""
+    """From a common market: what each SO's own bids cost (and the penalties of the limits of
+    its grid the market left broken), and what each pays for its extra import at the interface
+    prices (a DSO pays, the TSO is paid: they sum to zero)."""
     if outcome.model != "common":
         raise ValueError(f"the Lagrangian allocation needs the common market, not {outcome.model!r}")
     result = outcome.layers[0]
@@ -148,6 +149,8 @@ def lagrangian_inputs(outcome: Outcome, case: MarketCase) -> tuple[dict[str, flo
     mult = {TSO: 1.0, **{d: g.multiplier for d, g in case.dsos.items()}}
     for k, b in enumerate(case.bids):
         own[b.so] += float(b.price @ (result.cleared_mw[k] * case.hours)) * mult[b.so]
+    for so, penalty in result.penalty_by_so.items():  # a need left unmet costs its own grid's SO
+        own[so] += penalty
     payment = {d: float(result.head_duals[d] @ outcome.imports_mw[d]) for d in case.dsos}
     payment[TSO] = -sum(payment.values())
     return own, payment

@@ -1,6 +1,7 @@
 """A flexibility market for one gate of a study: the grids, their baseline and the bids, from
-what the coordinator already knows of it (`coordination.receding_horizon.RecedingHorizon`:
-the networks, the forecasts from the gate on, the DER fleets and the measured state).
+what the coordinator already knows of it (`coordination.receding_horizon.RecedingHorizon`,
+built with `build_problem=False`: the networks, the forecasts from the gate on, the DER fleets
+and the measured state).
 
 Baseline (no flexibility), per period of the look-ahead:
 - distribution: loads at their forecast, PV at its forecast available power, batteries
@@ -59,7 +60,7 @@ def merit_order(costs: np.ndarray, p_min: np.ndarray, p_max: np.ndarray, demand:
 def market_case(rh, step: int, measured, settings: MarketSettings | None = None) -> MarketCase:
     """The market of the gate before `step` over the coordinator's look-ahead (module docstring)."""
     settings = settings or MarketSettings()
-    data = rh._update_data(step, measured)
+    data = rh.inputs(step, measured)
     H = rh.H
     hours = np.array(rh.period_steps, dtype=float) * rh.step_hours
     tn = rh.transmission

@@ -58,6 +58,7 @@ class LayerResult:
     procurement: float  # currency: cleared quantity x price
     interface_payment: float  # currency: priced extra imports
     penalty: float  # currency: soft limits used
+    penalty_by_so: dict[str, float]  # of which in each SO's grid
     head_duals: dict[str, np.ndarray]  # DSO -> dual of its head row per period (currency per MW in the period)
     balance_duals: np.ndarray | None  # [period]
     solve_s: float
@@ -112,6 +113,7 @@ class LayerModel:
         now = effects(case, state)
         cols, rows = _Columns(), _Rows()
         self.rows_of: dict[str, list[int]] = {so: [] for so in case.sos}  # each grid's limit rows (coalitions relax them)
+        self.slacks_of: dict[str, list[int]] = {so: [] for so in case.sos}  # and their slack columns
         hours = case.hours
         mult = {TSO: 1.0, **{d: g.multiplier for d, g in case.dsos.items()}}
         # Bids: x[k, t] and, for block / partial / exclusive bids, z[k].
@@ -174,6 +176,7 @@ class LayerModel:
                 buses = list(by_bus)
                 for line in rated:
                     over, under = cols.add(0.0, INF, case.overload_price * hours[t]), cols.add(0.0, INF, case.overload_price * hours[t])
+                    self.slacks_of[TSO] += [over, under]
                     terms = [(c, tso.ptdf[line, bus] * v) for bus in buses for c, v in by_bus[bus]]
                     f, limit = float(now["flows_mw"][line, t]), float(tso.rating_mw[line])
                     self.rows_of[TSO].append(rows.add([*terms, (over, -1.0), (under, 1.0)], -limit - f, limit - f))
@@ -183,13 +186,21 @@ class LayerModel:
                 continue
             members = [k for k in range(len(case.bids)) if layer.allowed[k] and case.bids[k].so == d]
             w_now = now["w"][d]
+            # Rows no bid of the market moves (a regulator's output node) are the same whatever it
+            # clears: left out, so a violation there costs no constant penalty in every layer and
+            # coalition (`case.violations` still counts it).
+            points = sorted({case.bids[k].node for k in range(len(case.bids)) if case.bids[k].so == d})
+            movable = np.abs(g.w_sens[:, points]).max(axis=1, initial=0.0) > 0.0
             for i in range(len(g.rows)):
+                if not movable[i]:
+                    continue
                 for t in range(T):
                     terms = [(self.x[k, t], g.w_sens[i, case.bids[k].node] * case.bids[k].direction) for k in members]
                     if not terms and g.v_min ** 2 <= w_now[i, t] <= g.v_max ** 2:
                         continue  # nothing this layer does moves it, and it holds
                     price = case.voltage_price * hours[t] * g.multiplier
                     over, under = cols.add(0.0, INF, price), cols.add(0.0, INF, price)
+                    self.slacks_of[d] += [over, under]
                     self.rows_of[d].append(rows.add([*terms, (over, -1.0), (under, 1.0)],
                                                     g.v_min ** 2 - w_now[i, t], g.v_max ** 2 - w_now[i, t]))
         self.n_cols, self.n_rows = len(cols.cost), len(rows.lower)
@@ -229,6 +240,7 @@ class LayerModel:
         duals: dict[str, np.ndarray] = {}
         balance = None
         procurement = payment = penalty = 0.0
+        penalty_by_so = dict.fromkeys(case.sos, 0.0)
         if status == "Optimal":
             sol = self.highs.getSolution()
             x = np.asarray(sol.col_value)
@@ -245,6 +257,8 @@ class LayerModel:
             procurement = float(self._cost[bid_cols] @ x[bid_cols]) if bid_cols.size else 0.0
             payment = float(self._cost[imp_cols] @ x[imp_cols]) if imp_cols.size else 0.0
             penalty = float(self._cost @ x) - procurement - payment
+            for so, slack in self.slacks_of.items():
+                penalty_by_so[so] = float(self._cost[slack] @ x[slack]) if slack else 0.0
             if not self.is_mip:
                 y = np.asarray(sol.row_dual)
                 for (d, t), r in self.head_rows.items():
@@ -252,7 +266,7 @@ class LayerModel:
                 if self.balance_rows:
                     balance = np.array([y[self.balance_rows[t]] for t in range(T)])
         return LayerResult(layer.name, layer.procurer, status, cleared, imports, procurement, payment, penalty,
-                           duals, balance, time.perf_counter() - start)
+                           penalty_by_so, duals, balance, time.perf_counter() - start)
 
 
 def run(highs: highspy.Highs) -> str:

@@ -298,7 +298,7 @@ def test_a_market_from_a_study_has_its_ders_as_bids_and_a_balanced_baseline():
     scenario = load_scenario(ROOT / "runs" / "pv_centralized.yaml", {
         "coordination.horizon": "4h", "coordination.interval": "1h", "time.start": "2024-07-01T11:00:00"})
     rh = RecedingHorizon(scenario, build_problem=False)  # the market needs its data, not its OPF
-    case = market_case(rh, 1, measured(rh), MarketSettings(pv_curtailment_price=20.0))
+    case = market_case(rh, 1, measured(rh), MarketSettings(der_prices={"pv": 20.0, "battery": 10.0}))
     kinds = {}
     for b in case.bids:
         kinds[b.kind] = kinds.get(b.kind, 0) + 1

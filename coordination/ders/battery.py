@@ -20,6 +20,7 @@ from coordination.ders.kind import (
     CostTerm,
     DerKind,
     Input,
+    Offer,
     constraint_inverter_polygon,
     input_number,
     measure_reactive_use,
@@ -159,6 +160,12 @@ class Battery(DerKind):
 
     def from_fleet(self, fleet, spec):
         return [battery_from_fleet(u) for u in fleet.units(self.fleet_key)]
+
+    def offers(self, unit, inputs, periods, prices):
+        """Discharge (up) and charge (down) at the power rating, each at the market's battery
+        price. Per period: what the stored energy allows over several periods is not checked."""
+        kw, price = np.full(periods, unit.kw_rated), np.full(periods, prices["battery"])
+        return [Offer(1, kw, price), Offer(-1, kw.copy(), price.copy())]
 
     def plan_inputs(self, view):
         """The measured SOC of each battery, where the feeder's were measured."""

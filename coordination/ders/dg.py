@@ -24,6 +24,7 @@ from coordination.ders.kind import (
     CostTerm,
     DerKind,
     Input,
+    Offer,
     constraint_inverter_polygon,
     input_number,
     measure_reactive_use,
@@ -233,6 +234,10 @@ class DG(DerKind):
         if spec is None or getattr(spec, self.fleet_key).penetration <= 0:
             return []
         return [dg_from_fleet(u, getattr(spec, self.fleet_key)) for u in fleet.units(self.fleet_key)]
+
+    def offers(self, unit, inputs, periods, prices):
+        """Its whole rating (up, from off), at the mean of its segment costs."""
+        return [Offer(1, np.full(periods, unit.kw_rated), np.full(periods, float(np.mean(unit.cost_per_mwh))))]
 
     def plan_inputs(self, view):
         """Each genset's output and (on, hours in that state) as the plans so far left it: the

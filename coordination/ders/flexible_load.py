@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyomo.environ as pyo
 
-from coordination.ders.kind import CostTerm, DerKind, Input, input_series, series, variable_periods
+from coordination.ders.kind import CostTerm, DerKind, Input, Offer, input_series, series, variable_periods
+from coordination.objective import Prices
 from coordination.options import Options
 
 
@@ -105,6 +106,17 @@ class FlexibleLoad(DerKind):
         units = view.fleet_units
         baseline = view.forecast(np.array([u.baseline_kw for u in units]), 2)
         return {"flexible_baseline_kw": {u.name: row for u, row in zip(units, baseline)}}
+
+    def baseline_kw(self, unit, inputs, periods):
+        """Its baseline consumption (injected: minus)."""
+        return -np.broadcast_to(np.asarray(inputs.get("flexible_baseline_kw", unit.baseline_kw), dtype=float), (periods,))
+
+    def offers(self, unit, inputs, periods, prices):
+        """Drawing less (up, as far as `down_kw` and its baseline allow) and more (down, `up_kw`),
+        at its own shift price, else the market's price for the kind, else `Prices.load_shift`."""
+        base = -self.baseline_kw(unit, inputs, periods)
+        price = np.full(periods, unit.shift_price if unit.shift_price is not None else prices.get(self.name, Prices().load_shift))
+        return [Offer(1, np.minimum(unit.down_kw, np.maximum(base, 0.0)), price), Offer(-1, np.full(periods, unit.up_kw), price.copy())]
 
     def technical_range(self, d, unit, q, sides):
         base, up, down = series(d.baseline), series(d.up_max), series(d.down_max)

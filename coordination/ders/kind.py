@@ -11,7 +11,7 @@ functions on the unit's own pyomo Block; whatever it creates, the problems find 
 
 Everything a problem does per kind goes through this class: building, cost terms, new data,
 reading the solution (`columns`, `setpoints`), and what a DSO offers the TSO (`state`,
-`technical_range`, `band`, `intertemporal`); and everything the receding horizon does per
+`technical_range`, `band`, `intertemporal`) or a flexibility market (`baseline_kw`, `offers`); and everything the receding horizon does per
 kind: the units of the simulated feeder as data (`from_fleet`), their forecasts and state
 before each plan (`plan_inputs`) and what a plan leaves them (`planned`). A new kind is a
 new module and one line in `coordination.ders.registry`.
@@ -54,6 +54,17 @@ class Input:
 
     keyword: str
     apply: Callable[[pyo.Block, object, object, int], None]
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a unit offers a flexibility market (`coordination.market`): a change of its
+    injection in one direction (+1 up: more into the grid; -1 down), up to `kw` per period, at
+    `price` per MWh per period."""
+
+    direction: int
+    kw: np.ndarray
+    price: np.ndarray
 
 
 @dataclass
@@ -160,6 +171,18 @@ class DerKind:
     def planned(self, view: PlanView, values: dict[str, dict[str, np.ndarray]], part: dict) -> None:
         """A plan was made: each unit's solution values (`setpoints`) and the kind's part of
         the first period's set-point message; what it leaves is kept in `view.state`."""
+
+    # -- a flexibility market ---------------------------------------------------------------
+    def baseline_kw(self, unit, inputs: dict[str, object], periods: int) -> np.ndarray:
+        """The unit's injection per period (kW) without flexibility, from its `inputs` values
+        (this kind's keywords, the unit's value each): a market's baseline. None by default."""
+        return np.zeros(periods)
+
+    def offers(self, unit, inputs: dict[str, object], periods: int, prices: dict[str, float]) -> list[Offer]:
+        """What the unit offers a flexibility market around its baseline; `prices`: the market's
+        chosen price per MWh by kind name (a kind with cost data of its own uses those). None
+        by default."""
+        return []
 
     # -- what a DSO offers ------------------------------------------------------------------
     def technical_range(self, d: pyo.Block, unit, q: np.ndarray | None, sides: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from coordination.ders.kind import (
     CostTerm,
     DerKind,
     Input,
+    Offer,
     constraint_inverter_polygon,
     input_series,
     measure_reactive_use,
@@ -104,6 +105,14 @@ class PV(DerKind):
 
     def from_fleet(self, fleet, spec):
         return [pv_from_fleet(u) for u in fleet.units(self.fleet_key)]
+
+    def baseline_kw(self, unit, inputs, periods):
+        """The available power: no curtailment."""
+        return np.broadcast_to(np.asarray(inputs.get("pv_available_kw", 0.0), dtype=float), (periods,)).copy()
+
+    def offers(self, unit, inputs, periods, prices):
+        """Curtailment (down) of all of the available power, at the market's PV price."""
+        return [Offer(-1, self.baseline_kw(unit, inputs, periods), np.full(periods, prices["pv"]))]
 
     def plan_inputs(self, view):
         """Available power: each unit's Pmpp x the forecast irradiance (kW/m², stream 1)."""

@@ -4,20 +4,19 @@ built with `build_problem=False`: the networks, the forecasts from the gate on, 
 and the measured state).
 
 Baseline (no flexibility), per period of the look-ahead:
-- distribution: loads at their forecast, PV at its forecast available power, batteries
-  idle, gensets off; the feeder's import from its LinDist3Flow map, times its copies;
+- distribution: loads at their forecast, each DER at its kind's baseline (`DerKind.baseline_kw`:
+  PV at its forecast available power, flexible loads at their baseline, batteries idle, gensets
+  off); the feeder's import from its LinDist3Flow map, times its copies;
 - transmission: the loads at their forecast plus the feeders' imports, generators at the
   energy market's dispatch: merit order by linear cost within their limits, no network
   (the copper-plate outcome whose congestion the TSO must relieve).
-Bids (one per unit, direction and look-ahead; prices per MWh):
-- transmission generators: up to p_max at cost + markup, down to p_min at the down price;
-- PV: down (curtailment) up to the available power at the curtailment price;
-- batteries: up (discharge) and down (charge) at their power rating, at the degradation
-  price; what the stored energy allows is not checked period by period (bids are per
-  period; say so in a study);
-- gensets: up to their rating at their mean segment cost;
-- flexible loads: up (draw less) and down (draw more) within their range at their shift price.
-Every price and share is a field of `MarketSettings`.
+Bids (one per unit, direction and look-ahead; prices per MWh): transmission generators up to
+p_max at cost + markup and down to p_min at the down price; each DER what its kind offers
+(`DerKind.offers`: PV curtailment, battery discharge and charge at their rating, gensets up to
+their rating at their own cost, flexible loads both ways at their shift price; what a battery's
+stored energy allows over several periods is not checked, bids being per period), at the
+kind's price in `MarketSettings.der_prices` where it has no cost of its own. Every price and
+share is a field of `MarketSettings`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from scipy.optimize import linprog
 
 from coordination.ders import parse_connection
 from coordination.feeder_response import feeder_response
-from coordination.market.bids import DOWN, UP, Bid, bid, with_markups
+from coordination.market.bids import DOWN, UP, bid, with_markups
 from coordination.market.case import TSO, MarketCase, distribution_grid, transmission_grid
 
 
@@ -39,9 +38,9 @@ class MarketSettings:
 
     generator_markup: float = 0.1  # share of the generator's linear cost added to its up bids
     generator_down_price: float = 5.0  # per MWh a generator asks to lower its output (lost margin)
-    pv_curtailment_price: float = 20.0  # per MWh curtailed (the PV's lost feed-in revenue)
-    battery_price: float = 10.0  # per MWh moved either way (wear and lost arbitrage)
-    flexible_load_price: float | None = None  # None: each unit's shift_price (else this)
+    # Per MWh, by DER kind, for kinds without cost data of their own (`DerKind.offers`): PV's lost
+    # feed-in revenue per MWh curtailed, a battery's wear and lost arbitrage per MWh either way.
+    der_prices: dict[str, float] = field(default_factory=lambda: {"pv": 20.0, "battery": 10.0})
     markup_by_kind: dict[str, float] = field(default_factory=dict)  # strategic bidding: share added per class
     min_bid_mw: float = 0.0  # the entry barrier (after nothing is aggregated)
     v_min: float | None = None  # None: the coordinator's limits
@@ -80,11 +79,14 @@ def market_case(rh, step: int, measured, settings: MarketSettings | None = None)
             p_net[index[n]] -= p_per_load[i] @ levels
             q_net[index[n]] -= q_per_load[i] @ levels
         units = setup.ders
-        available = data.get("pv_available_kw", {}).get(name, {})
-        for u in units["pv"]:
-            bus, phases = parse_connection(u.at, fd)
+        inputs = {unit.name: {i.keyword: data[i.keyword][name][unit.name] for i in kind.inputs
+                              if unit.name in data.get(i.keyword, {}).get(name, {})}
+                  for kind, unit in units.units()}
+        for kind, unit in units.units():
+            bus, phases = parse_connection(unit.at, fd)
+            base = kind.baseline_kw(unit, inputs[unit.name], H)
             for ph in phases:
-                p_net[index[(bus, ph)]] += np.asarray(available.get(u.name, np.zeros(H))) / len(phases)
+                p_net[index[(bus, ph)]] += base / len(phases)
         points = sorted({u.at for _, u in units.units()})
         at = {p: i for i, p in enumerate(points)}
         w_head = np.full(H, float(data["head_voltage"].get(name, setup.v_source)) ** 2)
@@ -95,7 +97,11 @@ def market_case(rh, step: int, measured, settings: MarketSettings | None = None)
         head = (r.const["p_head"].sum() + r.per_head["p_head"].sum(axis=0) * w_head
                 + r.per_p["p_head"].sum(axis=0) @ p_net + r.per_q["p_head"].sum(axis=0) @ q_net) / 1000.0
         load[pos[setup.bus]] += setup.multiplier * head
-        bids += _der_bids(name, units, at, available, settings, H, rh)
+        for kind, unit in units.units():
+            for offer in kind.offers(unit, inputs[unit.name], H, settings.der_prices):
+                way = "up" if offer.direction == UP else "down"
+                bids.append(bid(f"{name}/{unit.name} {way}", name, at[unit.at], offer.direction, offer.kw / 1000.0,
+                                offer.price, H, fsp=unit.name, kind=kind.name))
     # The energy market's dispatch meets the total (losses left out, as the DC model does).
     gens = tn.generators
     costs = np.array([g.c1 for g in gens])
@@ -116,25 +122,3 @@ def market_case(rh, step: int, measured, settings: MarketSettings | None = None)
     if settings.markup_by_kind:
         bids = with_markups(bids, by_kind=settings.markup_by_kind)
     return MarketCase(transmission_grid(tn, injection, {n: s.bus for n, s in rh.setups.items()}), dsos, bids, hours)
-
-
-def _der_bids(name: str, units, at: dict[str, int], available: dict, settings: MarketSettings, H: int, rh) -> list[Bid]:
-    out: list[Bid] = []
-    prices = rh.scenario.coordination
-    for u in units["pv"]:
-        q = np.asarray(available.get(u.name, np.zeros(H))) / 1000.0
-        out.append(bid(f"{name}/{u.name} down", name, at[u.at], DOWN, q, settings.pv_curtailment_price, H, fsp=u.name, kind="pv"))
-    for u in units["batteries"]:
-        q = u.kw_rated / 1000.0
-        price = settings.battery_price if settings.battery_price is not None else prices.battery_degradation_price
-        out.append(bid(f"{name}/{u.name} up", name, at[u.at], UP, q, price, H, fsp=u.name, kind="battery"))
-        out.append(bid(f"{name}/{u.name} down", name, at[u.at], DOWN, q, price, H, fsp=u.name, kind="battery"))
-    for u in units["dg"]:
-        out.append(bid(f"{name}/{u.name} up", name, at[u.at], UP, u.kw_rated / 1000.0, float(np.mean(u.cost_per_mwh)), H,
-                       fsp=u.name, kind="dg"))
-    for u in units["flexible"]:
-        price = settings.flexible_load_price if settings.flexible_load_price is not None else (u.shift_price or 0.0)
-        out.append(bid(f"{name}/{u.name} up", name, at[u.at], UP, u.down_kw / 1000.0, price, H, fsp=u.name, kind="flexible_load"))
-        out.append(bid(f"{name}/{u.name} down", name, at[u.at], DOWN, u.up_kw / 1000.0, price, H, fsp=u.name,
-                       kind="flexible_load"))
-    return out

@@ -14,7 +14,19 @@ solves, and whether the coordinated week met the 6-hour target.
     python benchmarks/week_coordinated.py [--days 7] [--feeders 10] [--periods 96]
         [--feeder-model reduced] [--keep DIR]
 
-Measured on this 2-core machine: see the table below (filled in from the run named there).
+Measured on this 2-core machine (2026-12-07, code of commit f95765d; the machine was shared
+with other benchmarks and test runs for most of it, load average 4-5):
+
+| run | wall time | plans | failed | solve total (HiGHS) | per plan |
+|---|---|---|---|---|---|
+| uncoordinated week (`scheme: none`) | 28.3 s | - | - | - | - |
+| coordinated week, reduced feeders, 10 x 96 | 6139 s = **1.71 h** | 671 | 0 | 2963 s (2449 s) | 4.42 s |
+
+The 6-hour target is met with room under load. The wall time is about twice the solve total:
+the first build and solve (minutes, before the first step), and while the coordinator solves,
+the transmission and feeder federates wait on it and on each other, which costs HELICS timing
+messages (20-25 % of a core each plus the broker's: see `federates/activity.py`) on the same two
+cores. The full formulation would need ~358 s per plan (the issue's figure): ~67 h.
 """
 
 from __future__ import annotations

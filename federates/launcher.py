@@ -518,6 +518,14 @@ class Federation:
         hung = self._hung_broker(failed)
         if hung:
             return hung
+        # A stopped federate (SIGSTOP, a debugger) stops answering its core's pings: the others
+        # fail with HELICS's "lost comms". The stopped one is the cause.
+        stopped = [n for n in federates if self.procs[n].poll() is None and process_stopped(self.procs[n].pid)]
+        if stopped and failed:
+            name = stopped[0]
+            return (f"federate '{name}' (pid {self.procs[name].pid}) is stopped (SIGSTOP?) and stopped answering "
+                    f"{self._after_steps()}: federate '{failed[0]}' reports: "
+                    f"{self.log_tail(failed[0]) or f'exit code {self.procs[failed[0]].returncode}'}")
         for name in failed:
             if self.procs[name].returncode == EXIT_OWN_ERROR:
                 return f"federate '{name}' failed: {self.log_tail(name) or 'see its log'}"

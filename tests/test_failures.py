@@ -247,8 +247,8 @@ def test_killed_federate_ends_the_run_cleanly(tmp_path):
 
 
 def test_a_stopped_federate_is_named_and_a_stalled_one_shows_its_stack(tmp_path):
-    """A federate that stops answering without dying (SIGSTOP here; a deadlock alike) stalls
-    the federation: HELICS sees no fault. The launcher names the stopped process; and any
+    """A federate that stops answering without dying (SIGSTOP here) stalls the federation, or
+    HELICS reports lost contact with it: either way the launcher names the stopped process; and any
     federate, asked with STACK_SIGNAL (as the launcher asks all of a stalled federation),
     writes where it waits into its log and goes on."""
     from federates.base import STACK_SIGNAL
@@ -280,6 +280,8 @@ def test_a_stopped_federate_is_named_and_a_stalled_one_shows_its_stack(tmp_path)
             proc.kill()
     assert proc.returncode == 1
     message = stderr.strip().splitlines()[-1]
+    # Named whichever notices first: HELICS (the others lose contact with its core, timeout_s=2)
+    # or the launcher's stall check.
     assert message.startswith(f"error: federate 'feeders_0' (pid {victim}) is stopped (SIGSTOP?)"), message
     log = (run_dir / "logs" / "transmission.log").read_text()
     assert "most recent call first" in log and "federates/transmission.py" in log, log[-2000:]
